@@ -1,0 +1,1 @@
+"""The ``zhisuan`` command line: one module per command group, thin over the layers."""

@@ -1,0 +1,41 @@
+"""Helpers every command group shares: consoles, error exit, the gateway's address."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from zhisuan.errors import ZhisuanError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
+    """Print a one-line reason (and a hint) to stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn :class:`ZhisuanError` into :func:`fail` (no traceback for user mistakes)."""
+    try:
+        yield
+    except ZhisuanError as err:
+        fail(err.message, err.hint)
+
+
+def gateway_url(host: str, port: int) -> str:
+    """Base URL of a gateway listening on ``host:port`` (wildcard binds map to loopback)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

@@ -1,0 +1,209 @@
+"""``zhisuan serve``, ``deploy``, ``undeploy`` and ``ps``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import typer
+
+from zhisuan.cli._common import console, fail, gateway_url, user_errors
+from zhisuan.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command()(serve)
+    app.command()(deploy)
+    app.command()(undeploy)
+    app.command()(ps)
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Listen address [default: 127.0.0.1]."),
+    port: int | None = typer.Option(None, help="Listen port [default: 8000]."),
+    demo: bool = typer.Option(False, "--demo", help="Deploy the demo models if none exist."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Start the gateway and every deployed replica."""
+    import uvicorn
+
+    from zhisuan.gateway import create_app
+    from zhisuan.store import open_store
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    with user_errors():
+        settings = Settings(**overrides)
+        settings.ensure_home()
+        store = open_store(settings)
+        if demo:
+            from zhisuan.cli._demo import ensure_demo
+
+            ensure_demo(store, settings)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    app = create_app(settings, store=store)
+    console.print(
+        f"zhisuan gateway on {gateway_url(settings.host, settings.port)} (home {settings.home})",
+        highlight=False,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level)
+
+
+def deploy(
+    model: str = typer.Argument(
+        ..., help="Model name (imported, or any name for --engine upstream)."
+    ),
+    replicas: int = typer.Option(1, min=1, help="Worker processes to run."),
+    engine: str | None = typer.Option(
+        None, help="transformers | llamacpp | upstream [default: by model format]."
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda:N."),
+    upstream_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server."),
+    upstream_key_env: str | None = typer.Option(
+        None, help="Name of the environment variable that holds the upstream's API key."
+    ),
+    upstream_model: str | None = typer.Option(None, help="Model name on the upstream."),
+    max_batch: int | None = typer.Option(None, min=1, help="Concurrent sequences per replica."),
+) -> None:
+    """Deploy MODEL (persisted; a running gateway picks it up at once)."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors():
+        _check_device(device)
+        with open_store(settings) as store:
+            if engine is None:
+                found = store.find_model(model)
+                engine = (
+                    "llamacpp" if found is not None and found.format == "gguf" else "transformers"
+                )
+            options: dict[str, Any] = {}
+            if engine == "upstream":
+                if not upstream_url:
+                    fail(
+                        "an upstream deployment needs --upstream-url",
+                        "e.g. --upstream-url http://10.0.0.5:8000/v1",
+                    )
+                options["base_url"] = upstream_url
+                if upstream_key_env:
+                    options["api_key_env"] = upstream_key_env
+                if upstream_model:
+                    options["upstream_model"] = upstream_model
+            if max_batch:
+                options["max_batch"] = max_batch
+            store.put_deployment(
+                model, engine=engine, device=device, replicas=replicas, options=options
+            )
+    console.print(f"deployed [bold]{model}[/] ({engine} on {device}, {replicas} replica(s))")
+    _notify(settings)
+
+
+def undeploy(model: str = typer.Argument(..., help="Deployed model name.")) -> None:
+    """Remove MODEL's deployment (its replicas stop)."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors(), open_store(settings) as store:
+        store.remove_deployment(model)
+    console.print(f"undeployed [bold]{model}[/]")
+    _notify(settings)
+
+
+def ps(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    url: str | None = typer.Option(None, help="Gateway URL [default: from settings]."),
+) -> None:
+    """List replicas: model, state, pid, device, endpoint, uptime, restarts."""
+    settings = Settings()
+    rows = _replicas(settings, url)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(
+        "model", "#", "engine", "state", "pid", "device", "endpoint", "uptime", "restarts"
+    )
+    for r in rows:
+        table.add_row(
+            r["model"],
+            str(r.get("replica", 0)),
+            r.get("engine", ""),
+            r["state"],
+            str(r["pid"] or "-"),
+            r["device"],
+            r["endpoint"] or "-",
+            f"{r['uptime_s']:.0f}s",
+            str(r["restarts"]),
+        )
+    console.print(table)
+
+
+def _replicas(settings: Settings, url: str | None) -> list[dict[str, Any]]:
+    import httpx
+
+    base = url or gateway_url(settings.host, settings.port)
+    try:
+        resp = httpx.get(f"{base}/admin/replicas", timeout=5.0, headers=_admin_headers(settings))
+    except httpx.HTTPError:
+        return _stopped_rows(settings)
+    if resp.status_code != 200:
+        fail(f"the gateway at {base} answered {resp.status_code}", resp.text[:200])
+    rows: list[dict[str, Any]] = resp.json()
+    return rows
+
+
+def _stopped_rows(settings: Settings) -> list[dict[str, Any]]:
+    """No gateway is running: the deployments, all stopped."""
+    from zhisuan.store import open_store
+
+    with user_errors(), open_store(settings) as store:
+        return [
+            {
+                "model": d.model_name,
+                "replica": i,
+                "engine": d.engine,
+                "state": "stopped",
+                "pid": None,
+                "device": d.device,
+                "endpoint": None,
+                "uptime_s": 0.0,
+                "restarts": 0,
+            }
+            for d in store.list_deployments()
+            for i in range(d.replicas)
+        ]
+
+
+def _admin_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.admin_key}"} if settings.admin_key else {}
+
+
+def _notify(settings: Settings) -> None:
+    """Ask a running gateway to reconcile; no gateway is fine (it reads the store at start)."""
+    import httpx
+
+    base = gateway_url(settings.host, settings.port)
+    try:
+        httpx.post(f"{base}/admin/reconcile", timeout=10.0, headers=_admin_headers(settings))
+    except httpx.HTTPError:
+        logger.debug("no gateway at %s to notify", base)
+
+
+def _check_device(device: str) -> None:
+    from zhisuan.errors import InvalidParameter
+
+    if device == "cpu" or (device.startswith("cuda:") and device[5:].isdigit()):
+        return
+    raise InvalidParameter(
+        f"unknown device {device!r}", param="device", hint="use cpu or cuda:N (e.g. cuda:0)"
+    )

@@ -1,0 +1,103 @@
+"""The cluster backend interface: where replicas run and who keeps them alive.
+
+A backend owns worker processes (or Ray actors) for a set of :class:`ReplicaSpec`. The
+gateway tells it the desired set with :meth:`Backend.apply` (reconcile: start what is
+missing, stop what is no longer wanted, leave the rest alone) and reads the live state
+with :meth:`Backend.replicas`. A backend restarts a worker that dies, with backoff, and
+marks it ``restarting`` meanwhile so routing skips it.
+
+Backends: ``local`` (worker processes on this machine, the default).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class ReplicaState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """One replica the platform should run.
+
+    Attributes:
+        model: public model name clients ask for.
+        engine: ``transformers``, ``llamacpp`` or ``upstream``.
+        device: ``cpu`` or ``cuda:N``.
+        model_path: weights location (None for ``upstream``).
+        index: replica number within the deployment, from 0.
+        options: engine options (JSON-serialisable).
+    """
+
+    model: str
+    engine: str
+    device: str
+    model_path: str | None
+    index: int = 0
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}#{self.index}"
+
+
+@dataclass(slots=True)
+class Replica:
+    """Live state of one replica, owned and mutated by its backend."""
+
+    spec: ReplicaSpec
+    state: ReplicaState = ReplicaState.STARTING
+    pid: int | None = None
+    endpoint: str | None = None
+    ready_since: float | None = None  # monotonic seconds
+    restarts: int = 0
+    outstanding: int = 0
+    last_error: str | None = None
+    generation: int = field(default=0)  # bumps on every (re)start
+
+    @property
+    def uptime_s(self) -> float:
+        if self.state is not ReplicaState.READY or self.ready_since is None:
+            return 0.0
+        return time.monotonic() - self.ready_since
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON view used by ``zhisuan ps`` and the admin API."""
+        return {
+            "model": self.spec.model,
+            "replica": self.spec.index,
+            "engine": self.spec.engine,
+            "state": self.state.value,
+            "pid": self.pid,
+            "device": self.spec.device,
+            "endpoint": self.endpoint,
+            "uptime_s": round(self.uptime_s, 1),
+            "restarts": self.restarts,
+            "outstanding": self.outstanding,
+            "last_error": self.last_error,
+        }
+
+
+class Backend(Protocol):
+    """Runs replicas and keeps them alive."""
+
+    async def apply(self, specs: list[ReplicaSpec]) -> None:
+        """Reconcile the running replicas with ``specs``; returns once changes are started."""
+        ...
+
+    def replicas(self, model: str | None = None) -> list[Replica]:
+        """Live replicas, optionally of one model."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop every replica and wait for the processes to exit."""
+        ...

@@ -1,0 +1,114 @@
+"""The one interface every inference engine implements.
+
+An engine lives inside a worker process (``zhisuan.engines.worker``), never in the
+gateway. The worker's serving layer turns OpenAI requests into calls on this interface
+and formats the answers; the engine only tokenizes, generates and embeds.
+
+Contract:
+
+- ``generate`` yields :class:`Delta` items as text becomes available. The last item has
+  ``finish_reason`` set (``"stop"`` for EOS or a stop string, ``"length"`` for the token
+  budget). Stop strings are not included in the text. Closing the iterator early (the
+  client went away: ``aclose()`` or task cancellation) aborts the sequence and frees its
+  batch slot at once.
+- Token counts are the model's own tokenizer's.
+- Errors: a request the engine cannot serve for the caller's reasons raises a
+  ``zhisuan.errors.UserError`` (e.g. ``ContextLengthExceeded``); anything else is an engine
+  failure and surfaces as 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from zhisuan.protocol import SamplingParams
+
+Task = Literal["chat", "embedding"]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What a loaded engine serves.
+
+    Attributes:
+        model: the public model name (``/v1/models`` id).
+        engine: engine kind, e.g. ``"transformers"``.
+        task: ``"chat"`` (chat and text completions) or ``"embedding"``.
+        context_length: maximum prompt + completion tokens.
+        device: e.g. ``"cpu"`` or ``"cuda:0"``.
+    """
+
+    model: str
+    engine: str
+    task: Task
+    context_length: int
+    device: str
+
+
+@dataclass(slots=True)
+class Delta:
+    """A piece of a completion.
+
+    Attributes:
+        text: new text since the previous delta (may be empty on the final item).
+        prompt_tokens: tokens in the prompt (constant for a request).
+        completion_tokens: tokens generated so far, including this delta's.
+        finish_reason: set on the final item only.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Embedding vectors, one per input, and the tokens they consumed."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An inference engine behind a worker.
+
+    Implementations: ``transformers`` (CPU/CUDA, continuous batching), ``llamacpp``
+    (GGUF), ``upstream`` (any OpenAI-compatible server).
+    """
+
+    info: EngineInfo
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """Apply the model's chat template with a generation prompt.
+
+        Raises:
+            zhisuan.errors.InvalidParameter: the template rejects the messages.
+        """
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` by the model's tokenizer (no special tokens added)."""
+        ...
+
+    def generate(
+        self, prompt: str, params: SamplingParams, request_id: str
+    ) -> AsyncIterator[Delta]:
+        """Stream the completion of ``prompt``.
+
+        Raises:
+            zhisuan.errors.ContextLengthExceeded: prompt (+ requested budget) too long.
+        """
+        ...
+
+    async def embed(self, texts: list[str]) -> Embeddings:
+        """Embed each text with the model's own pooling (and normalisation, if any)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and release the device."""
+        ...

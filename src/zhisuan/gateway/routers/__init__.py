@@ -1,0 +1,1 @@
+"""HTTP routers: thin, each hands the work to a serving module."""

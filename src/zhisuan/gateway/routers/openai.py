@@ -1,0 +1,46 @@
+"""The OpenAI-compatible API: ``/v1/models``, chat, completions, embeddings."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from zhisuan.gateway._routing import served_models
+from zhisuan.gateway._serving import gateway_of, handle
+from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """The deployed models, as OpenAI's model list."""
+    gw = gateway_of(request)
+    names = served_models(gw.backend)
+    allowed = gw.extras.get("visible_models")
+    if allowed is not None:
+        names = allowed(request, names)
+    now = int(time.time())
+    data = [{"id": n, "object": "model", "created": now, "owned_by": "zhisuan"} for n in names]
+    return {"object": "list", "data": data}
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+    """Create a chat completion (streaming with ``stream: true``)."""
+    return await handle(request, "chat.completions", body)
+
+
+@router.post("/completions", response_model=None)
+async def completions(request: Request, body: CompletionRequest) -> Response:
+    """Create a text completion (streaming with ``stream: true``)."""
+    return await handle(request, "completions", body)
+
+
+@router.post("/embeddings", response_model=None)
+async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
+    """Create embeddings for a string or a list of strings."""
+    return await handle(request, "embeddings", body)

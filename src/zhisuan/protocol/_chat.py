@@ -1,0 +1,61 @@
+"""``POST /v1/chat/completions`` request."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from zhisuan.protocol._common import StreamOptions, _GenerationFields
+
+__all__ = ["ChatCompletionRequest", "ChatMessage", "StreamOptions"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text; list content keeps only its text parts."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError("only text content parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatCompletionRequest(_GenerationFields):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _check_parts(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        for message in value:
+            message.text()  # raises on non-text parts
+        return value
+
+    def requested_max_tokens(self) -> int | None:
+        """``max_completion_tokens`` wins over the older ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+    def plain_messages(self) -> list[dict[str, str]]:
+        """Messages as ``{"role", "content"}`` dicts for a chat template."""
+        out = []
+        for m in self.messages:
+            role = "system" if m.role == "developer" else m.role
+            out.append({"role": role, "content": m.text()})
+        return out
+
+
+ChatCompletionRequest.model_rebuild()
+_ = StreamOptions

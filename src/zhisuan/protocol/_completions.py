@@ -1,0 +1,27 @@
+"""``POST /v1/completions`` request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from zhisuan.protocol._common import _GenerationFields
+
+DEFAULT_MAX_TOKENS = 16
+
+
+class CompletionRequest(_GenerationFields):
+    prompt: str | list[str]
+    max_tokens: Annotated[int, Field(ge=1)] | None = DEFAULT_MAX_TOKENS
+    echo: bool | None = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) != 1:
+            raise ValueError("exactly one prompt per request is supported")
+        return value
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]

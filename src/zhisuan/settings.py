@@ -1,0 +1,60 @@
+"""Settings from one pydantic-settings class, built once and passed down.
+
+Every field reads from the environment with the ``ZHISUAN_`` prefix, e.g.
+``ZHISUAN_HOME=/srv/zhisuan`` or ``ZHISUAN_DATABASE_URL=postgresql+psycopg://…``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".zhisuan"
+
+
+class Settings(BaseSettings):
+    """Platform settings.
+
+    Attributes:
+        home: data directory (SQLite file, imported model metadata, worker logs).
+        database_url: SQLAlchemy URL; default ``sqlite:///<home>/zhisuan.db``.
+        host: gateway listen address.
+        port: gateway listen port.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ZHISUAN_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    auth: str = Field(default="auto", pattern="^(auto|on|off)$")
+    admin_key: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    worker_start_timeout_s: float = 120.0
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.home = self.home.expanduser()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'zhisuan.db'}"
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def ensure_home(self) -> None:
+        """Create the home directory tree if it does not exist."""
+        for path in (self.home, self.models_dir, self.logs_dir):
+            path.mkdir(parents=True, exist_ok=True)
