@@ -1,0 +1,218 @@
+"""Inspect a GGUF file with the ``gguf`` package's reader (imported lazily, here only).
+
+The reader maps the file and parses its metadata and tensor table; it does not read tensor
+data. A truncated file can still parse (the table sits at the start), so the end of every
+tensor's data is checked against the file size here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from zhisuan.errors import ImportRefused
+from zhisuan.modelstore._types import ModelInfo
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+# Architectures whose GGUF conversions are embedding models (llama.cpp's BERT family).
+EMBEDDING_ARCHS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert"})
+_REDOWNLOAD = "the file is damaged or incompletely downloaded; download it again"
+
+
+def inspect_gguf(path: Path) -> ModelInfo:
+    """Read the facts of a GGUF file.
+
+    Args:
+        path: the ``.gguf`` file.
+
+    Returns:
+        The model's facts; ``param_count`` is the sum of the tensors' element counts and
+        ``dtype`` the file type (``Q4_K_M``, ``F16`` …).
+
+    Raises:
+        ImportRefused: not a GGUF file, malformed, or truncated (the message gives the
+            expected and actual size).
+    """
+    path = path.resolve()
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise ImportRefused(
+            f"{path.name} is not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})",
+            hint="pass a .gguf file, or an HF-format directory",
+        )
+    try:
+        from gguf import GGUFReader
+    except ImportError as exc:  # pragma: no cover - gguf is a core dependency
+        raise ImportRefused(
+            "cannot read GGUF files: the gguf package is not installed", hint="pip install gguf"
+        ) from exc
+    expected = _expected_size(path)
+    if size < expected:
+        raise ImportRefused(
+            f"{path.name} is truncated: expected {expected} bytes, found {size}",
+            hint=_REDOWNLOAD,
+        )
+    try:
+        reader = GGUFReader(path)
+        fields = {name: _field_value(f) for name, f in reader.fields.items()}
+        tensors = [
+            (t.name, t.tensor_type.name, int(t.n_elements), int(t.data_offset) + int(t.n_bytes))
+            for t in reader.tensors
+        ]
+        del reader  # unmap the file
+    except Exception as exc:  # the reader raises ValueError, IndexError …; convert here
+        raise ImportRefused(
+            f"{path.name} is not a valid GGUF file (truncated or malformed: {exc})",
+            hint=_REDOWNLOAD,
+        ) from exc
+
+    data_end = max((end for *_, end in tensors), default=0)
+    if size < data_end:  # pragma: no cover - _expected_size already checked this
+        raise ImportRefused(
+            f"{path.name} is truncated: expected {data_end} bytes, found {size}",
+            hint=_REDOWNLOAD,
+        )
+    arch = fields.get("general.architecture")
+    arch = arch if isinstance(arch, str) else None
+    by_type: Counter[str] = Counter()
+    for _name, ttype, numel, _end in tensors:
+        by_type[ttype] += numel
+
+    def arch_int(key: str) -> int | None:
+        value = fields.get(f"{arch}.{key}") if arch else None
+        return value if isinstance(value, int) and value > 0 else None
+
+    heads = arch_int("attention.head_count")
+    kv_heads = arch_int("attention.head_count_kv") or heads
+    task = "embedding" if arch in EMBEDDING_ARCHS or arch_int("pooling_type") else "chat"
+    return ModelInfo(
+        format="gguf",
+        task=task,
+        root=path,
+        files=[path.name],
+        weight_files=[path.name],
+        architecture=arch,
+        param_count=sum(by_type.values()),
+        num_layers=arch_int("block_count"),
+        hidden_size=arch_int("embedding_length"),
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        context_length=arch_int("context_length"),
+        dtype=_file_type(fields.get("general.file_type"), by_type),
+        bytes_on_disk=size,
+    )
+
+
+# Bytes of each fixed-size GGUF metadata value type (GGUFValueType ids).
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+_ALIGNMENT_KEY = "general.alignment"
+
+
+def _expected_size(path: Path) -> int:
+    """The size a GGUF file must have: the end of its last tensor's data.
+
+    Walks the header (metadata and tensor table) with plain reads, so a truncated file is
+    reported with expected and actual sizes rather than as a reader error.
+
+    Raises:
+        ImportRefused: the header itself is cut short or malformed.
+    """
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+
+        def read(n: int) -> bytes:
+            data = fh.read(n)
+            if len(data) < n:
+                raise ImportRefused(
+                    f"{path.name} is truncated: its header ends early at byte {size}",
+                    hint=_REDOWNLOAD,
+                )
+            return data
+
+        fh.seek(4)
+        (version,) = struct.unpack("<I", read(4))
+        order = "<" if version < 0x10000 else ">"  # big-endian files read as huge numbers
+        n_tensors, n_kv = struct.unpack(order + "QQ", read(16))
+
+        def u32() -> int:
+            return int(struct.unpack(order + "I", read(4))[0])
+
+        def u64() -> int:
+            return int(struct.unpack(order + "Q", read(8))[0])
+
+        def skip_value(vtype: int) -> int | None:
+            if vtype in _SCALAR_BYTES:
+                raw = read(_SCALAR_BYTES[vtype])
+                return int.from_bytes(raw, "little" if order == "<" else "big")
+            if vtype == _STRING:
+                fh.seek(u64(), 1)
+                return None
+            if vtype == _ARRAY:
+                itype, count = u32(), u64()
+                if itype in _SCALAR_BYTES:
+                    fh.seek(count * _SCALAR_BYTES[itype], 1)
+                else:
+                    for _ in range(count):
+                        skip_value(itype)
+                return None
+            raise ImportRefused(
+                f"{path.name} is not a valid GGUF file: unknown value type {vtype}",
+                hint=_REDOWNLOAD,
+            )
+
+        alignment = 32
+        for _ in range(n_kv):
+            key = read(u64()).decode("utf-8", "replace")
+            value = skip_value(u32())
+            if key == _ALIGNMENT_KEY and value:
+                alignment = value
+        data_end = 0
+        for _ in range(n_tensors):
+            fh.seek(u64(), 1)  # name
+            dims = [u64() for _ in range(u32())]
+            ttype, offset = u32(), u64()
+            try:
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+            except (ValueError, KeyError) as exc:
+                raise ImportRefused(
+                    f"{path.name} has a tensor of unknown type {ttype}",
+                    hint="update the gguf package, or check the file",
+                ) from exc
+            data_end = max(data_end, offset + math.prod(dims) * type_size // block)
+        header_end = fh.tell()
+    data_start = -(-header_end // alignment) * alignment
+    return data_start + data_end if n_tensors else header_end
+
+
+def _field_value(field: Any) -> Any:
+    """A scalar or string field's value; None for arrays (token lists are large)."""
+    from gguf import GGUFValueType
+
+    if not field.types or field.types[0] == GGUFValueType.ARRAY:
+        return None
+    return field.contents()
+
+
+def _file_type(value: Any, by_type: Counter[str]) -> str | None:
+    from gguf import LlamaFileType
+
+    if isinstance(value, int):
+        try:
+            name = LlamaFileType(value).name
+        except ValueError:
+            name = None
+        if name and name != "GUESSED":
+            return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    # No (or an unknown) file type: the tensor type holding most parameters.
+    return by_type.most_common(1)[0][0] if by_type else None

@@ -1,0 +1,376 @@
+"""Repository methods for tenants and API keys, mixed into :class:`zhisuan.store.Store`.
+
+Keys are ``"zs-" + secrets.token_urlsafe(32)`` (256 random bits). Only the first
+:data:`KEY_PREFIX_LEN` characters (the *prefix*, an index for lookup and the name shown in
+lists and usage) and the sha256 of the whole secret are stored; :meth:`create_key` returns
+the secret once. :meth:`authenticate` finds the row by prefix and compares the digests with
+:func:`hmac.compare_digest`. Secrets are never logged; prefixes are.
+
+Usage records live in :mod:`zhisuan.store._usage_store`; this mixin inherits that one so
+``Store`` needs a single base.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from zhisuan.errors import InvalidParameter, NotFound, UserError, closest
+from zhisuan.store._share_models import (
+    ANONYMOUS,
+    KEY_PREFIX_LEN,
+    LIMIT_FIELDS,
+    ApiKey,
+    Tenant,
+    hash_secret,
+)
+from zhisuan.store._usage_store import UsageStoreMixin
+from zhisuan.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+TENANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+CURRENCY_RE = re.compile(r"[A-Z]{3}")
+KEY_SCHEME = "zs-"
+# Compared against when no key has the prefix, so a miss costs about what a hit does.
+_DUMMY_HASH = hash_secret("zs-not-a-key")
+
+
+class ShareStoreMixin(UsageStoreMixin):
+    """Tenants and API keys (and, through :class:`UsageStoreMixin`, usage records)."""
+
+    # -- tenants --------------------------------------------------------------------------
+
+    def create_tenant(
+        self,
+        name: str,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        tokens_per_day: int | None = None,
+        budget: float | None = None,
+        max_concurrent: int | None = None,
+        models: list[str] | None = None,
+        currency: str = "USD",
+    ) -> Tenant:
+        """Create a tenant.
+
+        Args:
+            name: lowercase letters, digits and ``-_.``, at most 64 characters; not
+                ``"anonymous"`` (the name recorded when auth is off).
+            rpm, tpm, tokens_per_day, budget, max_concurrent: limits (None = unlimited);
+                ``budget`` is money per calendar month in ``currency``.
+            models: the model allow-list (None = every model).
+            currency: ISO 4217 code, e.g. ``"USD"``, ``"CNY"``.
+
+        Returns:
+            The stored tenant.
+
+        Raises:
+            InvalidParameter: a malformed name, currency or allow-list, or a limit ≤ 0.
+            UserError: a tenant with this name already exists.
+        """
+        _check_tenant_name(name)
+        row = Tenant(name=name, currency=_check_currency(currency))
+        _apply(row, {**_limit_kwargs(locals()), "models": models})
+        try:
+            with self.session_factory() as s, s.begin():
+                if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+                    raise _tenant_taken(name)
+                s.add(row)
+        except IntegrityError as exc:  # lost a race with another creator
+            raise _tenant_taken(name) from exc
+        log.info("created tenant %s", name)
+        return row
+
+    def update_tenant(self, name: str, **changes: Any) -> Tenant:
+        """Change some of a tenant's limits; only the arguments given are touched.
+
+        Args:
+            name: the tenant.
+            **changes: any of ``rpm``, ``tpm``, ``tokens_per_day``, ``budget``,
+                ``max_concurrent``, ``models``, ``currency``; ``None`` clears a limit
+                (unlimited) or the allow-list (every model).
+
+        Returns:
+            The updated tenant.
+
+        Raises:
+            NotFound: no such tenant.
+            InvalidParameter: an unknown field, a limit ≤ 0, a malformed currency or list.
+        """
+        unknown = sorted(set(changes) - {*LIMIT_FIELDS, "models", "currency"})
+        if unknown:
+            raise InvalidParameter(
+                f"unknown tenant field {unknown[0]!r}",
+                param=unknown[0],
+                hint=f"choose from: {', '.join((*LIMIT_FIELDS, 'models', 'currency'))}",
+            )
+        if "currency" in changes:
+            changes["currency"] = _check_currency(changes["currency"])
+        with self.session_factory() as s, s.begin():
+            row = _tenant(s, name, lock=True)
+            _apply(row, changes)
+        log.info("updated tenant %s: %s", name, ", ".join(sorted(changes)) or "nothing")
+        return row
+
+    def get_tenant(self, name: str) -> Tenant:
+        """The tenant called ``name``.
+
+        Raises:
+            NotFound: no such tenant; ``suggestions`` holds close names.
+        """
+        with self.session_factory() as s:
+            return _tenant(s, name)
+
+    def list_tenants(self) -> list[Tenant]:
+        """Every tenant, ordered by name."""
+        with self.session_factory() as s:
+            return list(s.scalars(select(Tenant).order_by(Tenant.name)))
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        *,
+        tenant: str | None,
+        admin: bool = False,
+        name: str | None = None,
+        models: list[str] | None = None,
+        expires_at: datetime | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        tokens_per_day: int | None = None,
+        budget: float | None = None,
+        max_concurrent: int | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Create an API key for ``tenant``, or an admin key (``admin=True``, no tenant).
+
+        Args:
+            tenant: the owning tenant's name; None exactly when ``admin``.
+            admin: an admin key (the admin API); it belongs to no tenant and has no limits.
+            name: a label for lists.
+            models: the key's allow-list, narrowing its tenant's (None = the tenant's).
+            expires_at: when the key stops working (naive = UTC); must be in the future.
+            rpm, tpm, tokens_per_day, budget, max_concurrent: the key's own limits, applied
+                on top of the tenant's (None = only the tenant's).
+
+        Returns:
+            ``(row, secret)``: the stored key and its plaintext, which is not kept anywhere.
+
+        Raises:
+            InvalidParameter: both or neither of tenant/admin, limits on an admin key, a
+                limit ≤ 0, or ``expires_at`` not in the future.
+            NotFound: no such tenant.
+        """
+        if admin == (tenant is not None):
+            raise InvalidParameter(
+                "a key belongs to a tenant or is an admin key, not both or neither",
+                param="tenant",
+                hint="pass --tenant NAME for a tenant's key, or --admin for an admin key",
+            )
+        limits = _limit_kwargs(locals())
+        if admin and (models is not None or any(v is not None for v in limits.values())):
+            raise InvalidParameter(
+                "an admin key has no limits or allow-list", param="admin", hint="drop them"
+            )
+        if expires_at is not None and _as_utc(expires_at) <= utcnow():
+            raise InvalidParameter(
+                f"expiry {_as_utc(expires_at).isoformat()} is not in the future",
+                param="expires_at",
+                hint="give a later date, e.g. --expires 2030-01-01",
+            )
+        for _attempt in range(5):  # a 54-bit prefix collision is astronomically rare
+            secret = KEY_SCHEME + secrets.token_urlsafe(32)
+            row = ApiKey(
+                name=name,
+                prefix=secret[:KEY_PREFIX_LEN],
+                hash=hash_secret(secret),
+                is_admin=admin,
+                expires_at=expires_at,
+            )
+            _apply(row, {**limits, "models": models})
+            try:
+                with self.session_factory() as s, s.begin():
+                    row.tenant = _tenant(s, tenant) if tenant is not None else None
+                    s.add(row)
+            except IntegrityError:
+                continue
+            log.info("created %s key %s", "admin" if admin else f"tenant {tenant}", row.prefix)
+            return row, secret
+        raise RuntimeError("could not find a free key prefix")  # pragma: no cover
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        """The key whose secret is ``secret``, or None.
+
+        The row is found by prefix and the sha256 of ``secret`` is compared with the stored
+        one in constant time. A *revoked or expired key is still returned*: the caller
+        decides (``key.status()`` is ``"active"``, ``"revoked"`` or ``"expired"``), so it can
+        say why a request is refused. ``key.tenant`` is loaded and readable after return;
+        ``key.allows(model)`` checks both allow-lists. The secret is never logged.
+
+        Args:
+            secret: the bearer token as presented.
+
+        Returns:
+            The key, or None when no key matches.
+        """
+        if len(secret) <= KEY_PREFIX_LEN or len(secret) > 256:
+            return None
+        with self.session_factory() as s:
+            row = s.scalar(select(ApiKey).where(ApiKey.prefix == secret[:KEY_PREFIX_LEN]))
+        digest = hash_secret(secret)
+        if row is None:
+            hmac.compare_digest(digest, _DUMMY_HASH)
+            return None
+        return row if hmac.compare_digest(digest, row.hash) else None
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        """Keys (revoked ones too), oldest first; only ``tenant``'s when given.
+
+        Raises:
+            NotFound: ``tenant`` does not exist.
+        """
+        with self.session_factory() as s:
+            query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+            if tenant is not None:
+                query = query.where(ApiKey.tenant_id == _tenant(s, tenant).id)
+            return list(s.scalars(query))
+
+    def revoke_key(self, prefix: str) -> ApiKey:
+        """Revoke the key with ``prefix`` (idempotent: a revoked key stays as it was).
+
+        Args:
+            prefix: the key's prefix as shown by ``keys list``; a whole key is accepted too
+                (only its prefix is used).
+
+        Returns:
+            The key, with ``revoked_at`` set.
+
+        Raises:
+            NotFound: no key has this prefix.
+        """
+        prefix = prefix.strip()[:KEY_PREFIX_LEN]
+        with self.session_factory() as s, s.begin():
+            row = s.scalar(select(ApiKey).where(ApiKey.prefix == prefix).with_for_update())
+            if row is None:
+                prefixes = list(s.scalars(select(ApiKey.prefix)))
+                raise NotFound(
+                    f"no API key with prefix {prefix!r}",
+                    suggestions=closest(prefix, prefixes),
+                    param="prefix",
+                    code="key_not_found",
+                )
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                log.info("revoked key %s", prefix)
+        return row
+
+    def touch_keys(self, prefixes: list[str], at: datetime | None = None) -> None:
+        """Set ``last_used_at`` of the keys with these prefixes (one statement; optional).
+
+        Meant for the metering writer, once per batch, not once per request.
+        """
+        if not prefixes:
+            return
+        with self.session_factory() as s, s.begin():
+            s.execute(
+                update(ApiKey)
+                .where(ApiKey.prefix.in_(sorted(set(prefixes))))
+                .values(last_used_at=at or utcnow())
+            )
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _limit_kwargs(scope: dict[str, Any]) -> dict[str, Any]:
+    return {f: scope[f] for f in LIMIT_FIELDS}
+
+
+def _apply(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
+    """Validate and set limits / allow-list / currency on ``row``."""
+    for field, value in changes.items():
+        if field == "models":
+            value = _check_models(value)
+        elif field in LIMIT_FIELDS and value is not None:
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not is_number or value <= 0 or (field != "budget" and value != int(value)):
+                kind = "a positive amount" if field == "budget" else "a positive whole number"
+                raise InvalidParameter(
+                    f"{field} must be {kind}, got {value!r}",
+                    param=field,
+                    hint="leave a limit out (or clear it) for no limit",
+                )
+            value = float(value) if field == "budget" else int(value)
+        setattr(row, field, value)
+
+
+def _check_models(models: list[str] | None) -> list[str] | None:
+    if models is None:
+        return None
+    cleaned = [m.strip() for m in models]
+    if not cleaned or any(not m or len(m) > 128 for m in cleaned):
+        raise InvalidParameter(
+            "the model allow-list must name at least one model, each 1-128 characters",
+            param="models",
+            hint="e.g. --models qwen2.5-0.5b,llama-3.2-1b; leave it out to allow every model",
+        )
+    return list(dict.fromkeys(cleaned))
+
+
+def _check_tenant_name(name: str) -> None:
+    if not TENANT_NAME_RE.fullmatch(name):
+        raise InvalidParameter(
+            f"invalid tenant name {name!r}",
+            param="name",
+            hint="use lowercase letters, digits and -_. (at most 64, starting with a letter "
+            "or digit)",
+        )
+    if name == ANONYMOUS:
+        raise InvalidParameter(
+            f"{ANONYMOUS!r} is reserved (usage served with auth off)",
+            param="name",
+            hint="choose another name",
+        )
+
+
+def _check_currency(currency: str) -> str:
+    code = currency.strip().upper()
+    if not CURRENCY_RE.fullmatch(code):
+        raise InvalidParameter(
+            f"invalid currency {currency!r}", param="currency", hint="use an ISO 4217 code: USD"
+        )
+    return code
+
+
+def _tenant(s: Session, name: str, *, lock: bool = False) -> Tenant:
+    query = select(Tenant).where(Tenant.name == name)
+    row = s.scalar(query.with_for_update() if lock else query)
+    if row is None:
+        names = list(s.scalars(select(Tenant.name)))
+        raise NotFound(
+            f"tenant {name!r} not found",
+            suggestions=closest(name, names),
+            param="tenant",
+            code="tenant_not_found",
+        )
+    return row
+
+
+def _tenant_taken(name: str) -> UserError:
+    return UserError(
+        f"a tenant named {name!r} already exists",
+        param="name",
+        code="tenant_exists",
+        hint=f"change its limits with `zhisuan tenants set {name} …`",
+    )
