@@ -24,6 +24,11 @@ class Settings(BaseSettings):
         database_url: SQLAlchemy URL; default ``sqlite:///<home>/zhisuan.db``.
         host: gateway listen address.
         port: gateway listen port.
+        auth: ``on``, ``off`` (loopback only) or ``auto`` (on unless bound to loopback).
+        admin_key: a bootstrap admin key (``ZHISUAN_ADMIN_KEY``), besides stored ones.
+        max_body_bytes: request bodies over this get 413.
+        cpu_power_w / gpu_power_w: device power used for energy estimates.
+        device_cost_per_hour: price of a device-hour for models without token prices.
     """
 
     model_config = SettingsConfigDict(env_prefix="ZHISUAN_", extra="ignore")
@@ -38,6 +43,10 @@ class Settings(BaseSettings):
     worker_start_timeout_s: float = 120.0
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 30.0
+    cpu_power_w: float = Field(default=65.0, gt=0, description="CPU power for energy estimates")
+    gpu_power_w: float = Field(default=300.0, gt=0, description="GPU power without NVML")
+    device_cost_per_hour: float = Field(default=0.0, ge=0, description="when not token-priced")
+    currency: str = "USD"
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from zhisuan.cli._common import console, fail, gateway_url, user_errors
+from zhisuan.cli._common import console, err_console, fail, gateway_url, user_errors
 from zhisuan.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,9 @@ def serve(
     host: str | None = typer.Option(None, help="Listen address [default: 127.0.0.1]."),
     port: int | None = typer.Option(None, help="Listen port [default: 8000]."),
     demo: bool = typer.Option(False, "--demo", help="Deploy the demo models if none exist."),
+    auth: str | None = typer.Option(
+        None, help="on | off [default: on unless listening on loopback]."
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Start the gateway and every deployed replica."""
@@ -39,6 +42,10 @@ def serve(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if auth is not None:
+        if auth not in ("on", "off"):
+            fail(f"--auth must be on or off, not {auth!r}")
+        overrides["auth"] = auth
     with user_errors():
         settings = Settings(**overrides)
         settings.ensure_home()
@@ -47,6 +54,19 @@ def serve(
             from zhisuan.cli._demo import ensure_demo
 
             ensure_demo(store, settings)
+    from zhisuan.gateway.app import auth_enabled, is_loopback
+
+    if not auth_enabled(settings):
+        if not is_loopback(settings.host):
+            fail(
+                f"auth cannot be off when listening on {settings.host}",
+                "use --auth on (create keys with `zhisuan keys create`), or --host 127.0.0.1",
+            )
+        err_console.print(
+            "[yellow]warning:[/] auth is off: anyone on this machine can use every model "
+            "and the admin API (start with --auth on to require keys)",
+            highlight=False,
+        )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -73,6 +93,18 @@ def deploy(
     ),
     upstream_model: str | None = typer.Option(None, help="Model name on the upstream."),
     max_batch: int | None = typer.Option(None, min=1, help="Concurrent sequences per replica."),
+    price_in: float | None = typer.Option(
+        None, min=0, help="Price per million prompt tokens (bills by tokens)."
+    ),
+    price_out: float | None = typer.Option(
+        None, min=0, help="Price per million completion tokens (bills by tokens)."
+    ),
+    cost_per_hour: float | None = typer.Option(
+        None, min=0, help="Device cost per hour (bills by busy share when not token-priced)."
+    ),
+    power_w: float | None = typer.Option(
+        None, min=0, help="Device power in watts, for energy estimates without NVML."
+    ),
 ) -> None:
     """Deploy MODEL (persisted; a running gateway picks it up at once)."""
     from zhisuan.store import open_store
@@ -98,8 +130,14 @@ def deploy(
                     options["api_key_env"] = upstream_key_env
                 if upstream_model:
                     options["upstream_model"] = upstream_model
-            if max_batch:
-                options["max_batch"] = max_batch
+            extra = {
+                "max_batch": max_batch,
+                "price_input_per_mtok": price_in,
+                "price_output_per_mtok": price_out,
+                "cost_per_hour": cost_per_hour,
+                "power_w": power_w,
+            }
+            options.update({k: v for k, v in extra.items() if v is not None})
             store.put_deployment(
                 model, engine=engine, device=device, replicas=replicas, options=options
             )

@@ -1,8 +1,9 @@
-"""What the gateway's request handlers share: settings, store, backend and hooks."""
+"""What the gateway's request handlers share: settings, store, backend, metering."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,9 +12,14 @@ import httpx
 from zhisuan.settings import Settings
 
 if TYPE_CHECKING:
+    from fastapi import Request
+
     from zhisuan.cluster import Backend
     from zhisuan.gateway._exchange import Exchange
+    from zhisuan.gateway._meter import Meter
     from zhisuan.store import Store
+
+Admit = Callable[["Request", "Exchange"], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -25,20 +31,27 @@ class Gateway:
         store: durable state.
         backend: where replicas run.
         client: pooled HTTP client for the workers on loopback.
-        finish_hooks: called once per finished request with its :class:`Exchange`
-            (metering, metrics); a hook must not raise.
+        meter: usage records, quotas settlement and metrics.
+        admit: auth/quota admission of a request (None: everything is admitted).
     """
 
     settings: Settings
     store: Store
     backend: Backend
     client: httpx.AsyncClient
-    finish_hooks: list[Callable[[Exchange], None]] = field(default_factory=list)
+    meter: Meter
+    admit: Admit | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def finish(self, exchange: Exchange) -> None:
-        for hook in self.finish_hooks:
-            hook(exchange)
+    def finish(self, ex: Exchange) -> None:
+        """Account for a finished request without waiting for its record to be stored."""
+        self.meter.finish(ex)
+
+    async def finish_durably(self, ex: Exchange) -> None:
+        """Account for a finished request and wait until its usage record is committed."""
+        fut = self.meter.finish(ex)
+        if fut is not None:
+            await asyncio.wrap_future(fut)
 
 
 def worker_client() -> httpx.AsyncClient:

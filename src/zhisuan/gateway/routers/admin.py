@@ -1,27 +1,178 @@
-"""The admin API (``/admin/…``): replicas and deployments."""
+"""The admin API (``/admin/…``, admin key): tenants, keys, deployments, usage, replicas.
+
+Thin: each route validates its body and calls the store; changes that a gateway caches
+(keys, limits, deployments) are applied at once by :func:`_refresh`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
+from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    budget: float | None = Field(default=None, gt=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    models: list[str] | None = None
+
+
+class TenantIn(Limits):
+    name: str = Field(min_length=1, max_length=64)
+    currency: str = Field(default="USD", min_length=3, max_length=8)
+
+
+class KeyIn(Limits):
+    tenant: str | None = Field(default=None, max_length=64)
+    admin: bool = False
+    name: str | None = Field(default=None, max_length=128)
+    expires_at: datetime | None = None
+
+
+class DeploymentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=64)
+    engine: Literal["transformers", "llamacpp", "upstream"] = "transformers"
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda:\d+)$")
+    replicas: int = Field(default=1, ge=1, le=64)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+async def _refresh(gw: Gateway) -> None:
+    """Apply store changes: reload keys and limits, reconcile replicas."""
+    auth = gw.extras.get("auth")
+    if auth is not None:
+        auth.clear()
+    await gw.backend.apply(desired_specs(gw.store))
+
+
 @router.get("/replicas")
 async def replicas(request: Request) -> list[dict[str, Any]]:
     """Every replica with its state, pid, device, endpoint, uptime and restarts."""
-    gw = gateway_of(request)
-    return [r.snapshot() for r in gw.backend.replicas()]
+    return [r.snapshot() for r in gateway_of(request).backend.replicas()]
 
 
 @router.post("/reconcile")
 async def reconcile(request: Request) -> list[dict[str, Any]]:
-    """Start and stop replicas to match the stored deployments (after ``zhisuan deploy``)."""
+    """Reload keys, limits and deployments from the store (after CLI changes)."""
     gw = gateway_of(request)
-    await gw.backend.apply(desired_specs(gw.store))
+    await _refresh(gw)
     return [r.snapshot() for r in gw.backend.replicas()]
+
+
+@router.get("/tenants")
+def list_tenants(request: Request) -> list[dict[str, Any]]:
+    """Every tenant with its limits."""
+    return [t.to_dict() for t in gateway_of(request).store.list_tenants()]
+
+
+@router.post("/tenants", status_code=201)
+def create_tenant(request: Request, body: TenantIn) -> dict[str, Any]:
+    """Create a tenant with its limits."""
+    data = body.model_dump()
+    name = data.pop("name")
+    return gateway_of(request).store.create_tenant(name, **data).to_dict()
+
+
+@router.get("/tenants/{name}")
+def show_tenant(request: Request, name: str) -> dict[str, Any]:
+    """One tenant, with its use so far (tokens today, money this month, in flight)."""
+    gw = gateway_of(request)
+    out = gw.store.get_tenant(name).to_dict()
+    ledger = gw.extras.get("ledger")
+    if ledger is not None:
+        out["live"] = ledger.snapshot(f"tenant:{name}")
+    return out
+
+
+@router.patch("/tenants/{name}")
+async def update_tenant(request: Request, name: str, body: Limits) -> dict[str, Any]:
+    """Change a tenant's limits (fields left out keep their value)."""
+    gw = gateway_of(request)
+    tenant = gw.store.update_tenant(name, **body.model_dump(exclude_unset=True))
+    await _refresh(gw)
+    return tenant.to_dict()
+
+
+@router.get("/keys")
+def list_keys(request: Request, tenant: str | None = None) -> list[dict[str, Any]]:
+    """Keys (prefix, tenant, limits, status; never the secret)."""
+    return [k.to_dict() for k in gateway_of(request).store.list_keys(tenant)]
+
+
+@router.post("/keys", status_code=201)
+def create_key(request: Request, body: KeyIn) -> dict[str, Any]:
+    """Create a key; the secret is in the answer once and never again."""
+    row, secret = gateway_of(request).store.create_key(**body.model_dump())
+    return {**row.to_dict(), "key": secret}
+
+
+@router.delete("/keys/{prefix}")
+async def revoke_key(request: Request, prefix: str) -> dict[str, Any]:
+    """Revoke a key (at once on this gateway)."""
+    gw = gateway_of(request)
+    row = gw.store.revoke_key(prefix)
+    await _refresh(gw)
+    return row.to_dict()
+
+
+@router.get("/deployments")
+def list_deployments(request: Request) -> list[dict[str, Any]]:
+    """The stored deployments."""
+    return [d.to_dict() for d in gateway_of(request).store.list_deployments()]
+
+
+@router.post("/deployments", status_code=201)
+async def put_deployment(request: Request, body: DeploymentIn) -> dict[str, Any]:
+    """Deploy a model (or change its deployment); replicas start at once."""
+    gw = gateway_of(request)
+    dep = gw.store.put_deployment(
+        body.model,
+        engine=body.engine,
+        device=body.device,
+        replicas=body.replicas,
+        options=body.options,
+    )
+    await _refresh(gw)
+    return dep.to_dict()
+
+
+@router.delete("/deployments/{model}")
+async def remove_deployment(request: Request, model: str) -> dict[str, Any]:
+    """Undeploy a model; its replicas stop."""
+    gw = gateway_of(request)
+    dep = gw.store.remove_deployment(model)
+    await _refresh(gw)
+    return dep.to_dict()
+
+
+@router.get("/usage", response_model=None)
+def usage(
+    request: Request,
+    tenant: str | None = None,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    by: Literal["model", "key", "day", "tenant"] | None = None,
+    limit: int = Query(default=1000, ge=1, le=100_000),
+) -> list[dict[str, Any]]:
+    """Usage records (newest last), or a summary ``by`` model, key, day or tenant."""
+    store = gateway_of(request).store
+    if by is not None:
+        return store.usage_summary(by=by, tenant=tenant, since=since)
+    rows = store.query_usage(tenant=tenant, model=model, since=since, until=until, limit=limit)
+    return [r.to_dict() for r in rows]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zhisuan.cluster import ReplicaState
 from zhisuan.gateway._serving import gateway_of
@@ -33,3 +34,10 @@ async def ready(request: Request) -> JSONResponse:
         {"status": "ready" if ok else "starting", "models": models},
         status_code=200 if ok else 503,
     )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests, tokens, latency histograms, replicas, cost, energy."""
+    gw = gateway_of(request)
+    return Response(generate_latest(gw.meter.metrics.registry), media_type=CONTENT_TYPE_LATEST)

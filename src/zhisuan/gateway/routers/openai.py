@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from zhisuan.gateway._admission import principal_of
 from zhisuan.gateway._routing import served_models
 from zhisuan.gateway._serving import gateway_of, handle
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -19,10 +20,8 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 async def list_models(request: Request) -> dict[str, Any]:
     """The deployed models, as OpenAI's model list."""
     gw = gateway_of(request)
-    names = served_models(gw.backend)
-    allowed = gw.extras.get("visible_models")
-    if allowed is not None:
-        names = allowed(request, names)
+    principal = principal_of(request)
+    names = [n for n in served_models(gw.backend) if principal.allows(n)]
     now = int(time.time())
     data = [{"id": n, "object": "model", "created": now, "owned_by": "zhisuan"} for n in names]
     return {"object": "list", "data": data}

@@ -1,0 +1,115 @@
+"""Gateway overhead: the same requests to a worker directly and through the gateway.
+
+The gateway path is the full one: auth (tenant key), quota reservation, routing, relay,
+metering (a durable usage record per request) and metrics. Both paths hit the same worker
+in one run, interleaved in rounds so drift in machine load hits both alike.
+
+Targets (issue 3): added p50 <= 2 ms, added p99 <= 10 ms, throughput >= 95% of direct, at
+concurrency 1 and 64, streaming and not.
+
+Run: ``.venv/bin/python benchmarks/bench_gateway_overhead.py [--n1 60] [--n64 640]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from _harness import CHAT, start_metered
+
+BODY: dict[str, Any] = {
+    "model": CHAT,
+    "messages": [{"role": "user", "content": "Hi"}],
+    "max_tokens": 4,
+    "temperature": 0,
+}
+
+
+async def one(http: httpx.AsyncClient, url: str, stream: bool) -> float:
+    start = time.perf_counter()
+    if stream:
+        async with http.stream("POST", url, json={**BODY, "stream": True}) as resp:
+            assert resp.status_code == 200, resp.status_code
+            async for _ in resp.aiter_raw():
+                pass
+    else:
+        resp = await http.post(url, json=BODY)
+        assert resp.status_code == 200, resp.text
+    return time.perf_counter() - start
+
+
+async def batch(
+    base: str, key: str | None, stream: bool, concurrency: int, n: int
+) -> tuple[list[float], float]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=120) as http:
+        url = f"{base}/v1/chat/completions"
+        await one(http, url, stream)  # warm the connection
+
+        async def guarded() -> float:
+            async with sem:
+                return await one(http, url, stream)
+
+        start = time.perf_counter()
+        lat = await asyncio.gather(*(guarded() for _ in range(n)))
+        return list(lat), time.perf_counter() - start
+
+
+def pct(xs: list[float], q: float) -> float:
+    return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n1", type=int, default=60, help="requests per round at concurrency 1")
+    parser.add_argument("--n64", type=int, default=640, help="requests per round at 64")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        srv, key, direct = start_metered(Path(tmp) / "home", "--max-batch", "64")
+        try:
+            rows = []
+            for stream in (False, True):
+                for conc, n in ((1, args.n1), (64, args.n64)):
+                    lat: dict[str, list[float]] = {"direct": [], "gateway": []}
+                    wall: dict[str, float] = {"direct": 0.0, "gateway": 0.0}
+                    for _ in range(args.rounds):
+                        for path, base, k in (("direct", direct, None), ("gateway", srv.url, key)):
+                            xs, t = asyncio.run(batch(base, k, stream, conc, n))
+                            lat[path] += xs
+                            wall[path] += t
+                    rows.append((stream, conc, lat, wall))
+                    d, g = lat["direct"], lat["gateway"]
+                    print(
+                        f"{'stream' if stream else 'json  '} c={conc:<3} "
+                        f"direct p50 {pct(d, 50) * 1e3:7.2f} ms p99 {pct(d, 99) * 1e3:7.2f} | "
+                        f"gateway p50 {pct(g, 50) * 1e3:7.2f} ms p99 {pct(g, 99) * 1e3:7.2f}",
+                        flush=True,
+                    )
+        finally:
+            srv.stop()
+    print()
+    print("| mode | concurrency | added p50 (ms) | added p99 (ms) | throughput vs direct |")
+    print("|---|---|---|---|---|")
+    for stream, conc, lat, wall in rows:
+        d, g = lat["direct"], lat["gateway"]
+        ratio = (len(g) / wall["gateway"]) / (len(d) / wall["direct"])
+        print(
+            f"| {'stream' if stream else 'non-stream'} | {conc} | "
+            f"{(pct(g, 50) - pct(d, 50)) * 1e3:.2f} | {(pct(g, 99) - pct(d, 99)) * 1e3:.2f} | "
+            f"{ratio:.1%} |"
+        )
+    print("\ntargets: added p50 <= 2 ms, added p99 <= 10 ms, throughput >= 95% of direct")
+
+
+if __name__ == "__main__":
+    main()

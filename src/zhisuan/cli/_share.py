@@ -1,0 +1,116 @@
+"""Helpers of ``zhisuan tenants|keys|usage``: dates, allow-lists, limits, notifying a gateway.
+
+Light at import (no SQLAlchemy), like every command module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from zhisuan.cli._common import console
+from zhisuan.errors import InvalidParameter
+from zhisuan.settings import Settings
+
+_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_when(text: str, *, param: str, future: bool = False) -> datetime:
+    """A point in time from the command line, in UTC.
+
+    Args:
+        text: ``YYYY-MM-DD`` (midnight UTC), an ISO 8601 datetime (naive = UTC), or a
+            relative span ``30m``, ``24h``, ``7d``, ``2w`` (ago, or from now if ``future``).
+        param: the option's name, for the error.
+        future: read a relative span as from now rather than ago (``--expires 30d``).
+
+    Returns:
+        A timezone-aware datetime in UTC.
+
+    Raises:
+        InvalidParameter: none of the forms above.
+    """
+    value = text.strip()
+    rel = _RELATIVE.fullmatch(value.lower())
+    if rel:
+        span = timedelta(seconds=float(rel.group(1)) * _UNIT_S[rel.group(2)])
+        now = datetime.now(UTC)
+        return now + span if future else now - span
+    try:
+        if _DATE.fullmatch(value):
+            return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    raise InvalidParameter(
+        f"cannot read {param} {text!r} as a date",
+        param=param,
+        hint="use YYYY-MM-DD, an ISO datetime like 2025-03-01T12:00:00Z, or a span like 24h or 7d",
+    )
+
+
+def parse_models(text: str | None) -> list[str] | None:
+    """``"a, b"`` → ``["a", "b"]``; None stays None (every model).
+
+    Raises:
+        InvalidParameter: the list names no model.
+    """
+    if text is None:
+        return None
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise InvalidParameter(
+            "--models names no model",
+            param="models",
+            hint="e.g. --models qwen2.5-0.5b,llama-3.2-1b; leave it out to allow every model",
+        )
+    return names
+
+
+def limits(**given: Any) -> dict[str, Any]:
+    """The limit options actually given (None means "not given" on the command line)."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def day_and_month_start(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """Starts of the current UTC day and calendar month (the quota periods)."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day.replace(day=1)
+
+
+def show_limit(value: Any, unit: str = "") -> str:
+    """A limit for a table: ``-`` for unlimited."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}{unit}"
+    return f"{value:,}{unit}"
+
+
+def table_console() -> Console:
+    """Where to print a wide table: the terminal, or, when piped, 200 columns (no ellipses)."""
+    if console.is_terminal:
+        return console
+    return Console(width=200, highlight=False)
+
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout."""
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def notify(settings: Settings) -> None:
+    """Ask a running gateway to reload keys and limits (no gateway is fine)."""
+    from zhisuan.cli import serve
+
+    serve._notify(settings)

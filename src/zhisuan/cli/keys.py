@@ -1,0 +1,144 @@
+"""``zhisuan keys create|list|revoke``: API keys of tenants, and admin keys.
+
+A key is shown once, when created, alone on the last line of stdout (so scripts can take
+``| tail -n1``); the store keeps only its prefix and sha256. Revoking tells a running
+gateway at once (``POST /admin/reconcile``).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from zhisuan.cli._common import console, user_errors
+from zhisuan.cli._share import (
+    echo_json,
+    notify,
+    parse_models,
+    parse_when,
+    show_limit,
+    table_console,
+)
+from zhisuan.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+@app.command("create")
+def create(
+    tenant: str | None = typer.Option(None, "--tenant", help="The tenant the key belongs to."),
+    admin: bool = typer.Option(False, "--admin", help="An admin key (the admin API)."),
+    name: str | None = typer.Option(None, "--name", help="A label shown in lists."),
+    models: str | None = typer.Option(
+        None, "--models", help="Comma-separated allow-list, within the tenant's."
+    ),
+    expires: str | None = typer.Option(
+        None,
+        "--expires",
+        help="YYYY-MM-DD (00:00 UTC), an ISO datetime, or a span from now (30d) [default: never].",
+    ),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute for this key."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute for this key."),
+    tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help="Tokens per day."),
+    budget: float | None = typer.Option(None, "--budget", help="Money per calendar month."),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", help="Requests at once."),
+) -> None:
+    """Create a key; it is printed once, alone on the last line."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors():
+        expires_at = parse_when(expires, param="expires", future=True) if expires else None
+        allow = parse_models(models)
+        with open_store(settings) as store:
+            row, secret = store.create_key(
+                tenant=tenant,
+                admin=admin,
+                name=name,
+                models=allow,
+                expires_at=expires_at,
+                rpm=rpm,
+                tpm=tpm,
+                tokens_per_day=tokens_per_day,
+                budget=budget,
+                max_concurrent=max_concurrent,
+            )
+    owner = "an admin key" if row.is_admin else f"a key for tenant {row.tenant_name}"
+    until = f", expires {row.expires_at.isoformat()}" if row.expires_at else ""
+    typer.echo(f"created {owner} (prefix {row.prefix}{until})")
+    typer.echo("store it now; it is not shown again:")
+    typer.echo(secret)
+
+
+@app.command("list")
+def list_(
+    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's keys."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List keys (prefixes only; secrets are not stored)."""
+    from rich.table import Table
+
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors(), open_store(settings) as store:
+        keys = store.list_keys(tenant)
+    if as_json:
+        echo_json([k.to_dict() for k in keys])
+        return
+    if not keys:
+        console.print("no keys yet; create one with `zhisuan keys create --tenant NAME`")
+        return
+    table = Table(caption="expires and created in UTC")
+    table.add_column("prefix", style="bold", no_wrap=True)
+    for header in ("tenant", "name", "models", "limits", "expires", "status", "created"):
+        table.add_column(header)
+    for k in keys:
+        table.add_row(
+            k.prefix,
+            "(admin)" if k.is_admin else (k.tenant_name or "-"),
+            k.name or "-",
+            "all" if k.is_admin else ", ".join(k.models or []) or "tenant's",
+            "-"
+            if k.is_admin
+            else _limits(k.rpm, k.tpm, k.tokens_per_day, k.budget, k.max_concurrent),
+            k.expires_at.strftime("%Y-%m-%d %H:%M") if k.expires_at else "never",
+            k.status(),
+            k.created_at.strftime("%Y-%m-%d"),
+        )
+    table_console().print(table)
+
+
+@app.command("revoke")
+def revoke(
+    prefix: str = typer.Argument(..., help="The key's prefix, as `keys list` shows."),
+) -> None:
+    """Revoke a key; a running gateway refuses it at once."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors(), open_store(settings) as store:
+        row = store.revoke_key(prefix)
+    notify(settings)
+    assert row.revoked_at is not None
+    console.print(
+        f"revoked [bold]{row.prefix}[/] at {row.revoked_at.isoformat(timespec='seconds')}",
+        highlight=False,
+    )
+
+
+def _limits(
+    rpm: int | None,
+    tpm: int | None,
+    tokens_per_day: int | None,
+    budget: float | None,
+    max_concurrent: int | None,
+) -> str:
+    pairs = (
+        ("rpm", rpm),
+        ("tpm", tpm),
+        ("tok/day", tokens_per_day),
+        ("budget", budget),
+        ("conc", max_concurrent),
+    )
+    shown = [f"{label} {show_limit(v)}" for label, v in pairs if v is not None]
+    return ", ".join(shown) or "tenant's"

@@ -1,0 +1,222 @@
+"""``zhisuan tenants create|set|list|show``: who uses the service, and within which limits.
+
+Limits are per tenant (and may be narrowed per key, see ``zhisuan keys``): requests and
+tokens per minute, tokens per UTC day, money per calendar month, concurrent requests, and a
+model allow-list. Leaving a limit out means unlimited. A running gateway is told about
+changes (``POST /admin/reconcile``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from zhisuan.cli._common import console, fail, user_errors
+from zhisuan.cli._share import (
+    day_and_month_start,
+    echo_json,
+    limits,
+    notify,
+    parse_models,
+    show_limit,
+    table_console,
+)
+from zhisuan.settings import Settings
+
+if TYPE_CHECKING:
+    from zhisuan.store import Tenant
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+CLEARABLE = ("rpm", "tpm", "tokens_per_day", "budget", "max_concurrent", "models")
+
+_RPM = "Requests per minute [default: unlimited]."
+_TPM = "Tokens (prompt + completion) per minute [default: unlimited]."
+_TPD = "Tokens per UTC day [default: unlimited]."
+_BUDGET = "Money per calendar month, in the tenant's currency [default: unlimited]."
+_CONC = "Requests in flight at once [default: unlimited]."
+_MODELS = "Comma-separated model allow-list [default: every model]."
+
+
+@app.command("create")
+def create(
+    name: str = typer.Argument(..., help="Tenant name (lowercase letters, digits, -_.)."),
+    rpm: int | None = typer.Option(None, "--rpm", help=_RPM),
+    tpm: int | None = typer.Option(None, "--tpm", help=_TPM),
+    tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help=_TPD),
+    budget: float | None = typer.Option(None, "--budget", help=_BUDGET),
+    currency: str = typer.Option("USD", "--currency", help="ISO 4217 currency of the budget."),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", help=_CONC),
+    models: str | None = typer.Option(None, "--models", help=_MODELS),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Create tenant NAME with its limits."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors():
+        allow = parse_models(models)
+        with open_store(settings) as store:
+            tenant = store.create_tenant(
+                name,
+                rpm=rpm,
+                tpm=tpm,
+                tokens_per_day=tokens_per_day,
+                budget=budget,
+                max_concurrent=max_concurrent,
+                models=allow,
+                currency=currency,
+            )
+    if as_json:
+        echo_json(tenant.to_dict())
+        return
+    console.print(f"created tenant [bold]{tenant.name}[/] ({_summary(tenant)})", highlight=False)
+    console.print(f"next: `zhisuan keys create --tenant {tenant.name}`", highlight=False)
+
+
+@app.command("set")
+def set_(
+    name: str = typer.Argument(..., help="Tenant name."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute."),
+    tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help="Tokens per day."),
+    budget: float | None = typer.Option(None, "--budget", help="Money per calendar month."),
+    currency: str | None = typer.Option(None, "--currency", help="ISO 4217 currency."),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", help=_CONC),
+    models: str | None = typer.Option(None, "--models", help="Comma-separated allow-list."),
+    clear: list[str] = typer.Option(
+        [], "--clear", help=f"Remove a limit (unlimited): {', '.join(CLEARABLE)}. Repeatable."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Change some of NAME's limits; those not given stay as they are."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors():
+        changes = limits(
+            rpm=rpm,
+            tpm=tpm,
+            tokens_per_day=tokens_per_day,
+            budget=budget,
+            max_concurrent=max_concurrent,
+            currency=currency,
+            models=parse_models(models),
+        )
+        for field in clear:
+            key = field.strip().replace("-", "_")
+            if key not in CLEARABLE:
+                fail(f"cannot clear {field!r}", f"choose from: {', '.join(CLEARABLE)}")
+            if key in changes:
+                fail(f"{field} is both set and cleared", "give one or the other")
+            changes[key] = None
+        if not changes:
+            fail("nothing to change", "give a limit such as --rpm 60, or --clear rpm")
+        with open_store(settings) as store:
+            tenant = store.update_tenant(name, **changes)
+    notify(settings)
+    if as_json:
+        echo_json(tenant.to_dict())
+        return
+    console.print(f"updated tenant [bold]{tenant.name}[/] ({_summary(tenant)})", highlight=False)
+
+
+@app.command("list")
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List tenants and their limits."""
+    from rich.table import Table
+
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors(), open_store(settings) as store:
+        tenants = store.list_tenants()
+    if as_json:
+        echo_json([t.to_dict() for t in tenants])
+        return
+    if not tenants:
+        console.print("no tenants yet; create one with `zhisuan tenants create NAME`")
+        return
+    table = Table()
+    table.add_column("name", style="bold", no_wrap=True)
+    for header in ("rpm", "tpm", "tokens/day", "budget/month", "concurrent"):
+        table.add_column(header, justify="right")
+    table.add_column("models")
+    for t in tenants:
+        table.add_row(
+            t.name,
+            show_limit(t.rpm),
+            show_limit(t.tpm),
+            show_limit(t.tokens_per_day),
+            show_limit(t.budget, f" {t.currency}"),
+            show_limit(t.max_concurrent),
+            ", ".join(t.models) if t.models is not None else "all",
+        )
+    table_console().print(table)
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Tenant name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show NAME's limits, keys and use this UTC day and calendar month."""
+    from rich.table import Table
+
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    day, month = day_and_month_start()
+    with user_errors(), open_store(settings) as store:
+        tenant = store.get_tenant(name)
+        keys = store.list_keys(name)
+        tokens, cost = store.usage_baseline(tenant=name, day_start=day, month_start=month)
+    active = sum(k.status() == "active" for k in keys)
+    usage: dict[str, Any] = {
+        "day_start": day.isoformat(),
+        "month_start": month.isoformat(),
+        "tokens_today": tokens,
+        "cost_this_month": cost,
+        "active_keys": active,
+        "keys": len(keys),
+    }
+    if as_json:
+        echo_json({**tenant.to_dict(), "usage": usage})
+        return
+    table = Table(show_header=False, title=tenant.name, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows = [
+        ("requests/minute", show_limit(tenant.rpm)),
+        ("tokens/minute", show_limit(tenant.tpm)),
+        ("tokens/day", f"{tokens:,} used of {show_limit(tenant.tokens_per_day)}"),
+        ("budget/month", f"{cost:.4f} used of {show_limit(tenant.budget)} {tenant.currency}"),
+        ("concurrent", show_limit(tenant.max_concurrent)),
+        ("models", ", ".join(tenant.models) if tenant.models is not None else "all"),
+        ("keys", f"{active} active of {len(keys)}"),
+        ("created", tenant.created_at.isoformat(timespec="seconds")),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    table_console().print(table)
+
+
+def _summary(t: Tenant) -> str:
+    parts = [
+        f"{label} {show_limit(getattr(t, field))}"
+        for field, label in (
+            ("rpm", "rpm"),
+            ("tpm", "tpm"),
+            ("tokens_per_day", "tokens/day"),
+            ("max_concurrent", "concurrent"),
+        )
+        if getattr(t, field) is not None
+    ]
+    if t.budget is not None:
+        parts.append(f"budget {t.budget:g} {t.currency}/month")
+    if t.models is not None:
+        parts.append(f"models {', '.join(t.models)}")
+    return "; ".join(parts) or "no limits"

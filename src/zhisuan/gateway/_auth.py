@@ -1,0 +1,190 @@
+"""Who is calling: API keys resolved to a tenant, checked on every request.
+
+With auth on, nothing but ``/health`` and ``/metrics`` answers without a key; ``/admin``
+needs an admin key (a stored one, or ``ZHISUAN_ADMIN_KEY``). With auth off (only allowed
+on loopback) every caller is the ``anonymous`` tenant with admin rights.
+
+Keys are looked up by their clear prefix and compared by sha256 in constant time (in the
+store). A resolved key is cached for :data:`CACHE_S` seconds, and the cache is dropped
+when the store changes through the admin API or ``POST /admin/reconcile`` (which the
+CLI calls after a revoke), so revocation takes effect at once on this gateway and within
+:data:`CACHE_S` on others. Keys never reach the logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from zhisuan.errors import AuthenticationError, PermissionDenied, ZhisuanError
+from zhisuan.gateway._quota import Limits
+from zhisuan.store import Store
+
+CACHE_S = 5.0
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of one request.
+
+    Attributes:
+        tenant: tenant name (``anonymous`` with auth off, ``admin`` for admin keys).
+        key_prefix: the key's visible prefix (None with auth off or the bootstrap key).
+        admin: may use the admin API.
+        models: allowed models per allow-lists of key and tenant (None: all).
+        scopes: quota scopes ``(id, limits)`` to reserve in: the tenant's and the key's.
+        expires_at: epoch seconds after which the key stops working (None: never).
+    """
+
+    tenant: str
+    key_prefix: str | None
+    admin: bool
+    models: tuple[frozenset[str] | None, ...] = ()
+    scopes: tuple[tuple[str, Limits], ...] = ()
+    expires_at: float | None = None
+
+    def allows(self, model: str) -> bool:
+        return all(allowed is None or model in allowed for allowed in self.models)
+
+
+OFF = Principal(tenant=ANONYMOUS, key_prefix=None, admin=True)
+
+
+class Authenticator:
+    """Resolves secrets to principals, with a short cache."""
+
+    def __init__(self, store: Store, admin_key: str | None) -> None:
+        self._store = store
+        self._admin_digest = _digest(admin_key) if admin_key else None
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    def clear(self) -> None:
+        """Forget cached keys (after a revoke or a limit change)."""
+        self._cache.clear()
+
+    def resolve(self, secret: str) -> Principal:
+        """The principal of ``secret``.
+
+        Raises:
+            AuthenticationError: unknown, revoked or expired key.
+        """
+        digest = _digest(secret)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < CACHE_S:
+            principal = hit[1]
+        else:
+            principal = self._load(secret, digest)
+            self._cache[digest] = (now, principal)
+        if principal.expires_at is not None and time.time() >= principal.expires_at:
+            self._cache.pop(digest, None)
+            raise AuthenticationError("The API key has expired.")
+        return principal
+
+    def _load(self, secret: str, digest: str) -> Principal:
+        if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
+            return Principal(tenant="admin", key_prefix=None, admin=True)
+        key = self._store.authenticate(secret)
+        if key is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        status = key.status()
+        if status != "active":
+            raise AuthenticationError(f"The API key has been {status}.")
+        if key.is_admin:
+            return Principal(tenant="admin", key_prefix=key.prefix, admin=True)
+        tenant = key.tenant
+        assert tenant is not None
+        return Principal(
+            tenant=tenant.name,
+            key_prefix=key.prefix,
+            admin=False,
+            models=(_allow(tenant.models), _allow(key.models)),
+            scopes=(
+                (f"tenant:{tenant.name}", _limits(tenant.limits)),
+                (f"key:{key.prefix}", _limits(key.limits)),
+            ),
+            expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        )
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _allow(models: list[str] | None) -> frozenset[str] | None:
+    return None if models is None else frozenset(models)
+
+
+def _limits(q: object) -> Limits:
+    return Limits(
+        rpm=getattr(q, "rpm", None),
+        tpm=getattr(q, "tpm", None),
+        tokens_per_day=getattr(q, "tokens_per_day", None),
+        budget=getattr(q, "budget", None),
+        max_concurrent=getattr(q, "max_concurrent", None),
+    )
+
+
+def bearer(scope: Scope) -> str | None:
+    """The key from ``Authorization: Bearer …`` (or ``api-key``, as Azure clients send)."""
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"api-key" and value.strip():
+            return value.decode("latin-1").strip()
+    return None
+
+
+class AuthGuard:
+    """Pure-ASGI middleware: attach the principal, or answer 401/403 in OpenAI's form."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator | None) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        state = scope.setdefault("state", {})
+        if self.auth is None:
+            state["principal"] = OFF
+        elif path not in OPEN_PATHS:
+            try:
+                state["principal"] = self._check(scope, path)
+            except ZhisuanError as err:
+                await _refuse(send, err)
+                return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope, path: str) -> Principal:
+        assert self.auth is not None
+        secret = bearer(scope)
+        if secret is None:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+            )
+        principal = self.auth.resolve(secret)
+        if path.startswith("/admin") and not principal.admin:
+            raise PermissionDenied("The admin API needs an admin key.", code="admin_required")
+        return principal
+
+
+async def _refuse(send: Send, err: ZhisuanError) -> None:
+    body = json.dumps(err.to_body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if err.status_code == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

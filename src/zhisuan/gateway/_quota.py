@@ -1,0 +1,244 @@
+"""Quotas that hold under concurrency: reserve the worst case, settle the actual use.
+
+A request is admitted only if its worst case (prompt upper bound + completion budget, and
+the cost of those tokens) fits every limit of its tenant and of its key, counting what
+requests already in flight have reserved. At the end the reservation is replaced by the
+actual use. All of this runs on the gateway's event loop with no ``await`` between check
+and reserve, so 64 simultaneous requests cannot overshoot a budget.
+
+Limits (``None`` = unlimited): requests per minute, tokens per minute, tokens per UTC
+day, money per calendar month (UTC), concurrent requests. Over a limit →
+:class:`zhisuan.errors.RateLimited` with the seconds until it could pass.
+
+Day and month totals start from the usage records (``baseline``) so a restart forgets
+nothing; the per-minute windows start empty.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from zhisuan.errors import RateLimited
+
+WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One scope's limits; ``None`` means unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    tokens_per_day: int | None = None
+    budget: float | None = None
+    max_concurrent: int | None = None
+
+
+@dataclass(slots=True)
+class _Event:
+    at: float
+    tokens: int
+
+
+@dataclass(slots=True)
+class _Scope:
+    limits: Limits
+    requests: deque[float] = field(default_factory=deque)
+    tokens: deque[_Event] = field(default_factory=deque)
+    day: str = ""
+    day_tokens: int = 0
+    month: str = ""
+    month_cost: float = 0.0
+    reserved_tokens: int = 0
+    reserved_cost: float = 0.0
+    concurrent: int = 0
+
+    def expire(self, now: float) -> None:
+        while self.requests and self.requests[0] <= now - WINDOW_S:
+            self.requests.popleft()
+        while self.tokens and self.tokens[0].at <= now - WINDOW_S:
+            self.tokens.popleft()
+
+    def window_tokens(self) -> int:
+        return sum(e.tokens for e in self.tokens)
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What one admitted request holds until it is settled."""
+
+    scopes: list[tuple[str, _Scope, _Event]]
+    tokens: int
+    cost: float
+    settled: bool = False
+
+
+Baseline = Callable[[str, datetime], tuple[int, float]]
+"""``baseline(scope, now)`` → (tokens used today, money spent this month) from the records."""
+
+
+class QuotaLedger:
+    """In-memory quota state of one gateway process.
+
+    Args:
+        baseline: reads a scope's day tokens and month cost from the usage records.
+        clock: wall-clock seconds (for tests).
+    """
+
+    def __init__(self, baseline: Baseline, clock: Callable[[], float] = time.time) -> None:
+        self._baseline = baseline
+        self._clock = clock
+        self._scopes: dict[str, _Scope] = {}
+
+    def admit(self, scopes: list[tuple[str, Limits]], tokens: int, cost: float) -> Reservation:
+        """Reserve ``tokens`` and ``cost`` in every scope, or refuse.
+
+        Args:
+            scopes: ``(scope id, limits)`` pairs, e.g. the tenant's and the key's.
+            tokens: the request's worst-case tokens (prompt upper bound + completion budget).
+            cost: the worst-case cost of those tokens.
+
+        Returns:
+            The reservation to pass to :meth:`settle`.
+
+        Raises:
+            RateLimited: a limit would be exceeded; ``retry_after`` says when to retry.
+        """
+        now = self._clock()
+        wall = datetime.fromtimestamp(now, UTC)
+        states = [(sid, self._scope(sid, limits, wall)) for sid, limits in scopes]
+        for sid, scope in states:
+            scope.expire(now)
+            _check(sid, scope, tokens, cost, now, wall)
+        held = []
+        for sid, scope in states:
+            event = _Event(now, tokens)
+            scope.requests.append(now)
+            scope.tokens.append(event)
+            scope.reserved_tokens += tokens
+            scope.reserved_cost += cost
+            scope.concurrent += 1
+            held.append((sid, scope, event))
+        return Reservation(held, tokens, cost)
+
+    def settle(self, res: Reservation, tokens: int, cost: float) -> None:
+        """Replace the reservation by the actual use (idempotent)."""
+        if res.settled:
+            return
+        res.settled = True
+        wall = datetime.fromtimestamp(self._clock(), UTC)
+        for _, scope, event in res.scopes:
+            event.tokens = tokens
+            scope.reserved_tokens -= res.tokens
+            scope.reserved_cost -= res.cost
+            scope.concurrent -= 1
+            self._roll(scope, wall)
+            scope.day_tokens += tokens
+            scope.month_cost += cost
+
+    def snapshot(self, sid: str) -> dict[str, float]:
+        """Current use of a scope (for the admin API and tests)."""
+        scope = self._scopes.get(sid)
+        if scope is None:
+            return {}
+        scope.expire(self._clock())
+        return {
+            "requests_last_minute": len(scope.requests),
+            "tokens_last_minute": scope.window_tokens(),
+            "tokens_today": scope.day_tokens,
+            "cost_this_month": scope.month_cost,
+            "reserved_cost": scope.reserved_cost,
+            "concurrent": scope.concurrent,
+        }
+
+    def forget(self, sid: str) -> None:
+        """Drop a scope's cached state (after its limits change)."""
+        scope = self._scopes.get(sid)
+        if scope is not None and scope.concurrent == 0:
+            del self._scopes[sid]
+
+    def _scope(self, sid: str, limits: Limits, wall: datetime) -> _Scope:
+        scope = self._scopes.get(sid)
+        if scope is None:
+            scope = _Scope(limits)
+            scope.day_tokens, scope.month_cost = self._baseline(sid, wall)
+            scope.day, scope.month = _day(wall), _month(wall)
+            self._scopes[sid] = scope
+        scope.limits = limits
+        self._roll(scope, wall)
+        return scope
+
+    @staticmethod
+    def _roll(scope: _Scope, wall: datetime) -> None:
+        if scope.day != _day(wall):
+            scope.day, scope.day_tokens = _day(wall), 0
+        if scope.month != _month(wall):
+            scope.month, scope.month_cost = _month(wall), 0.0
+
+
+def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float, wall: datetime) -> None:
+    lim = s.limits
+    who = sid.split(":", 1)[0]
+    if lim.max_concurrent is not None and s.concurrent + 1 > lim.max_concurrent:
+        raise RateLimited(
+            f"Too many concurrent requests for this {who} (limit {lim.max_concurrent}).",
+            retry_after=1.0,
+            code="concurrency_limit_exceeded",
+        )
+    if lim.rpm is not None and len(s.requests) + 1 > lim.rpm:
+        raise RateLimited(
+            f"Rate limit reached for this {who}: {lim.rpm} requests per minute.",
+            retry_after=s.requests[0] + WINDOW_S - now,
+            code="requests_per_minute_exceeded",
+        )
+    if lim.tpm is not None and s.window_tokens() + tokens > lim.tpm:
+        raise RateLimited(
+            f"Rate limit reached for this {who}: {lim.tpm} tokens per minute "
+            f"(this request may use up to {tokens}).",
+            retry_after=_tpm_wait(s, tokens, lim.tpm, now),
+            code="tokens_per_minute_exceeded",
+        )
+    if lim.tokens_per_day is not None and (
+        s.day_tokens + s.reserved_tokens + tokens > lim.tokens_per_day
+    ):
+        tomorrow = (wall + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        raise RateLimited(
+            f"Daily token limit reached for this {who}: {lim.tokens_per_day} tokens per day.",
+            retry_after=(tomorrow - wall).total_seconds(),
+            code="tokens_per_day_exceeded",
+        )
+    if lim.budget is not None and s.month_cost + s.reserved_cost + cost > lim.budget + 1e-12:
+        raise RateLimited(
+            f"Monthly budget reached for this {who}: {lim.budget:g} "
+            f"(spent {s.month_cost:.6g}, in flight {s.reserved_cost:.6g}).",
+            retry_after=(_next_month(wall) - wall).total_seconds(),
+            code="budget_exceeded",
+        )
+
+
+def _tpm_wait(s: _Scope, tokens: int, tpm: int, now: float) -> float:
+    """Seconds until enough of the window's tokens expire for ``tokens`` to fit."""
+    need = s.window_tokens() + tokens - tpm
+    freed = 0
+    for event in s.tokens:
+        freed += event.tokens
+        if freed >= need:
+            return event.at + WINDOW_S - now
+    return WINDOW_S
+
+
+def _day(wall: datetime) -> str:
+    return wall.strftime("%Y-%m-%d")
+
+
+def _month(wall: datetime) -> str:
+    return wall.strftime("%Y-%m")
+
+
+def _next_month(wall: datetime) -> datetime:
+    first = wall.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (first + timedelta(days=32)).replace(day=1)

@@ -1,0 +1,133 @@
+"""Replica supervision: ps, worker crash mid-stream, client disconnect, deploy/undeploy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.server._serve import Server
+
+pytestmark = pytest.mark.server
+
+CHAT = "zhisuan-tiny-chat"
+LONG = {"ignore_eos": True}
+
+
+def ps(server: Server) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(server.cli("ps", "--json").stdout)
+    return rows
+
+
+def replica_of(server: Server, model: str) -> dict[str, Any]:
+    return next(r for r in ps(server) if r["model"] == model)
+
+
+def wait_for(predicate: Any, timeout: float, step: float = 0.1) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(step)
+    raise TimeoutError(f"condition not met in {timeout}s")
+
+
+def test_ps_lists_every_replica_with_its_fields(server: Server) -> None:
+    rows = ps(server)
+    assert {r["model"] for r in rows} >= {CHAT, "minilm-embed"}
+    for row in rows:
+        assert {"model", "state", "pid", "device", "endpoint", "uptime_s", "restarts"} <= set(row)
+    chat = replica_of(server, CHAT)
+    assert chat["state"] == "ready"
+    assert chat["device"] == "cpu"
+    assert chat["endpoint"].startswith("http://127.0.0.1:")
+    assert isinstance(chat["pid"], int)
+    table = server.cli("ps").stdout
+    assert CHAT in table and "ready" in table
+
+
+def test_killed_worker_errors_the_stream_and_comes_back(
+    server: Server, client: openai.OpenAI
+) -> None:
+    before = replica_of(server, CHAT)
+    stream = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Count to one thousand."}],
+        max_tokens=900,
+        stream=True,
+        extra_body=LONG,
+    )
+    first = next(iter(stream))
+    assert first.choices
+    os.kill(before["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+    assert time.monotonic() - killed_at < 10, "the client must get an error, not a hang"
+
+    def back() -> bool:
+        row = replica_of(server, CHAT)
+        return row["state"] == "ready" and row["pid"] != before["pid"]
+
+    wait_for(back, timeout=10)
+    after = replica_of(server, CHAT)
+    assert after["restarts"] == before["restarts"] + 1
+    resp = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert resp.choices[0].message.content is not None
+
+
+def test_client_disconnect_frees_the_slot(server: Server) -> None:
+    endpoint = replica_of(server, CHAT)["endpoint"]
+    body = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "Count to one thousand."}],
+        "max_tokens": 900,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", f"{server.url}/v1/chat/completions", json=body) as resp,
+    ):
+        for _ in resp.iter_lines():
+            break
+        assert httpx.get(f"{endpoint}/health").json()["active"] >= 1
+    wait_for(lambda: httpx.get(f"{endpoint}/health").json()["active"] == 0, timeout=5)
+
+
+def test_deploy_and_undeploy_while_serving(server: Server) -> None:
+    out = server.cli("deploy", "zhisuan-tiny-chat-copy", check=False)
+    assert out.returncode == 2
+    assert "not found" in out.stderr and "Traceback" not in out.stderr
+    server.cli("deploy", CHAT, "--replicas", "2")
+    wait_for(
+        lambda: sum(r["state"] == "ready" for r in ps(server) if r["model"] == CHAT) == 2,
+        timeout=60,
+    )
+    server.cli("deploy", CHAT, "--replicas", "1")
+    wait_for(lambda: sum(r["model"] == CHAT for r in ps(server)) == 1, timeout=30)
+    wait_for(lambda: replica_of(server, CHAT)["state"] == "ready", timeout=60)
+
+
+def test_engine_failure_is_503(server: Server, client: openai.OpenAI) -> None:
+    server.cli(
+        "deploy", "dead-upstream", "--engine", "upstream", "--upstream-url", "http://127.0.0.1:9/v1"
+    )
+    try:
+        wait_for(lambda: replica_of(server, "dead-upstream")["state"] == "ready", timeout=30)
+        with pytest.raises(openai.InternalServerError) as info:
+            client.chat.completions.create(
+                model="dead-upstream", messages=[{"role": "user", "content": "Hi"}]
+            )
+        assert info.value.status_code == 503
+    finally:
+        server.cli("undeploy", "dead-upstream")

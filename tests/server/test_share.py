@@ -1,0 +1,373 @@
+"""Tenants, keys, quotas and metering against a real ``zhisuan serve --auth on``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.server._serve import Server, start_server
+
+pytestmark = pytest.mark.server
+
+CHAT = "zhisuan-tiny-chat"
+EMBED = "minilm-embed"
+ADMIN = "zs-test-admin-key-0123456789"
+HI = [{"role": "user", "content": "Hi"}]
+PRICE = 1_000_000.0  # per million tokens: one unit of money per token
+
+
+def _demo_path(server_env: dict[str, str], attr: str) -> str:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", f"from zhisuan import demo; print(demo.{attr}())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=server_env,
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("share"), "--auth", "on", env={"ZHISUAN_ADMIN_KEY": ADMIN}
+    )
+    try:
+        # The store is set up through the CLI, as an operator would, before the gateway reads it.
+        srv.wait_ready(timeout=60)
+        srv.cli("models", "import", _demo_path(srv.env, "tiny_chat_dir"), "--name", CHAT)
+        srv.cli(
+            "models",
+            "import",
+            _demo_path(srv.env, "minilm_dir"),
+            "--name",
+            EMBED,
+            "--task",
+            "embedding",
+        )
+        srv.cli("deploy", CHAT, "--price-in", str(PRICE), "--price-out", str(PRICE))
+        srv.cli("deploy", EMBED)
+        srv.wait_ready(timeout=120)
+        _wait_models(srv, {CHAT, EMBED})
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _wait_models(srv: Server, names: set[str]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rows = json.loads(srv.cli("ps", "--json").stdout)
+        if names <= {r["model"] for r in rows if r["state"] == "ready"}:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{names} not ready")
+
+
+def tenant(srv: Server, name: str, *flags: str) -> str:
+    """Create tenant ``name`` and a key for it; returns the key."""
+    srv.cli("tenants", "create", name, *flags)
+    return key_for(srv, name)
+
+
+def key_for(srv: Server, name: str, *flags: str) -> str:
+    out = srv.cli("keys", "create", "--tenant", name, *flags).stdout
+    return out.strip().splitlines()[-1]
+
+
+def client(srv: Server, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def usage(srv: Server, *flags: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(srv.cli("usage", "--json", *flags).stdout)
+    return rows
+
+
+def wait_usage(srv: Server, name: str, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = usage(srv, "--tenant", name)
+        if predicate(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+def test_no_key_bad_key_are_401_but_health_and_metrics_are_open(shared: Server) -> None:
+    assert httpx.get(f"{shared.url}/health").status_code == 200
+    assert httpx.get(f"{shared.url}/metrics").status_code == 200
+    for path in ("/ready", "/v1/models", "/admin/tenants", "/docs", "/openapi.json"):
+        resp = httpx.get(f"{shared.url}{path}")
+        assert resp.status_code == 401, path
+        assert resp.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        client(shared, "zs-not-a-real-key").chat.completions.create(model=CHAT, messages=HI)
+
+
+def test_key_printed_alone_on_last_line_and_works(shared: Server) -> None:
+    key = tenant(shared, "alpha")
+    assert key.startswith("zs-") and " " not in key
+    resp = client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=4)
+    assert resp.usage is not None and resp.usage.completion_tokens > 0
+
+
+def test_revoked_key_is_401_at_once(shared: Server) -> None:
+    key = tenant(shared, "revoked-co")
+    c = client(shared, key)
+    c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    shared.cli("keys", "revoke", key[:12])
+    with pytest.raises(openai.AuthenticationError) as info:
+        c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    assert "revoked" in str(info.value)
+
+
+def test_expired_key_is_401(shared: Server) -> None:
+    shared.cli("tenants", "create", "expiring")
+    key = key_for(shared, "expiring", "--expires", "2999-01-01")
+    c = client(shared, key)
+    c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    with sqlite3.connect(shared.home / "zhisuan.db") as db:  # time travel: the key's end passed
+        db.execute(
+            "UPDATE api_keys SET expires_at = ? WHERE prefix = ?",
+            ("2001-01-01 00:00:00.000000", key[:12]),
+        )
+    httpx.post(f"{shared.url}/admin/reconcile", headers={"Authorization": f"Bearer {ADMIN}"})
+    with pytest.raises(openai.AuthenticationError) as info:
+        c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    assert "expired" in str(info.value)
+
+
+def test_model_outside_allow_list_is_403(shared: Server) -> None:
+    shared.cli("tenants", "create", "embed-only", "--models", EMBED)
+    key = key_for(shared, "embed-only")
+    c = client(shared, key)
+    assert [m.id for m in c.models.list()] == [EMBED]
+    c.embeddings.create(model=EMBED, input="fine")
+    with pytest.raises(openai.PermissionDeniedError):
+        c.chat.completions.create(model=CHAT, messages=HI)
+    key2 = key_for(shared, "alpha", "--models", EMBED)  # a key narrows its tenant's list
+    with pytest.raises(openai.PermissionDeniedError):
+        client(shared, key2).chat.completions.create(model=CHAT, messages=HI)
+
+
+def _assert_429(exc: openai.RateLimitError, code: str) -> None:
+    assert exc.status_code == 429
+    assert isinstance(exc.body, dict) and exc.body["code"] == code
+    assert int(exc.response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "code"),
+    [
+        (("--rpm", "2"), "requests_per_minute_exceeded"),
+        (("--tpm", "60"), "tokens_per_minute_exceeded"),
+        (("--tokens-per-day", "60"), "tokens_per_day_exceeded"),
+        (("--budget", "60"), "budget_exceeded"),
+    ],
+)
+def test_each_limit_gives_429_with_retry_after(
+    shared: Server, flags: tuple[str, str], code: str
+) -> None:
+    name = f"lim-{code.split('_')[0]}-{flags[0][2:]}"
+    c = client(shared, tenant(shared, name, *flags))
+    with pytest.raises(openai.RateLimitError) as info:
+        for _ in range(5):
+            c.chat.completions.create(model=CHAT, messages=HI, max_tokens=20)
+    _assert_429(info.value, code)
+
+
+def test_key_level_limit(shared: Server) -> None:
+    shared.cli("tenants", "create", "keyed")
+    c = client(shared, key_for(shared, "keyed", "--rpm", "1"))
+    c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    with pytest.raises(openai.RateLimitError) as info:
+        c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    _assert_429(info.value, "requests_per_minute_exceeded")
+    c2 = client(shared, key_for(shared, "keyed"))  # another key of the tenant is unaffected
+    c2.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+
+
+def test_concurrency_cap_gives_429(shared: Server) -> None:
+    c = client(shared, tenant(shared, "one-at-a-time", "--max-concurrent", "1"))
+    stream = c.chat.completions.create(
+        model=CHAT, messages=HI, max_tokens=400, stream=True, extra_body={"ignore_eos": True}
+    )
+    next(iter(stream))
+    with pytest.raises(openai.RateLimitError) as info:
+        c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    _assert_429(info.value, "concurrency_limit_exceeded")
+    stream.close()
+
+
+def test_budget_holds_under_64_concurrent_requests(shared: Server) -> None:
+    budget = 400.0
+    key = tenant(shared, "budgeted", "--budget", str(budget))
+
+    async def main() -> list[int]:
+        async with openai.AsyncOpenAI(
+            base_url=f"{shared.url}/v1", api_key=key, max_retries=0, timeout=120
+        ) as ac:
+
+            async def one() -> int:
+                try:
+                    await ac.chat.completions.create(model=CHAT, messages=HI, max_tokens=24)
+                except openai.RateLimitError:
+                    return 429
+                return 200
+
+            return await asyncio.gather(*(one() for _ in range(64)))
+
+    codes = asyncio.run(main())
+    assert codes.count(200) >= 1 and codes.count(429) >= 1
+    rows = wait_usage(shared, "budgeted", lambda r: len(r) == 64)
+    assert len(rows) == 64
+    spent = sum(r["cost"] for r in rows)
+    assert spent <= budget
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == codes.count(200)
+    for r in ok:
+        assert r["cost"] == pytest.approx((r["prompt_tokens"] + r["completion_tokens"]) * 1.0)
+
+
+def test_usage_rows_for_aborted_stream(shared: Server) -> None:
+    key = tenant(shared, "aborter")
+    body = {
+        "model": CHAT,
+        "messages": HI,
+        "max_tokens": 400,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    with (
+        httpx.Client(timeout=30, headers={"Authorization": f"Bearer {key}"}) as http,
+        http.stream("POST", f"{shared.url}/v1/chat/completions", json=body) as resp,
+    ):
+        for n, _ in enumerate(resp.iter_lines()):
+            if n > 10:
+                break
+    rows = wait_usage(shared, "aborter", lambda r: len(r) == 1)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == "client_abort"
+    assert row["prompt_tokens"] > 0
+    assert 1 <= row["completion_tokens"] < 400
+    assert row["ttft_ms"] is not None and row["latency_ms"] >= row["ttft_ms"]
+
+
+def test_usage_row_for_a_killed_worker(shared: Server) -> None:
+    key = tenant(shared, "crashy")
+    c = client(shared, key)
+    rows = json.loads(shared.cli("ps", "--json").stdout)
+    pid = next(r["pid"] for r in rows if r["model"] == CHAT)
+    stream = c.chat.completions.create(
+        model=CHAT, messages=HI, max_tokens=800, stream=True, extra_body={"ignore_eos": True}
+    )
+    next(iter(stream))
+    import os
+
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+    rows = wait_usage(shared, "crashy", lambda r: len(r) == 1)
+    assert [r["status"] for r in rows] == ["worker_error"]
+    assert rows[0]["completion_tokens"] >= 1
+    _wait_models(shared, {CHAT})
+
+
+def test_usage_fields_and_tenant_isolation(shared: Server) -> None:
+    a = client(shared, tenant(shared, "iso-a"))
+    b_key = tenant(shared, "iso-b")
+    a.chat.completions.create(model=CHAT, messages=HI, max_tokens=3)
+    client(shared, b_key).embeddings.create(model=EMBED, input=["x", "y"])
+    rows = usage(shared, "--tenant", "iso-a")
+    assert len(rows) == 1
+    row = rows[0]
+    for field in (
+        "tenant",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "status",
+        "ttft_ms",
+        "latency_ms",
+        "cost",
+        "energy_wh",
+        "energy_source",
+    ):
+        assert field in row
+    assert row["energy_source"] == "estimated" and row["energy_wh"] > 0
+    own = httpx.get(f"{shared.url}/v1/usage", headers={"Authorization": f"Bearer {b_key}"})
+    assert own.status_code == 200
+    assert {r["tenant"] for r in own.json()} == {"iso-b"}
+    denied = httpx.get(f"{shared.url}/admin/usage", headers={"Authorization": f"Bearer {b_key}"})
+    assert denied.status_code == 403
+    admin = httpx.get(
+        f"{shared.url}/admin/usage",
+        params={"by": "tenant"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert {"iso-a", "iso-b"} <= {r["tenant"] for r in admin.json()}
+
+
+def test_metrics_count_requests_tokens_and_replicas(shared: Server) -> None:
+    key = tenant(shared, "metered")
+    client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=3)
+    text = httpx.get(f"{shared.url}/metrics").text
+    assert f'zhisuan_requests_total{{model="{CHAT}",status="ok",tenant="metered"}}' in text
+    out = 'zhisuan_tokens_total{direction="out",model="zhisuan-tiny-chat",tenant="metered"}'
+    assert out in text
+    assert "zhisuan_ttft_seconds_bucket" in text
+    assert f'zhisuan_replica_up{{model="{CHAT}",replica="0"}} 1.0' in text
+    assert "zhisuan_energy_wh_total" in text
+
+
+def test_keys_never_reach_the_logs(shared: Server) -> None:
+    key = tenant(shared, "secretive")
+    client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    with pytest.raises(openai.AuthenticationError):
+        client(shared, key + "x").chat.completions.create(model=CHAT, messages=HI)
+    logs = [shared.log, *(shared.home / "logs").glob("*.log")]
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert key not in text and ADMIN not in text, path
+
+
+def test_auth_off_refused_off_loopback(shared: Server) -> None:
+    out = shared.cli("serve", "--host", "0.0.0.0", "--auth", "off", check=False)
+    assert out.returncode == 2
+    assert "auth cannot be off" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_records_survive_gateway_kill_9(tmp_path_factory: pytest.TempPathFactory) -> None:
+    srv = start_server(tmp_path_factory.mktemp("kill9"), "--demo")
+    try:
+        srv.wait_ready(timeout=120)
+        c = client(srv, "unused")
+        n = 0
+        for i in range(6):
+            if i % 2:
+                list(c.chat.completions.create(model=CHAT, messages=HI, max_tokens=4, stream=True))
+            else:
+                c.chat.completions.create(model=CHAT, messages=HI, max_tokens=4)
+            n += 1
+        c.embeddings.create(model=EMBED, input="x")
+        n += 1
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        rows = json.loads(srv.cli("usage", "--json").stdout)
+        assert len(rows) == n
+        assert all(r["status"] == "ok" for r in rows)
+    finally:
+        srv.stop()
