@@ -107,8 +107,8 @@ class Authenticator:
             admin=False,
             models=(_allow(tenant.models), _allow(key.models)),
             scopes=(
-                (f"tenant:{tenant.name}", _limits(tenant.limits)),
-                (f"key:{key.prefix}", _limits(key.limits)),
+                (f"tenant:{tenant.name}", tenant.limits),
+                (f"key:{key.prefix}", key.limits),
             ),
             expires_at=key.expires_at.timestamp() if key.expires_at else None,
         )
@@ -120,16 +120,6 @@ def _digest(secret: str) -> str:
 
 def _allow(models: list[str] | None) -> frozenset[str] | None:
     return None if models is None else frozenset(models)
-
-
-def _limits(q: object) -> Limits:
-    return Limits(
-        rpm=getattr(q, "rpm", None),
-        tpm=getattr(q, "tpm", None),
-        tokens_per_day=getattr(q, "tokens_per_day", None),
-        budget=getattr(q, "budget", None),
-        max_concurrent=getattr(q, "max_concurrent", None),
-    )
 
 
 def bearer(scope: Scope) -> str | None:

@@ -23,19 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from zhisuan.errors import RateLimited
+from zhisuan.store import QuotaLimits as Limits
 
 WINDOW_S = 60.0
 
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """One scope's limits; ``None`` means unlimited."""
-
-    rpm: int | None = None
-    tpm: int | None = None
-    tokens_per_day: int | None = None
-    budget: float | None = None
-    max_concurrent: int | None = None
+__all__ = ["Limits", "QuotaLedger", "Reservation"]
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 _STOP = object()
+ATTEMPTS = 4
 
 
 class UsageWriter:
@@ -69,12 +71,18 @@ class UsageWriter:
                 self._flush(batch)
 
     def _flush(self, batch: list[tuple[Record, Future[None]]]) -> None:
-        try:
-            self._write([record for record, _ in batch])
-        except Exception as exc:
-            logger.exception("could not store %d usage records", len(batch))
-            for _, fut in batch:
-                fut.set_exception(exc)
-            return
+        records = [record for record, _ in batch]
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                self._write(records)  # idempotent on request_id, so a retry is safe
+                break
+            except Exception as exc:
+                if attempt == ATTEMPTS:
+                    logger.exception("could not store %d usage records", len(batch))
+                    for _, fut in batch:
+                        fut.set_exception(exc)
+                    return
+                logger.warning("storing usage records failed (try %d): %s", attempt, exc)
+                time.sleep(0.05 * 2**attempt)
         for _, fut in batch:
             fut.set_result(None)

@@ -1,0 +1,96 @@
+"""The quota ledger: worst-case reservation, settlement, and the wait it reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from zhisuan.errors import RateLimited
+from zhisuan.gateway._quota import Limits, QuotaLedger
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+NOON = datetime(2026, 3, 15, 12, 0, 0).timestamp()
+
+
+def ledger(clock: Clock, baseline: tuple[int, float] = (0, 0.0)) -> QuotaLedger:
+    return QuotaLedger(lambda sid, now: baseline, clock=clock)
+
+
+def test_budget_reservations_never_overshoot() -> None:
+    led = ledger(Clock(NOON))
+    scope = [("tenant:a", Limits(budget=10.0))]
+    held = []
+    for _ in range(64):  # 64 simultaneous requests, each may cost up to 3
+        try:
+            held.append(led.admit(scope, tokens=30, cost=3.0))
+        except RateLimited as exc:
+            assert exc.code == "budget_exceeded"
+    assert len(held) == 3
+    for res in held:
+        led.settle(res, tokens=10, cost=1.0)
+    assert led.snapshot("tenant:a")["cost_this_month"] == pytest.approx(3.0)
+    more = [led.admit(scope, tokens=30, cost=3.0) for _ in range(2)]
+    with pytest.raises(RateLimited):
+        led.admit(scope, tokens=30, cost=3.0)
+    assert len(more) == 2
+
+
+def test_rpm_window_slides_and_retry_after_is_exact() -> None:
+    clock = Clock(NOON)
+    led = ledger(clock)
+    scope = [("key:k", Limits(rpm=2))]
+    led.admit(scope, 1, 0.0)
+    clock.t += 10
+    led.admit(scope, 1, 0.0)
+    with pytest.raises(RateLimited) as info:
+        led.admit(scope, 1, 0.0)
+    assert info.value.retry_after == pytest.approx(50.0)
+    clock.t += 50.01
+    led.admit(scope, 1, 0.0)
+
+
+def test_tpm_counts_reserved_then_actual_tokens() -> None:
+    clock = Clock(NOON)
+    led = ledger(clock)
+    scope = [("tenant:t", Limits(tpm=100))]
+    res = led.admit(scope, 80, 0.0)
+    with pytest.raises(RateLimited) as info:
+        led.admit(scope, 30, 0.0)
+    assert info.value.code == "tokens_per_minute_exceeded"
+    led.settle(res, 20, 0.0)  # used far less than reserved
+    led.admit(scope, 30, 0.0)
+
+
+def test_tokens_per_day_uses_the_stored_baseline_and_resets_at_midnight() -> None:
+    clock = Clock(datetime(2026, 3, 15, 23, 59, 0).timestamp())
+    led = ledger(clock, baseline=(950, 0.0))
+    scope = [("tenant:d", Limits(tokens_per_day=1000))]
+    with pytest.raises(RateLimited) as info:
+        led.admit(scope, 100, 0.0)
+    assert info.value.code == "tokens_per_day_exceeded"
+    assert 1 <= info.value.retry_after <= 61
+    clock.t += 120  # next day
+    led.admit(scope, 100, 0.0)
+
+
+def test_concurrency_cap_and_key_and_tenant_scopes() -> None:
+    led = ledger(Clock(NOON))
+    scopes = [("tenant:x", Limits(max_concurrent=2)), ("key:p", Limits())]
+    a = led.admit(scopes, 1, 0.0)
+    led.admit(scopes, 1, 0.0)
+    with pytest.raises(RateLimited) as info:
+        led.admit(scopes, 1, 0.0)
+    assert info.value.code == "concurrency_limit_exceeded"
+    assert led.snapshot("key:p")["concurrent"] == 2  # a refusal reserves nothing
+    led.settle(a, 1, 0.0)
+    led.settle(a, 1, 0.0)  # idempotent
+    led.admit(scopes, 1, 0.0)
