@@ -1,0 +1,405 @@
+"""The ``llamacpp`` engine: GGUF models through llama-cpp-python, on CPU.
+
+llama.cpp evaluates one sequence at a time per context, so requests are **serialised**:
+an ``asyncio.Lock`` admits one generation (or embedding batch) at a time, in arrival
+order, and every call into llama.cpp runs on one dedicated thread (its context is not
+thread-safe). ``stats()`` reports the request being served as ``active`` and those queued
+on the lock as ``waiting``. Closing a stream early sets a flag the thread checks between
+tokens, so the slot is free again after at most one more token.
+
+The chat template is the GGUF's own ``tokenizer.chat_template`` (or the ``chat_template``
+option), rendered in a sandboxed Jinja2 environment by llama-cpp-python's
+``Jinja2ChatFormatter``. The prompt is tokenized here (BOS added unless the rendered
+text already starts with it) and handed to llama.cpp as token ids, so token counts are
+exact.
+
+Options (``--options`` JSON):
+    n_ctx: context length (default: the GGUF's training context).
+    n_threads: CPU threads (default ``os.cpu_count()``).
+    n_batch: prompt evaluation batch (default 512).
+    embedding: true for an embedding GGUF (serves ``/v1/embeddings`` only).
+    pooling: ``mean``, ``cls`` or ``last`` (default: the GGUF's; token vectors of a GGUF
+        without pooling are averaged).
+    normalize: scale embeddings to unit length (default true, as OpenAI's are).
+    chat_template: a Jinja2 template overriding the GGUF's.
+    n_gpu_layers: layers offloaded when llama.cpp was built with a GPU backend (default 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zhisuan.engines.base import Delta, Embeddings, EngineInfo, FinishReason
+from zhisuan.errors import ContextLengthExceeded, EngineUnavailable, InvalidParameter
+from zhisuan.protocol import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'zhisuan[llamacpp]'"
+_POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama.cpp's LLAMA_POOLING_TYPE_* values
+_END = object()
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaCppStats:
+    """Load counters for ``/health``: the request being served and those queued."""
+
+    active: int
+    waiting: int
+    busy_seconds: float
+
+
+class LlamaCppEngine:
+    """An ``Engine`` over one ``llama_cpp.Llama`` (see the module docstring).
+
+    Args:
+        llm: the loaded model.
+        info: what this replica serves.
+        chat_template: Jinja2 source of the chat template, or None if the GGUF has none.
+        normalize: scale embeddings to unit length.
+    """
+
+    def __init__(
+        self, llm: Any, info: EngineInfo, chat_template: str | None, *, normalize: bool = True
+    ) -> None:
+        self.info = info
+        self._normalize = normalize
+        self._llm = llm
+        self._lock = asyncio.Lock()  # one sequence at a time: llama.cpp has one context
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhisuan-llamacpp")
+        self._waiting = 0
+        self._active = 0
+        self._busy = 0.0
+        self._bos = self._token_text(llm.token_bos())
+        self._eos_id = int(llm.token_eos())
+        self._eog_ids: list[int] | None = None
+        self._formatter: Any = None
+        if chat_template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(
+                template=chat_template,
+                eos_token=self._token_text(self._eos_id),
+                bos_token=self._bos,
+                add_generation_prompt=True,
+            )
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", "replace")
+
+    # ---- Engine ------------------------------------------------------------------------
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """Apply the GGUF's chat template with a generation prompt.
+
+        Raises:
+            InvalidParameter: the GGUF has no template, or the template rejects the messages.
+        """
+        if self._formatter is None:
+            raise InvalidParameter(
+                f"model {self.info.model!r} has no chat template; use /v1/completions",
+                param="messages",
+            )
+        try:
+            return str(self._formatter(messages=messages).prompt)
+        except Exception as exc:  # jinja2 errors and the template's raise_exception()
+            raise InvalidParameter(
+                f"the chat template rejected the messages: {exc}", param="messages"
+            ) from exc
+
+    def _encode(self, text: str) -> list[int]:
+        add_bos = not (self._bos and text.startswith(self._bos))
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens llama.cpp will evaluate for ``text``, including a BOS it would add.
+
+        Counting the BOS keeps the worker's context budget exact for this engine.
+        """
+        return len(self._encode(text))
+
+    def generate(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str,
+        *,
+        ignore_eos: bool = False,
+    ) -> AsyncIterator[Delta]:
+        """Stream the completion of ``prompt`` (validated now, generated when iterated).
+
+        Args:
+            prompt: the full prompt text.
+            params: sampling parameters; ``max_tokens`` must fit the context.
+            request_id: for log messages.
+            ignore_eos: generate exactly ``max_tokens`` (benchmarks only).
+
+        Returns:
+            An async iterator of deltas; the last has ``finish_reason``.
+
+        Raises:
+            InvalidParameter: this is an embedding model.
+            ContextLengthExceeded: prompt + ``max_tokens`` exceed the context.
+        """
+        if self.info.task != "chat":
+            raise InvalidParameter(
+                f"model {self.info.model!r} is an embedding model", param="model"
+            )
+        ids = self._encode(prompt)
+        limit = self.info.context_length
+        if len(ids) + params.max_tokens > limit:
+            raise ContextLengthExceeded(
+                prompt_tokens=len(ids), limit=limit, requested=params.max_tokens
+            )
+        return self._stream(ids, params, request_id, ignore_eos)
+
+    async def _stream(
+        self, ids: list[int], params: SamplingParams, request_id: str, ignore_eos: bool
+    ) -> AsyncIterator[Delta]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        self._waiting += 1
+        queued = True
+        try:
+            async with self._lock:
+                self._waiting -= 1
+                queued = False
+                self._active = 1
+                started = loop.time()
+                job = loop.run_in_executor(
+                    self._thread, self._produce, ids, params, ignore_eos, emit, cancel
+                )
+                try:
+                    async for delta in self._deltas(queue, len(ids), params, request_id):
+                        yield delta
+                finally:
+                    cancel.set()
+                    self._active = 0
+                    self._busy += loop.time() - started
+                    # let the thread finish its token before the next request takes the lock;
+                    # if we are cancelled meanwhile, the one-thread executor still keeps
+                    # llama.cpp calls from overlapping
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(job)
+        finally:
+            if queued:
+                self._waiting -= 1
+
+    async def _deltas(
+        self, queue: asyncio.Queue[Any], prompt_tokens: int, params: SamplingParams, rid: str
+    ) -> AsyncIterator[Delta]:
+        while True:
+            item = await queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise EngineUnavailable(f"llama.cpp failed on request {rid}: {item}") from item
+            text, finish, sampled = item
+            if finish is None:
+                yield Delta(text, prompt_tokens, sampled)
+                continue
+            reason: FinishReason = "length" if finish == "length" else "stop"
+            # "stop": the last token sampled was EOG (not part of the completion) or
+            # completed a stop string (counted one short, as llama.cpp drops it too)
+            done = params.max_tokens if reason == "length" else max(0, sampled - 1)
+            yield Delta(text, prompt_tokens, done, reason)
+            return
+
+    def _produce(
+        self,
+        ids: list[int],
+        params: SamplingParams,
+        ignore_eos: bool,
+        emit: Callable[[Any], None],
+        cancel: threading.Event,
+    ) -> None:
+        """Runs on the llama.cpp thread: iterate the completion, emit (text, finish, n)."""
+        from llama_cpp import StoppingCriteriaList
+
+        if cancel.is_set():  # the client left while queued
+            emit(_END)
+            return
+        sampled = 0
+
+        def count_and_check(_ids: Any, _logits: Any) -> bool:
+            nonlocal sampled
+            sampled += 1  # called once per sampled token, before it is detokenized
+            return cancel.is_set()
+
+        seed = params.seed if params.seed is not None else random.randrange(2**31)
+        bias = dict.fromkeys(self._end_ids(), float("-inf")) if ignore_eos else None
+        try:
+            stream = self._llm.create_completion(
+                ids,
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=0,  # OpenAI semantics: temperature and top_p only
+                min_p=0.0,
+                repeat_penalty=1.0,
+                stop=params.stop or None,
+                seed=seed,
+                stream=True,
+                logit_bias=bias,
+                stopping_criteria=StoppingCriteriaList([count_and_check]),
+            )
+            try:
+                for chunk in stream:
+                    if cancel.is_set():
+                        break
+                    choice = chunk["choices"][0]
+                    emit((choice["text"], choice["finish_reason"], sampled))
+            finally:
+                stream.close()
+        except Exception as exc:
+            emit(exc)
+            return
+        emit(_END)
+
+    def _end_ids(self) -> list[int]:
+        """Every end-of-generation token (EOS, ``<|end|>``-like tokens llama.cpp marks)."""
+        if self._eog_ids is None:
+            import llama_cpp
+
+            vocab = getattr(getattr(self._llm, "_model", None), "vocab", None)
+            if vocab is None:
+                self._eog_ids = [self._eos_id]
+            else:
+                n = int(self._llm.n_vocab())
+                self._eog_ids = [t for t in range(n) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        return self._eog_ids
+
+    async def embed(self, texts: list[str]) -> Embeddings:
+        """Embed each text (embedding GGUFs loaded with ``embedding: true`` only).
+
+        Raises:
+            InvalidParameter: this is a chat model.
+            ContextLengthExceeded: a text is longer than the context.
+        """
+        if self.info.task != "embedding":
+            raise InvalidParameter(
+                f"model {self.info.model!r} is a chat model; it does not serve embeddings",
+                param="model",
+            )
+        for text in texts:
+            n = len(self._encode(text))
+            if n > self.info.context_length:
+                err = ContextLengthExceeded(prompt_tokens=n, limit=self.info.context_length)
+                err.param = "input"
+                raise err
+        loop = asyncio.get_running_loop()
+        self._waiting += 1
+        async with self._lock:
+            self._waiting -= 1
+            self._active = 1
+            started = loop.time()
+            try:
+                raw, tokens = await loop.run_in_executor(
+                    self._thread, lambda: self._llm.embed(texts, return_count=True)
+                )
+            except Exception as exc:
+                raise EngineUnavailable(f"llama.cpp embedding failed: {exc}") from exc
+            finally:
+                self._active = 0
+                self._busy += loop.time() - started
+        vectors = [_pool(item, self._normalize) for item in raw]
+        return Embeddings(vectors, int(tokens))
+
+    def stats(self) -> LlamaCppStats:
+        """The request being served, those queued, and seconds spent serving."""
+        return LlamaCppStats(self._active, self._waiting, self._busy)
+
+    async def close(self) -> None:
+        """Wait for the llama.cpp thread, then free the model."""
+        await asyncio.to_thread(self._thread.shutdown, True)
+        self._llm.close()
+
+
+def _pool(item: list[Any], normalize: bool) -> list[float]:
+    """One vector per input: mean over tokens when the GGUF has no pooling, then L2."""
+    if item and isinstance(item[0], list):  # (T, H) token embeddings
+        width = len(item[0])
+        vector = [sum(row[i] for row in item) / len(item) for i in range(width)]
+    else:
+        vector = [float(x) for x in item]
+    if normalize:
+        norm = sum(x * x for x in vector) ** 0.5
+        if norm > 0:
+            vector = [x / norm for x in vector]
+    return vector
+
+
+def load(
+    model_path: Path, *, model_name: str, device: str, options: dict[str, Any]
+) -> LlamaCppEngine:
+    """Load a GGUF file with llama.cpp.
+
+    Args:
+        model_path: the ``.gguf`` file.
+        model_name: the public model name.
+        device: ``cpu`` (GPU offload only through ``n_gpu_layers`` on a GPU build).
+        options: see the module docstring.
+
+    Returns:
+        The loaded engine.
+
+    Raises:
+        EngineUnavailable: llama-cpp-python is not installed (with the install hint).
+        InvalidParameter: the path is not a GGUF file or an option is malformed.
+    """
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"the llamacpp engine needs llama-cpp-python: {INSTALL_HINT}",
+            hint=INSTALL_HINT,
+        ) from exc
+    path = Path(model_path)
+    if not path.is_file():
+        raise InvalidParameter(f"{path} is not a GGUF file", param="model_path")
+    embedding = bool(options.get("embedding", False))
+    pooling = options.get("pooling")
+    if pooling is not None and pooling not in _POOLING:
+        raise InvalidParameter(f"pooling must be one of {', '.join(_POOLING)}", param="pooling")
+    extra: dict[str, Any] = {"pooling_type": _POOLING[pooling]} if pooling else {}
+    try:
+        llm = Llama(
+            model_path=str(path),
+            n_ctx=int(options.get("n_ctx", 0)),  # 0: the GGUF's training context
+            n_threads=int(options.get("n_threads") or os.cpu_count() or 1),
+            n_batch=int(options.get("n_batch", 512)),
+            n_gpu_layers=int(options.get("n_gpu_layers", 0)),
+            embedding=embedding,
+            verbose=False,
+            **extra,
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidParameter(f"llama.cpp cannot load {path}: {exc}") from exc
+    template = options.get("chat_template") or llm.metadata.get("tokenizer.chat_template")
+    info = EngineInfo(
+        model=model_name,
+        engine="llamacpp",
+        task="embedding" if embedding else "chat",
+        context_length=int(llm.n_ctx()),
+        device=device,
+    )
+    logger.info("loaded %s: n_ctx=%s, embedding=%s", path.name, info.context_length, embedding)
+    return LlamaCppEngine(llm, info, template, normalize=bool(options.get("normalize", True)))

@@ -1,0 +1,319 @@
+"""The ``transformers`` engine object: chat with continuous batching, and embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import jinja2
+import torch
+
+from zhisuan.engines.base import Delta, Embeddings, EngineInfo
+from zhisuan.engines.transformers._batcher import Batcher, EngineStats, Sequence
+from zhisuan.engines.transformers._detok import StopDetokenizer
+from zhisuan.engines.transformers._embed import PoolingSpec, pool
+from zhisuan.engines.transformers._sampling import make_generator
+from zhisuan.errors import (
+    ContextLengthExceeded,
+    EngineUnavailable,
+    InvalidParameter,
+)
+from zhisuan.protocol import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class TransformersEngine:
+    """A Hugging Face model served through the :class:`~zhisuan.engines.base.Engine` protocol.
+
+    Build one with :func:`load`. A chat engine owns a :class:`Batcher` thread; an
+    embedding engine runs its forward passes on one dedicated thread.
+    """
+
+    info: EngineInfo
+
+    def __init__(
+        self,
+        *,
+        info: EngineInfo,
+        tokenizer: Any,
+        model: Any,
+        max_batch: int = 16,
+        max_prefill_tokens: int = 4096,
+        pooling: PoolingSpec | None = None,
+        embed_batch_size: int = 32,
+    ) -> None:
+        self.info = info
+        self._tokenizer = tokenizer
+        self._model = model
+        self._device = torch.device(info.device)
+        self._pooling = pooling or PoolingSpec(("mean",), normalize=False)
+        self._embed_batch_size = embed_batch_size
+        self._batcher: Batcher | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._embed_busy = 0.0
+        self._embed_pending = 0
+        self._eos_ids = _eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else (min(self._eos_ids) if self._eos_ids else 0)
+        if info.task == "chat":
+            self._batcher = Batcher(
+                model,
+                self._device,
+                max_batch=max_batch,
+                max_prefill_tokens=max_prefill_tokens,
+                pad_id=self._pad_id,
+            )
+        else:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhisuan-embed")
+
+    # -- Engine protocol -----------------------------------------------------------------
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """Apply the model's chat template with a generation prompt.
+
+        A tokenizer without a chat template gets a plain fallback: one
+        ``"<role>: <content>\\n"`` line per message, then ``"assistant:"``.
+
+        Args:
+            messages: ``{"role", "content"}`` dicts in order.
+
+        Returns:
+            The prompt text (it may contain the BOS token's text; :meth:`generate` then
+            adds no special tokens of its own).
+
+        Raises:
+            InvalidParameter: the template rejects the messages (e.g. roles that do not
+                alternate).
+        """
+        if not getattr(self._tokenizer, "chat_template", None):
+            lines = [f"{m.get('role', 'user')}: {m.get('content', '')}\n" for m in messages]
+            return "".join(lines) + "assistant:"
+        try:
+            text = self._tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except jinja2.TemplateError as exc:
+            raise InvalidParameter(
+                f"the chat template rejected the messages: {exc}", param="messages"
+            ) from exc
+        return str(text)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` by the model's tokenizer (no special tokens added)."""
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        request_id: str,
+        *,
+        ignore_eos: bool = False,
+    ) -> AsyncIterator[Delta]:
+        """Stream the completion of ``prompt`` through the continuous batcher.
+
+        Validation happens at call time, before the stream starts; the sequence joins the
+        batch when the returned iterator is first awaited. Closing the iterator early
+        (``aclose()`` or cancelling the consuming task) frees the batch slot at the next
+        scheduler iteration.
+
+        Args:
+            prompt: the full prompt text (e.g. from :meth:`render_chat`). Special tokens
+                are added by the tokenizer unless the text already starts with the BOS
+                token's text.
+            params: sampling parameters; ``max_tokens`` must already fit the context (the
+                worker clips it), this method does not clip.
+            request_id: used in log messages.
+            ignore_eos: keep generating through EOS until ``max_tokens`` (benchmarks only:
+                it makes token counts independent of what the model says).
+
+        Returns:
+            An async iterator of :class:`Delta`; the last one has ``finish_reason``.
+
+        Raises:
+            ContextLengthExceeded: prompt tokens + ``max_tokens`` exceed
+                ``info.context_length``, or the prompt leaves no room at all.
+            InvalidParameter: ``max_tokens`` < 1, or this is an embedding model.
+        """
+        if self._batcher is None:
+            raise InvalidParameter(
+                f"model {self.info.model!r} is an embedding model; it cannot generate text",
+                param="model",
+            )
+        if params.max_tokens < 1:
+            raise InvalidParameter("max_tokens must be at least 1", param="max_tokens")
+        ids = self._encode_prompt(prompt)
+        limit = self.info.context_length
+        if len(ids) >= limit or len(ids) + params.max_tokens > limit:
+            raise ContextLengthExceeded(
+                prompt_tokens=len(ids), limit=limit, requested=params.max_tokens
+            )
+        return self._stream(ids, params, request_id, ignore_eos)
+
+    async def embed(self, texts: list[str]) -> Embeddings:
+        """Embed each text with the model's own pooling (and normalisation, if any).
+
+        Inputs are batched (``embed_batch_size`` per forward pass) on the engine's thread.
+
+        Args:
+            texts: the inputs; an empty list gives no vectors.
+
+        Returns:
+            One vector per input and the prompt tokens consumed (special tokens included,
+            as the model sees them).
+
+        Raises:
+            ContextLengthExceeded: an input is longer than the model's maximum length
+                (``param="input"``); inputs are never truncated.
+            InvalidParameter: this is a chat model.
+        """
+        if self._executor is None:
+            raise InvalidParameter(
+                f"model {self.info.model!r} is a chat model; it does not serve embeddings",
+                param="model",
+            )
+        if not texts:
+            return Embeddings(vectors=[], prompt_tokens=0)
+        loop = asyncio.get_running_loop()
+        self._embed_pending += 1
+        try:
+            # tokenizing happens on the engine thread too: one thread per tokenizer
+            vectors, tokens = await loop.run_in_executor(
+                self._executor, self._embed_sync, list(texts)
+            )
+        finally:
+            self._embed_pending -= 1
+        return Embeddings(vectors=vectors, prompt_tokens=tokens)
+
+    async def close(self) -> None:
+        """Stop the scheduler (failing what is still queued), then release the device."""
+        if self._batcher is not None:
+            await asyncio.to_thread(self._batcher.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._model = None
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- extras for the worker -----------------------------------------------------------
+
+    def stats(self) -> EngineStats:
+        """Load and work counters for ``/health`` and the metering layer.
+
+        Returns:
+            Active and waiting sequences, tokens generated, busy seconds (forward passes:
+            the share of wall time the device was working) and finished requests.
+        """
+        if self._batcher is not None:
+            return self._batcher.stats()
+        return EngineStats(
+            active=0,
+            waiting=self._embed_pending,
+            tokens_generated=0,
+            busy_seconds=self._embed_busy,
+            requests_finished=0,
+        )
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _encode_prompt(self, prompt: str) -> list[int]:
+        bos = getattr(self._tokenizer, "bos_token", None)
+        # a rendered chat template usually starts with the BOS text already
+        add_special = not (bos and prompt.startswith(bos))
+        ids: list[int] = list(self._tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+        if not ids:
+            start = self._tokenizer.bos_token_id
+            if start is None:
+                raise InvalidParameter("the prompt is empty", param="prompt")
+            ids = [int(start)]
+        return ids
+
+    async def _stream(
+        self, ids: list[int], params: SamplingParams, request_id: str, ignore_eos: bool
+    ) -> AsyncIterator[Delta]:
+        assert self._batcher is not None
+        seq = Sequence(
+            request_id=request_id,
+            prompt_ids=ids,
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            generator=make_generator(params.seed, self._device),
+            detok=StopDetokenizer(self._tokenizer, params.stop),
+            eos_ids=self._eos_ids,
+            ignore_eos=ignore_eos,
+            loop=asyncio.get_running_loop(),
+            queue=asyncio.Queue(),
+        )
+        try:
+            self._batcher.submit(seq)
+        except RuntimeError as exc:
+            raise EngineUnavailable(f"engine for {self.info.model!r} is shutting down") from exc
+        try:
+            while True:
+                item = await seq.queue.get()
+                if isinstance(item, BaseException):
+                    raise EngineUnavailable(
+                        f"generation failed for request {request_id}: {item}"
+                    ) from item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            if not seq.done:
+                logger.debug("request %s closed early; cancelling", request_id)
+                self._batcher.cancel(seq)
+
+    def _embed_sync(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        # No ``padding=True``: that would switch the Rust tokenizer's padding state, and a
+        # concurrent ``count_tokens`` on the event loop thread would then hit
+        # "Already borrowed". We pad by hand instead.
+        encoded = self._tokenizer(texts)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        limit = self.info.context_length
+        for n in lengths:
+            if n > limit:
+                err = ContextLengthExceeded(prompt_tokens=n, limit=limit)
+                err.param = "input"
+                raise err
+        start = time.perf_counter()
+        out: list[list[float]] = []
+        try:
+            with torch.inference_mode():
+                for i in range(0, len(texts), self._embed_batch_size):
+                    batch = {
+                        key: _pad_right(
+                            values[i : i + self._embed_batch_size],
+                            self._pad_id if key == "input_ids" else 0,
+                        )
+                        for key, values in encoded.items()
+                    }
+                    batch = {key: t.to(self._device) for key, t in batch.items()}
+                    hidden = self._model(**batch).last_hidden_state  # (B, T, H)
+                    vectors = pool(hidden, batch["attention_mask"], self._pooling)
+                    out.extend(vectors.cpu().tolist())
+        finally:
+            self._embed_busy += time.perf_counter() - start
+        return out, sum(lengths)
+
+
+def _pad_right(rows: list[list[int]], pad: int) -> Any:
+    """``(B, T)`` long tensor of ``rows`` right-padded with ``pad``."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    generation_config = getattr(model, "generation_config", None)
+    for source in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list):
+            ids.update(int(i) for i in source)
+    return frozenset(ids)

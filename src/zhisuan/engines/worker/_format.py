@@ -1,0 +1,143 @@
+"""OpenAI response objects and SSE framing, as plain dicts (no logic, no I/O).
+
+Shapes follow OpenAI's API: ``chat.completion`` / ``chat.completion.chunk`` and
+``text_completion`` objects, ``usage`` in every non-stream body and, when asked, in a final
+chunk with ``choices: []``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, Literal
+
+DONE = b"data: [DONE]\n\n"
+
+Kind = Literal["chat", "completion"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """The identity of one completion response.
+
+    Attributes:
+        kind: chat or text completion.
+        id: ``chatcmpl-…`` or ``cmpl-…``.
+        created: Unix seconds.
+        model: the public model name.
+        include_usage: send the final usage chunk (client asked, or the gateway did).
+        usage_field: the client asked for usage, so chunks carry ``"usage": null`` too.
+        request_id: the gateway's ``X-Request-Id`` (else ``id``), for logs and metering.
+        usage_comments: prefix every event with ``: usage <prompt> <completion>`` (an SSE
+            comment clients ignore) so the gateway can meter a stream that breaks.
+    """
+
+    kind: Kind
+    id: str
+    created: int
+    model: str
+    include_usage: bool = False
+    usage_field: bool = False
+    request_id: str = ""
+    usage_comments: bool = False
+
+    @property
+    def object(self) -> str:
+        return "chat.completion" if self.kind == "chat" else "text_completion"
+
+    @property
+    def chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+
+
+def sse(obj: dict[str, Any], counts: tuple[int, int] | None = None) -> bytes:
+    """One server-sent event carrying ``obj`` as JSON.
+
+    Args:
+        obj: the event's JSON payload.
+        counts: (prompt, completion) tokens so far, sent as a ``: usage p c`` comment line.
+    """
+    data = b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    if counts is not None:
+        data = f": usage {counts[0]} {counts[1]}\n".encode() + data
+    return data + b"\n\n"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def response(job: Job, text: str, finish_reason: str, use: dict[str, int]) -> dict[str, Any]:
+    """The non-stream body of a chat or text completion."""
+    choice: dict[str, Any]
+    if job.kind == "chat":
+        message = {"role": "assistant", "content": text, "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None}
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None}
+    choice["finish_reason"] = finish_reason
+    return {
+        "id": job.id,
+        "object": job.object,
+        "created": job.created,
+        "model": job.model,
+        "system_fingerprint": None,
+        "choices": [choice],
+        "usage": use,
+    }
+
+
+def chunk(
+    job: Job, *, text: str | None = None, role: bool = False, finish_reason: str | None = None
+) -> dict[str, Any]:
+    """One streamed chunk: the first (``role``), a text piece, or the last (``finish_reason``)."""
+    choice: dict[str, Any]
+    if job.kind == "chat":
+        delta: dict[str, str] = {}
+        if role:
+            delta["role"] = "assistant"
+            delta["content"] = ""
+        if text is not None:
+            delta["content"] = text
+        choice = {"index": 0, "delta": delta, "logprobs": None}
+    else:
+        choice = {"index": 0, "text": text or "", "logprobs": None}
+    choice["finish_reason"] = finish_reason
+    out: dict[str, Any] = {
+        "id": job.id,
+        "object": job.chunk_object,
+        "created": job.created,
+        "model": job.model,
+        "system_fingerprint": None,
+        "choices": [choice],
+    }
+    if job.usage_field:
+        out["usage"] = None
+    return out
+
+
+def usage_chunk(job: Job, use: dict[str, int]) -> dict[str, Any]:
+    """The final chunk of a stream with ``include_usage``: no choices, only usage."""
+    return {
+        "id": job.id,
+        "object": job.chunk_object,
+        "created": job.created,
+        "model": job.model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": use,
+    }
+
+
+def embedding_item(index: int, vector: list[float], encoding: str) -> dict[str, Any]:
+    """One ``embedding`` object; base64 is little-endian float32 bytes, as OpenAI sends."""
+    value: list[float] | str = vector
+    if encoding == "base64":
+        value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return {"object": "embedding", "index": index, "embedding": value}

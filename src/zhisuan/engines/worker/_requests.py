@@ -1,0 +1,101 @@
+"""What each generation used, kept briefly so the gateway can meter aborted requests.
+
+When a client goes away mid-stream the gateway closes its connection to the worker and
+never sees the final counts. It then asks ``GET /zhisuan/requests/{request_id}?wait=S``
+(the id it sent as ``X-Request-Id``); the worker answers once the generation has settled
+(or after ``wait`` seconds) with the tokens actually used. Records are kept for the last
+``capacity`` requests only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zhisuan.engines.base import Delta
+
+State = Literal["running", "finished", "cancelled", "failed"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Token counts and outcome of one generation.
+
+    Attributes:
+        id: the gateway's ``X-Request-Id`` (or the response id when there was none).
+        prompt_tokens: tokens in the prompt.
+        completion_tokens: tokens generated (so far, while running).
+        finish_reason: ``stop`` or ``length`` once finished.
+        state: running, finished, cancelled (client left) or failed (engine error).
+    """
+
+    id: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    state: State = "running"
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def update(self, delta: Delta) -> None:
+        self.prompt_tokens = delta.prompt_tokens
+        self.completion_tokens = delta.completion_tokens
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+            self.end("finished")
+
+    def end(self, state: State) -> None:
+        """Settle the record (the first outcome wins)."""
+        if self.state == "running":
+            self.state = state
+        self.settled.set()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
+
+
+class RequestLog:
+    """The most recent generations by request id.
+
+    Args:
+        capacity: records kept; the oldest settled ones are dropped first.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._records: OrderedDict[str, RequestRecord] = OrderedDict()
+        self._capacity = capacity
+
+    def start(self, request_id: str, prompt_tokens: int = 0) -> RequestRecord:
+        """Open the record of a new generation."""
+        record = RequestRecord(request_id, prompt_tokens=prompt_tokens)
+        self._records[request_id] = record
+        self._records.move_to_end(request_id)
+        while len(self._records) > self._capacity:
+            oldest = next(iter(self._records))
+            self._records.pop(oldest)
+        return record
+
+    async def settled(self, request_id: str, wait: float) -> RequestRecord | None:
+        """The record of ``request_id``, waiting up to ``wait`` seconds for it to settle.
+
+        Args:
+            request_id: as sent in ``X-Request-Id``.
+            wait: seconds to wait while it is still running (0: answer at once).
+
+        Returns:
+            The record (possibly still running), or None if unknown or forgotten.
+        """
+        record = self._records.get(request_id)
+        if record is not None and record.state == "running" and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(record.settled.wait(), timeout=wait)
+        return record

@@ -1,0 +1,397 @@
+"""The worker's request logic: OpenAI requests in, engine calls, OpenAI responses out.
+
+Routers (``_app``) only hand the raw body here. :class:`Serving` validates it with the
+shared ``zhisuan.protocol`` models, checks the model name and task, sizes the completion
+budget against the context, drives the engine and formats the answer. Engines that
+implement :class:`PassThrough` get the validated body forwarded instead.
+
+Budget rule (OpenAI's): without ``max_tokens`` a completion may use the rest of the
+context; a ``max_tokens`` larger than the rest is a 400 ``context_length_exceeded``.
+
+Cancellation: a client that disconnects cancels its generation. Streams close the
+engine's iterator when the response ends for any reason (``_stream.SSEResponse``);
+non-stream requests race the engine against the connection's ``http.disconnect``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from zhisuan.engines.base import Delta, Engine, Task
+from zhisuan.engines.worker import _format as fmt
+from zhisuan.engines.worker._errors import engine_failure, from_validation_error
+from zhisuan.engines.worker._passthrough import PassThrough, ReportsLoad
+from zhisuan.engines.worker._registry import AnyEngine
+from zhisuan.engines.worker._requests import RequestLog, RequestRecord
+from zhisuan.engines.worker._stream import SSEResponse, aclose, completion_events, relay
+from zhisuan.errors import (
+    ContextLengthExceeded,
+    InvalidParameter,
+    NotFound,
+    ZhisuanError,
+    closest,
+)
+from zhisuan.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    SamplingParams,
+    new_id,
+)
+
+logger = logging.getLogger(__name__)
+
+USAGE_HEADER = "x-zhisuan-usage"
+REQUEST_ID_HEADER = "x-request-id"
+_M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
+
+
+def _stat(stats: Any, name: str, default: float) -> Any:
+    if isinstance(stats, dict):
+        return stats.get(name, default)
+    return getattr(stats, name, default)
+
+
+class ClientGone(Exception):
+    """The client disconnected before a non-stream answer was ready."""
+
+
+class LoadTracker:
+    """Requests in flight and cumulative busy time (seconds with at least one in flight)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._since = 0.0
+        self._busy = 0.0
+
+    def enter(self) -> None:
+        if self.active == 0:
+            self._since = time.monotonic()
+        self.active += 1
+
+    def exit(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._busy += time.monotonic() - self._since
+
+    @property
+    def busy_s(self) -> float:
+        running = time.monotonic() - self._since if self.active else 0.0
+        return self._busy + running
+
+
+class Serving:
+    """OpenAI endpoints over one loaded engine.
+
+    Args:
+        engine: an :class:`Engine` or a :class:`PassThrough`.
+    """
+
+    def __init__(self, engine: AnyEngine) -> None:
+        self.engine = engine
+        self.info = engine.info
+        self.load = LoadTracker()
+        self.requests = RequestLog()
+
+    # ---- read-only endpoints ---------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health`` body of a loaded worker."""
+        active, waiting, busy_s = self.load.active, 0, self.load.busy_s
+        if isinstance(self.engine, ReportsLoad):
+            stats = self.engine.stats()
+            active = int(_stat(stats, "active", active))
+            waiting = int(_stat(stats, "waiting", waiting))
+            busy_s = float(_stat(stats, "busy_seconds", busy_s))
+        return {
+            "status": "ok",
+            "model": self.info.model,
+            "engine": self.info.engine,
+            "task": self.info.task,
+            "device": self.info.device,
+            "context_length": self.info.context_length,
+            "active": active,
+            "waiting": waiting,
+            "busy_s": round(busy_s, 3),
+        }
+
+    def models(self) -> dict[str, Any]:
+        """``GET /v1/models`` body: this replica's one model."""
+        card = {"id": self.info.model, "object": "model", "created": 0, "owned_by": "zhisuan"}
+        return {"object": "list", "data": [card]}
+
+    # ---- generation ------------------------------------------------------------------
+
+    async def chat(self, request: Request, body: Any) -> Response:
+        """``POST /v1/chat/completions``."""
+        req = self._validate(ChatCompletionRequest, body)
+        if isinstance(self.engine, PassThrough):
+            return await self._forward(request, "/chat/completions", body, req.stream, req)
+        engine = self._engine_for("chat")
+        prompt = engine.render_chat(req.plain_messages())
+        job = self._job("chat", "chatcmpl", request, req.include_usage)
+        params = self._params(engine, prompt, req.requested_max_tokens(), req, "messages")
+        return await self._generate(request, engine, job, prompt, params, bool(req.stream))
+
+    async def completions(self, request: Request, body: Any) -> Response:
+        """``POST /v1/completions``."""
+        req = self._validate(CompletionRequest, body)
+        if isinstance(self.engine, PassThrough):
+            return await self._forward(request, "/completions", body, req.stream, req)
+        engine = self._engine_for("chat")
+        prompt = req.prompt_text()
+        job = self._job("completion", "cmpl", request, req.include_usage)
+        params = self._params(engine, prompt, req.max_tokens, req, "prompt")
+        echo = prompt if req.echo else ""
+        return await self._generate(request, engine, job, prompt, params, bool(req.stream), echo)
+
+    async def embeddings(self, request: Request, body: Any) -> Response:
+        """``POST /v1/embeddings``."""
+        req = self._validate(EmbeddingRequest, body)
+        if isinstance(self.engine, PassThrough):
+            answer = await self._tracked(request, self.engine.forward_json("/embeddings", body))
+            return JSONResponse(answer)
+        engine = self._engine_for("embedding")
+        result = await self._tracked(request, engine.embed(req.inputs()))
+        if req.dimensions is not None and result.vectors:
+            native = len(result.vectors[0])
+            if req.dimensions != native:
+                raise InvalidParameter(
+                    f"this model's embeddings have {native} dimensions; "
+                    f"dimensions={req.dimensions} is not supported",
+                    param="dimensions",
+                )
+        data = [
+            fmt.embedding_item(i, vec, req.encoding_format) for i, vec in enumerate(result.vectors)
+        ]
+        use = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+        return JSONResponse(
+            {"object": "list", "data": data, "model": self.info.model, "usage": use}
+        )
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _validate(self, model: type[_M], body: Any) -> _M:
+        try:
+            req = model.model_validate(body)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
+        name = getattr(req, "model", None)
+        if name != self.info.model:
+            raise NotFound(
+                f"The model '{name}' does not exist; this worker serves '{self.info.model}'.",
+                param="model",
+                code="model_not_found",
+                suggestions=closest(str(name), [self.info.model]),
+            )
+        return req
+
+    def _engine_for(self, task: Task) -> Engine:
+        engine = self.engine
+        assert isinstance(engine, Engine)
+        if self.info.task != task:
+            what = "chat and text completions" if task == "chat" else "embeddings"
+            raise InvalidParameter(
+                f"The model '{self.info.model}' is a {self.info.task} model and does not "
+                f"support {what}.",
+                param="model",
+                code="unsupported_task",
+            )
+        return engine
+
+    def _job(self, kind: fmt.Kind, prefix: str, request: Request, client_usage: bool) -> fmt.Job:
+        always = request.headers.get(USAGE_HEADER, "").lower() == "always"
+        response_id = new_id(prefix)
+        return fmt.Job(
+            kind=kind,
+            id=response_id,
+            created=int(time.time()),
+            model=self.info.model,
+            include_usage=client_usage or always,
+            usage_field=client_usage,
+            request_id=request.headers.get(REQUEST_ID_HEADER) or response_id,
+            usage_comments=always,
+        )
+
+    def _params(
+        self,
+        engine: Engine,
+        prompt: str,
+        requested: int | None,
+        req: ChatCompletionRequest | CompletionRequest,
+        param: str,
+    ) -> SamplingParams:
+        limit = self.info.context_length
+        prompt_tokens = engine.count_tokens(prompt)
+        remaining = limit - prompt_tokens
+        if remaining <= 0 or (requested is not None and requested > remaining):
+            exc = ContextLengthExceeded(
+                prompt_tokens=prompt_tokens, limit=limit, requested=requested or 0
+            )
+            exc.param = param
+            raise exc
+        return SamplingParams(
+            max_tokens=requested if requested is not None else remaining,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            seed=req.seed,
+            stop=req.stop_list(),
+        )
+
+    async def _generate(
+        self,
+        request: Request,
+        engine: Engine,
+        job: fmt.Job,
+        prompt: str,
+        params: SamplingParams,
+        stream: bool,
+        echo: str = "",
+    ) -> Response:
+        record = self.requests.start(job.request_id)
+        if not stream:
+            work = _collect(engine, job, prompt, params, echo, record)
+            return JSONResponse(await self._tracked(request, work))
+        self.load.enter()
+        deltas: AsyncIterator[Delta] | None = None
+        try:
+            deltas = engine.generate(prompt, params, job.request_id)  # may validate and raise
+            first = await anext(deltas)
+        except BaseException as exc:
+            record.end("failed" if isinstance(exc, Exception) else "cancelled")
+            if deltas is not None:
+                await aclose(deltas)
+            self.load.exit()
+            if isinstance(exc, Exception) and not isinstance(exc, ZhisuanError):
+                raise engine_failure(exc, job.request_id) from exc
+            raise
+        events = completion_events(job, first, deltas, record, echo)
+        return SSEResponse(events, on_close=self._closer(deltas, record))
+
+    async def _forward(
+        self,
+        request: Request,
+        path: str,
+        body: dict[str, Any],
+        stream: bool | None,
+        req: ChatCompletionRequest | CompletionRequest,
+    ) -> Response:
+        engine = self.engine
+        assert isinstance(engine, PassThrough)
+        if not stream:
+            return JSONResponse(await self._tracked(request, engine.forward_json(path, body)))
+        always = request.headers.get(USAGE_HEADER, "").lower() == "always"
+        self.load.enter()
+        events: AsyncIterator[bytes] | None = None
+        try:
+            events = engine.forward_stream(path, body, include_usage=req.include_usage or always)
+            first = await anext(events)
+        except BaseException as exc:
+            if events is not None:
+                await aclose(events)
+            self.load.exit()
+            if isinstance(exc, Exception) and not isinstance(exc, ZhisuanError):
+                raise engine_failure(exc, path) from exc
+            raise
+        return SSEResponse(relay(first, events, path), on_close=self._closer(events, None))
+
+    def _closer(
+        self, iterator: AsyncIterator[Any], record: RequestRecord | None
+    ) -> Callable[[], Awaitable[None]]:
+        async def close() -> None:
+            await aclose(iterator)
+            if record is not None:
+                record.end("cancelled")  # no-op if it finished or failed first
+            self.load.exit()
+
+        return close
+
+    async def _tracked(self, request: Request, work: Awaitable[_T]) -> _T:
+        """Await ``work`` counted as in flight; cancel it if the client disconnects."""
+        self.load.enter()
+        try:
+            return await until_disconnect(request, work)
+        except (ClientGone, ZhisuanError):
+            raise
+        except Exception as exc:
+            raise engine_failure(exc, request.url.path) from exc
+        finally:
+            self.load.exit()
+
+
+async def _collect(
+    engine: Engine,
+    job: fmt.Job,
+    prompt: str,
+    params: SamplingParams,
+    echo: str,
+    record: RequestRecord,
+) -> dict[str, Any]:
+    parts: list[str] = [echo]
+    last: Delta | None = None
+    deltas: AsyncIterator[Delta] | None = None
+    try:
+        deltas = engine.generate(prompt, params, job.request_id)
+        async for delta in deltas:
+            parts.append(delta.text)
+            record.update(delta)
+            last = delta
+            if delta.finish_reason is not None:
+                break
+    except BaseException as exc:
+        record.end("failed" if isinstance(exc, Exception) else "cancelled")
+        raise
+    finally:
+        record.end("finished")
+        if deltas is not None:
+            await aclose(deltas)
+    prompt_tokens = last.prompt_tokens if last else engine.count_tokens(prompt)
+    completion_tokens = last.completion_tokens if last else 0
+    finish = (last.finish_reason if last else None) or "stop"
+    use = fmt.usage(prompt_tokens, completion_tokens)
+    return fmt.response(job, "".join(parts), finish, use)
+
+
+async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
+    """Await ``work``, cancelling it if the client disconnects first.
+
+    Args:
+        request: the request whose connection to watch (its body already read).
+        work: the coroutine producing the answer.
+
+    Returns:
+        What ``work`` returns.
+
+    Raises:
+        ClientGone: the client disconnected; ``work`` was cancelled.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        watcher.cancel()
+        raise
+    watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientGone

@@ -1,0 +1,424 @@
+"""The transformers engine: continuous batching, sampling, stops, cancellation, embeddings.
+
+Chat tests run a tiny random-init Llama (GQA) built in a tmp dir (``tiny_hf_models``);
+embedding tests run the bundled all-MiniLM-L6-v2. Everything runs on CPU; one test
+repeats the batching check on CUDA when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tiny_hf_models import build_tiny_llama  # tests/engines is on sys.path (rootdir import)
+
+from zhisuan.demo import minilm_dir
+from zhisuan.engines.base import Delta, Engine
+from zhisuan.engines.transformers import TransformersEngine, load
+from zhisuan.engines.transformers._detok import StopDetokenizer
+from zhisuan.engines.transformers._embed import PoolingSpec, pool, read_pooling
+from zhisuan.errors import ContextLengthExceeded, EngineUnavailable, InvalidParameter
+from zhisuan.protocol import SamplingParams
+
+PROMPTS = [
+    "The quick brown fox",
+    "你好",
+    "Continuous batching lets concurrent requests share forward passes. A private model",
+    "Numbers 0 1 2 3 4 5 6 7",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def chat(tiny_dir: Path) -> Iterator[TransformersEngine]:
+    engine = load(tiny_dir, model_name="tiny", device="cpu", options={"max_batch": 8})
+    yield engine
+    asyncio.run(engine.close())
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[TransformersEngine]:
+    engine = load(minilm_dir(), model_name="minilm", device="cpu", options={})
+    yield engine
+    asyncio.run(engine.close())
+
+
+def greedy(max_tokens: int, **kw: Any) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, **kw)
+
+
+async def collect(
+    engine: TransformersEngine, prompt: str, params: SamplingParams, *, ignore_eos: bool = True
+) -> tuple[str, list[Delta]]:
+    deltas = [d async for d in engine.generate(prompt, params, "test", ignore_eos=ignore_eos)]
+    return "".join(d.text for d in deltas), deltas
+
+
+async def wait_idle(engine: TransformersEngine, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = engine.stats()
+        if stats.active == 0 and stats.waiting == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"engine still busy: {engine.stats()}")
+
+
+# -- loading and templates ----------------------------------------------------------------
+
+
+def test_load_detects_chat_and_context(chat: TransformersEngine) -> None:
+    assert isinstance(chat, Engine)
+    assert chat.info.task == "chat"
+    assert chat.info.engine == "transformers"
+    assert chat.info.context_length == 256
+    assert chat.info.device == "cpu"
+
+
+def test_render_chat_adds_bos_once(chat: TransformersEngine) -> None:
+    prompt = chat.render_chat([{"role": "user", "content": "hi"}])
+    assert prompt == "<s><|user|>hi<|end|><|assistant|>"
+    ids = chat._encode_prompt(prompt)
+    bos = chat._tokenizer.bos_token_id
+    assert ids[0] == bos and ids[1] != bos
+    # a raw prompt without BOS text gets the BOS from the tokenizer
+    assert chat._encode_prompt("hi")[0] == bos
+    assert chat.count_tokens("hi") == len(chat._encode_prompt("hi")) - 1
+
+
+def test_render_chat_fallback_and_template_error(
+    chat: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    monkeypatch.setattr(chat._tokenizer, "chat_template", None)
+    assert chat.render_chat(messages) == "system: be brief\nuser: hi\nassistant:"
+    monkeypatch.setattr(
+        chat._tokenizer, "chat_template", "{{ raise_exception('roles must alternate') }}"
+    )
+    with pytest.raises(InvalidParameter, match="roles must alternate") as info:
+        chat.render_chat(messages)
+    assert info.value.param == "messages"
+
+
+# -- generation ---------------------------------------------------------------------------
+
+
+def test_greedy_matches_hf_generate(chat: TransformersEngine) -> None:
+    prompt = PROMPTS[2]
+    ids = torch.tensor([chat._encode_prompt(prompt)])
+    ref = chat._model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=12,
+        min_new_tokens=12,
+        do_sample=False,
+        pad_token_id=chat._tokenizer.pad_token_id,
+    )
+    expected = chat._tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
+    text, deltas = asyncio.run(collect(chat, prompt, greedy(12)))
+    assert text == expected
+    assert deltas[-1].finish_reason == "length"
+    assert deltas[-1].completion_tokens == 12
+    assert all(d.prompt_tokens == ids.shape[1] for d in deltas)
+
+
+def test_greedy_batched_equals_alone(chat: TransformersEngine) -> None:
+    budgets = [24, 7, 16, 30]
+
+    async def alone() -> list[str]:
+        return [
+            (await collect(chat, p, greedy(n)))[0] for p, n in zip(PROMPTS, budgets, strict=True)
+        ]
+
+    async def batched() -> list[str]:
+        base = chat.stats().tokens_generated
+
+        async def late(p: str, n: int, after: int) -> str:
+            while chat.stats().tokens_generated < base + after:
+                await asyncio.sleep(0.001)  # join while the others are mid-decode
+            return (await collect(chat, p, greedy(n)))[0]
+
+        afters = [0, 0, 10, 25, 5, 40, 60, 61]
+        runs = [late(p, n, a) for p, n, a in zip(PROMPTS * 2, budgets * 2, afters, strict=True)]
+        return list(await asyncio.gather(*runs))
+
+    solo = asyncio.run(alone())
+    together = asyncio.run(batched())
+    assert together == solo * 2
+    asyncio.run(wait_idle(chat))  # the last row retires right after its final delta
+
+
+def test_seeded_sampling_repeatable_in_any_batch(chat: TransformersEngine) -> None:
+    params = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, seed=1234)
+
+    async def run() -> tuple[str, list[str]]:
+        alone = (await collect(chat, PROMPTS[0], params))[0]
+        others = [collect(chat, p, SamplingParams(max_tokens=15, temperature=0.8)) for p in PROMPTS]
+        results = await asyncio.gather(collect(chat, PROMPTS[0], params), *others)
+        return alone, [r[0] for r in results]
+
+    alone, batched = asyncio.run(run())
+    assert batched[0] == alone
+    other_seed = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, seed=99)
+    assert asyncio.run(collect(chat, PROMPTS[0], other_seed))[0] != alone
+
+
+def test_stop_string_cuts_output(chat: TransformersEngine) -> None:
+    full, _ = asyncio.run(collect(chat, PROMPTS[0], greedy(30)))
+    # a stop string from the middle of the greedy output (spanning token boundaries)
+    start = len(full) // 2
+    stop = full[start : start + 3]
+    expected = full[: full.find(stop)]
+    text, deltas = asyncio.run(collect(chat, PROMPTS[0], greedy(30, stop=["zzzz-never", stop])))
+    assert text == expected
+    assert deltas[-1].finish_reason == "stop"
+    assert deltas[-1].completion_tokens < 30
+
+
+def test_eos_finishes_with_stop(chat: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = torch.tensor([chat._encode_prompt(PROMPTS[1])])
+    ref = chat._model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=8,
+        min_new_tokens=8,
+        do_sample=False,
+        pad_token_id=chat._tokenizer.pad_token_id,
+    )[0, ids.shape[1] :].tolist()
+    k = next(i for i in range(1, 8) if ref[i] not in ref[:i])  # first new-token position
+    monkeypatch.setattr(chat, "_eos_ids", frozenset({ref[k]}))
+    text, deltas = asyncio.run(collect(chat, PROMPTS[1], greedy(8), ignore_eos=False))
+    assert deltas[-1].finish_reason == "stop"
+    assert deltas[-1].completion_tokens == k + 1  # the EOS token is counted, not shown
+    assert text == chat._tokenizer.decode(ref[:k], skip_special_tokens=True)
+
+
+def test_context_length_errors(chat: TransformersEngine) -> None:
+    long_prompt = " ".join(["fox"] * 300)
+    with pytest.raises(ContextLengthExceeded) as info:
+        chat.generate(long_prompt, greedy(1), "r")
+    assert info.value.limit == 256
+    n = len(chat._encode_prompt(PROMPTS[0]))
+    with pytest.raises(ContextLengthExceeded):
+        chat.generate(PROMPTS[0], greedy(256 - n + 1), "r")
+    _, deltas = asyncio.run(collect(chat, PROMPTS[0], greedy(256 - n)))
+    assert deltas[-1].completion_tokens == 256 - n
+    with pytest.raises(InvalidParameter):
+        chat.generate(PROMPTS[0], greedy(0), "r")
+
+
+def test_cancellation_frees_slots(chat: TransformersEngine) -> None:
+    async def run() -> None:
+        streams = [
+            chat.generate(p, greedy(200), f"c{i}", ignore_eos=True) for i, p in enumerate(PROMPTS)
+        ]
+        for s in streams:
+            await anext(s)
+        assert chat.stats().active == len(PROMPTS)
+
+        async def consume() -> None:
+            async for _ in chat.generate(PROMPTS[0], greedy(200), "task", ignore_eos=True):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        for s in streams:
+            await s.aclose()  # type: ignore[attr-defined]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_idle(chat)
+
+    before = chat.stats().tokens_generated
+    asyncio.run(run())
+    stats = chat.stats()
+    assert stats.active == 0 and stats.waiting == 0
+    assert stats.tokens_generated - before < 5 * 200  # nobody ran to the end
+
+
+def test_single_token_budget(chat: TransformersEngine) -> None:
+    _, deltas = asyncio.run(collect(chat, PROMPTS[1], greedy(1)))
+    assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 1
+    asyncio.run(wait_idle(chat))
+
+
+def test_forward_failure_fails_requests_not_engine(
+    chat: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = chat._batcher._model  # type: ignore[union-attr]
+
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("simulated device failure")
+
+    monkeypatch.setattr(chat._batcher, "_model", broken)
+    with pytest.raises(EngineUnavailable, match="simulated device failure"):
+        asyncio.run(collect(chat, PROMPTS[0], greedy(5)))
+    monkeypatch.setattr(chat._batcher, "_model", real)
+    asyncio.run(wait_idle(chat))
+    _, deltas = asyncio.run(collect(chat, PROMPTS[0], greedy(5)))
+    assert deltas[-1].completion_tokens == 5
+
+
+def test_requests_beyond_max_batch_wait(tiny_dir: Path) -> None:
+    engine = load(tiny_dir, model_name="tiny", device="cpu", options={"max_batch": 2})
+
+    async def run() -> list[str]:
+        tasks = [asyncio.create_task(collect(engine, p, greedy(10))) for p in PROMPTS]
+        seen_waiting = 0
+        while not all(t.done() for t in tasks):
+            seen_waiting = max(seen_waiting, engine.stats().waiting)
+            assert engine.stats().active <= 2
+            await asyncio.sleep(0.001)
+        assert seen_waiting > 0
+        return [(await t)[0] for t in tasks]
+
+    try:
+        results = asyncio.run(run())
+        assert all(results)
+        stats = engine.stats()
+        assert stats.tokens_generated == 10 * len(PROMPTS)
+        assert stats.busy_seconds > 0 and stats.requests_finished == len(PROMPTS)
+    finally:
+        asyncio.run(engine.close())
+
+
+def test_detokenizer_multibyte_and_stop_holdback(chat: TransformersEngine) -> None:
+    tok = chat._tokenizer
+    text = "你好，世界！The quick brown fox"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    detok = StopDetokenizer(tok, [])
+    pieces = [detok.step(ids[: i + 1], final=i == len(ids) - 1) for i in range(len(ids))]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+    detok = StopDetokenizer(tok, ["brown fox"])
+    out = ""
+    for i in range(len(ids)):
+        out += detok.step(ids[: i + 1])
+        assert "你好，世界！The quick ".startswith(out)  # "b", "br"… held back, never sent
+    assert detok.stopped
+    assert out == "你好，世界！The quick "
+
+
+def test_embedding_engine_refuses_generate(embedder: TransformersEngine) -> None:
+    with pytest.raises(InvalidParameter):
+        embedder.generate("hi", greedy(1), "r")
+
+
+def test_chat_engine_refuses_embed(chat: TransformersEngine) -> None:
+    with pytest.raises(InvalidParameter):
+        asyncio.run(chat.embed(["hi"]))
+
+
+# -- embeddings ---------------------------------------------------------------------------
+
+
+def test_embeddings_match_mean_pool_reference(embedder: TransformersEngine) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    assert embedder.info.task == "embedding"
+    assert embedder.info.context_length == 256  # sentence_bert_config max_seq_length
+    texts = ["A man is eating food.", "Someone is having a meal.", "The stock market fell."]
+    result = asyncio.run(embedder.embed(texts))
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+    model = AutoModel.from_pretrained(minilm_dir(), local_files_only=True).eval()
+    with torch.inference_mode():
+        for text, vector in zip(texts, result.vectors, strict=True):
+            enc = tok(text, return_tensors="pt")
+            hidden = model(**enc).last_hidden_state[0]  # (T, H)
+            ref = torch.nn.functional.normalize(hidden.mean(dim=0), dim=0)
+            assert torch.allclose(torch.tensor(vector), ref, atol=1e-5)
+    expected_tokens = sum(len(tok(t)["input_ids"]) for t in texts)
+    assert result.prompt_tokens == expected_tokens
+
+    v = torch.tensor(result.vectors)
+    assert torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
+    sims = v @ v.T
+    assert sims[0, 1] > sims[0, 2] and sims[0, 1] > sims[1, 2]
+
+
+def test_embeddings_batched_equal_alone_under_concurrency(embedder: TransformersEngine) -> None:
+    texts = ["short", "a somewhat longer sentence about foxes", "中文句子", "x " * 60, "end"]
+
+    async def run() -> tuple[list[list[float]], list[list[list[float]]]]:
+        together = embedder.embed(texts)
+        alone = [embedder.embed([t]) for t in texts]
+        counts = [embedder.count_tokens(t) for t in texts]  # loop thread, meanwhile
+        results = await asyncio.gather(together, *alone)
+        assert all(n > 0 for n in counts)
+        return results[0].vectors, [r.vectors for r in results[1:]]
+
+    batched, singles = asyncio.run(run())
+    for vector, single in zip(batched, singles, strict=True):
+        assert torch.allclose(torch.tensor(vector), torch.tensor(single[0]), atol=1e-5)
+
+
+def test_embedding_too_long_raises(embedder: TransformersEngine) -> None:
+    with pytest.raises(ContextLengthExceeded) as info:
+        asyncio.run(embedder.embed(["short", "word " * 400]))
+    assert info.value.param == "input"
+    assert info.value.limit == 256
+    assert asyncio.run(embedder.embed([])).vectors == []
+
+
+def test_read_pooling_modes(tmp_path: Path) -> None:
+    assert read_pooling(tmp_path) == PoolingSpec(("mean",), normalize=False)
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"type": "sentence_transformers.models.Transformer", "path": ""},
+                {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"},
+            ]
+        )
+    )
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
+    assert read_pooling(tmp_path) == PoolingSpec(("cls",), normalize=False)
+    spec = read_pooling(minilm_dir())
+    assert spec == PoolingSpec(("mean",), normalize=True, max_length=256)
+
+
+def test_pool_modes() -> None:
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, -4.0], [100.0, 100.0]]])  # (1, 3, 2)
+    mask = torch.tensor([[1, 1, 0]])  # the last position is padding
+    assert pool(hidden, mask, PoolingSpec(("cls",), False)).tolist() == [[1.0, 2.0]]
+    assert pool(hidden, mask, PoolingSpec(("max",), False)).tolist() == [[3.0, 2.0]]
+    assert pool(hidden, mask, PoolingSpec(("mean",), False)).tolist() == [[2.0, -1.0]]
+    assert pool(hidden, mask, PoolingSpec(("lasttoken",), False)).tolist() == [[3.0, -4.0]]
+    both = pool(hidden, mask, PoolingSpec(("cls", "mean"), True))
+    assert both.shape == (1, 4) and abs(float(both.norm()) - 1.0) < 1e-6
+
+
+# -- GPU ----------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_batched_equals_alone(tiny_dir: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    engine = load(tiny_dir, model_name="tiny", device="cuda:0", options={})
+    try:
+        assert engine.info.device == "cuda:0"
+
+        async def run() -> tuple[list[str], list[str]]:
+            alone = [(await collect(engine, p, greedy(16)))[0] for p in PROMPTS]
+            together = await asyncio.gather(*(collect(engine, p, greedy(16)) for p in PROMPTS))
+            return alone, [t[0] for t in together]
+
+        alone, together = asyncio.run(run())
+        assert alone == together
+    finally:
+        asyncio.run(engine.close())
