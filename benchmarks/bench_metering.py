@@ -102,7 +102,7 @@ def main() -> None:
     print("| measure | usage records | engine | equal |")
     print("|---|---|---|---|")
     print(
-        f"| requests | {len(rows)} | {after['requests'] - before['requests']} | "
+        f"| requests | {len(rows)} | {after['generations'] - before['generations']} | "
         f"{len(rows) == args.requests} |"
     )
     print(f"| prompt tokens | {rec_prompt} | {engine_prompt} | {rec_prompt == engine_prompt} |")

@@ -271,7 +271,7 @@ def test_usage_row_for_a_killed_worker(shared: Server) -> None:
     rows = json.loads(shared.cli("ps", "--json").stdout)
     pid = next(r["pid"] for r in rows if r["model"] == CHAT)
     stream = c.chat.completions.create(
-        model=CHAT, messages=HI, max_tokens=800, stream=True, extra_body={"ignore_eos": True}
+        model=CHAT, messages=HI, max_tokens=450, stream=True, extra_body={"ignore_eos": True}
     )
     next(iter(stream))
     import os

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -11,8 +12,10 @@ from rich.console import Console
 
 from zhisuan.errors import ZhisuanError
 
-console = Console()
-err_console = Console(stderr=True)
+PIPED_WIDTH = 200  # piped output keeps whole table cells instead of ellipses
+
+console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 
 def fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:

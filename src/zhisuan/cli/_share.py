@@ -98,10 +98,8 @@ def show_limit(value: Any, unit: str = "") -> str:
 
 
 def table_console() -> Console:
-    """Where to print a wide table: the terminal, or, when piped, 200 columns (no ellipses)."""
-    if console.is_terminal:
-        return console
-    return Console(width=200, highlight=False)
+    """Where to print a table (the shared console is already wide when piped)."""
+    return console
 
 
 def echo_json(value: Any) -> None:

@@ -80,6 +80,11 @@ def _router(state: WorkerState) -> APIRouter:
             raise NotFound(f"no record of request {request_id!r}", param="request_id")
         return JSONResponse(record.to_json())
 
+    @router.get("/zhisuan/stats")
+    async def stats() -> JSONResponse:
+        """Totals of settled generations: what the engine reports it processed."""
+        return JSONResponse(dict(state.require().requests.totals))
+
     @router.get("/v1/models")
     async def models() -> JSONResponse:
         return JSONResponse(state.require().models())

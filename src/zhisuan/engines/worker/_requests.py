@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ class RequestRecord:
     finish_reason: str | None = None
     state: State = "running"
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    on_settle: Callable[[RequestRecord], None] | None = None
 
     def update(self, delta: Delta) -> None:
         self.prompt_tokens = delta.prompt_tokens
@@ -50,7 +52,10 @@ class RequestRecord:
         """Settle the record (the first outcome wins)."""
         if self.state == "running":
             self.state = state
-        self.settled.set()
+        if not self.settled.is_set():
+            self.settled.set()
+            if self.on_settle is not None:
+                self.on_settle(self)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,10 +78,16 @@ class RequestLog:
     def __init__(self, capacity: int = 4096) -> None:
         self._records: OrderedDict[str, RequestRecord] = OrderedDict()
         self._capacity = capacity
+        self.totals = {"generations": 0, "prompt_tokens": 0, "completion_tokens": 0}
+
+    def _count(self, record: RequestRecord) -> None:
+        self.totals["generations"] += 1
+        self.totals["prompt_tokens"] += record.prompt_tokens
+        self.totals["completion_tokens"] += record.completion_tokens
 
     def start(self, request_id: str, prompt_tokens: int = 0) -> RequestRecord:
         """Open the record of a new generation."""
-        record = RequestRecord(request_id, prompt_tokens=prompt_tokens)
+        record = RequestRecord(request_id, prompt_tokens=prompt_tokens, on_settle=self._count)
         self._records[request_id] = record
         self._records.move_to_end(request_id)
         while len(self._records) > self._capacity:
