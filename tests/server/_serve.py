@@ -41,6 +41,11 @@ class Server:
             check=check,
         )
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        key = self.env.get("ZHISUAN_ADMIN_KEY")
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Seconds until ``/ready`` answered 200."""
         start = time.monotonic()
@@ -48,7 +53,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"zhisuan serve exited:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=1.0).status_code == 200:
+                resp = httpx.get(f"{self.url}/ready", timeout=1.0, headers=self.admin_headers)
+                if resp.status_code == 200:
                     return time.monotonic() - start
             except httpx.HTTPError:
                 pass

@@ -132,11 +132,17 @@ def test_engine_failure_is_503(server: Server, client: openai.OpenAI) -> None:
         "deploy", "dead-upstream", "--engine", "upstream", "--upstream-url", "http://127.0.0.1:9/v1"
     )
     try:
-        wait_for(lambda: replica_of(server, "dead-upstream")["state"] == "ready", timeout=30)
+
+        def failed() -> bool:
+            row = replica_of(server, "dead-upstream")
+            return row["restarts"] >= 1 and "unreachable" in (row["last_error"] or "")
+
+        wait_for(failed, timeout=30)
         with pytest.raises(openai.InternalServerError) as info:
             client.chat.completions.create(
                 model="dead-upstream", messages=[{"role": "user", "content": "Hi"}]
             )
         assert info.value.status_code == 503
+        assert info.value.code == "engine_unavailable"
     finally:
         server.cli("undeploy", "dead-upstream")
