@@ -28,8 +28,8 @@ def test_deployments_come_back_after_restart(tmp_path_factory: pytest.TempPathFa
         rows = json.loads(second.cli("ps", "--json").stdout)
         chat = [r for r in rows if r["model"] == "zhisuan-tiny-chat"]
         assert len(chat) == 2 and all(r["state"] == "ready" for r in chat)
-        client = openai.OpenAI(base_url=f"{second.url}/v1", api_key="x", max_retries=0)
-        resp = client.completions.create(model="zhisuan-tiny-chat", prompt="GPU", max_tokens=4)
+        with openai.OpenAI(base_url=f"{second.url}/v1", api_key="x", max_retries=0) as client:
+            resp = client.completions.create(model="zhisuan-tiny-chat", prompt="GPU", max_tokens=4)
         assert resp.choices[0].text is not None
     finally:
         second.stop()

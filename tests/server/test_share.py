@@ -62,6 +62,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         _wait_models(srv, {CHAT, EMBED})
         yield srv
     finally:
+        for c in _CLIENTS:
+            c.close()
         srv.stop()
 
 
@@ -86,8 +88,14 @@ def key_for(srv: Server, name: str, *flags: str) -> str:
     return out.strip().splitlines()[-1]
 
 
+_CLIENTS: list[openai.OpenAI] = []
+
+
 def client(srv: Server, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0, timeout=60)
+    """A client for ``key``, closed when the module's server stops."""
+    c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0, timeout=60)
+    _CLIENTS.append(c)
+    return c
 
 
 def usage(srv: Server, *flags: str) -> list[dict[str, Any]]:

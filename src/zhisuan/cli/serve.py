@@ -93,6 +93,9 @@ def deploy(
     ),
     upstream_model: str | None = typer.Option(None, help="Model name on the upstream."),
     max_batch: int | None = typer.Option(None, min=1, help="Concurrent sequences per replica."),
+    threads: int | None = typer.Option(
+        None, min=1, help="CPU threads per replica (leave the gateway a core on small hosts)."
+    ),
     price_in: float | None = typer.Option(
         None, min=0, help="Price per million prompt tokens (bills by tokens)."
     ),
@@ -132,6 +135,7 @@ def deploy(
                     options["upstream_model"] = upstream_model
             extra = {
                 "max_batch": max_batch,
+                "n_threads": threads,
                 "price_input_per_mtok": price_in,
                 "price_output_per_mtok": price_out,
                 "cost_per_hour": cost_per_hour,

@@ -59,8 +59,7 @@ class Admission:
         self._gw = gw
         self._ledger = ledger
 
-    async def __call__(self, request: Request, ex: Exchange) -> None:
-        principal = principal_of(request)
+    async def __call__(self, principal: Principal, ex: Exchange) -> None:
         ex.context["tenant"] = principal.tenant
         ex.context["key_prefix"] = principal.key_prefix
         try:

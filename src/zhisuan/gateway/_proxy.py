@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi.responses import Response, StreamingResponse
 
 from zhisuan.cluster import Replica
@@ -64,36 +64,37 @@ async def forward(
         REQUEST_ID_HEADER: ex.request_id,
     }
     replica, upstream = await _open(gw, path, body, headers, ex)
-    if upstream.status_code == 200 and ex.stream:
+    if upstream.status == 200 and ex.stream:
         return StreamingResponse(
             _relay(gw, replica, upstream, ex, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", REQUEST_ID_HEADER: ex.request_id},
         )
     try:
-        content = await upstream.aread()
-    except httpx.HTTPError as exc:
+        content = await upstream.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         ex.error = f"worker connection lost: {exc}"
         ex.close("worker_error", 503)
         gw.finish(ex)
         return error_response(EngineUnavailable(f"The replica serving '{ex.model}' failed."))
     finally:
         replica.outstanding -= 1
-        await upstream.aclose()
-    ok = upstream.status_code == 200
+        upstream.release()
+    status = upstream.status
+    ok = status == 200
     if ok:
         _take_usage(ex, content)
         ex.mark_first_token()
     else:
         ex.error = content[:500].decode(errors="replace")
-    ex.close("ok" if ok else "error", upstream.status_code)
+    ex.close("ok" if ok else "error", status)
     await gw.finish_durably(ex)
-    return Response(content, status_code=upstream.status_code, media_type="application/json")
+    return Response(content, status_code=status, media_type="application/json")
 
 
 async def _open(
     gw: Gateway, path: str, body: bytes, headers: dict[str, str], ex: Exchange
-) -> tuple[Replica, httpx.Response]:
+) -> tuple[Replica, aiohttp.ClientResponse]:
     """Pick a replica and send; a replica that refuses the connection is skipped once."""
     tried: set[str] = set()
     while True:
@@ -114,13 +115,11 @@ async def _open(
             raise
         ex.replica = replica.spec.key
         gw.meter.start(ex, replica)
-        request = gw.client.build_request(
-            "POST", f"{replica.endpoint}{path}", content=body, headers=headers
-        )
         replica.outstanding += 1
         try:
-            return replica, await gw.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            upstream = await gw.client.post(f"{replica.endpoint}{path}", data=body, headers=headers)
+            return replica, upstream
+        except (aiohttp.ClientError, TimeoutError) as exc:
             replica.outstanding -= 1
             gw.meter.abandon(ex)
             tried.add(replica.spec.key)
@@ -139,14 +138,14 @@ def _take_usage(ex: Exchange, content: bytes) -> None:
 async def _relay(
     gw: Gateway,
     replica: Replica,
-    upstream: httpx.Response,
+    upstream: aiohttp.ClientResponse,
     ex: Exchange,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     buffer = b""
     ended = False
     try:
-        async for chunk in upstream.aiter_raw():
+        async for chunk in upstream.content.iter_any():
             buffer += chunk
             while b"\n\n" in buffer:
                 event, buffer = buffer.split(b"\n\n", 1)
@@ -161,7 +160,7 @@ async def _relay(
             ended = True
             ex.close("error" if ex.error else "ok", ex.http_status)
             gw.finish(ex)
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("request %s: stream from %s broke: %s", ex.request_id, ex.replica, exc)
         err = EngineUnavailable(f"The replica serving '{ex.model}' failed mid-stream.")
         ex.error = err.message
@@ -171,7 +170,7 @@ async def _relay(
         yield b"data: " + json.dumps(err.to_body()).encode() + b"\n\n"
     finally:
         replica.outstanding -= 1
-        await upstream.aclose()
+        upstream.close()  # mid-stream: drop the connection, which cancels the generation
         if not ended:  # the client went away: take the worker's final count
             ex.close("client_abort", 499)
             task = asyncio.get_running_loop().create_task(_settle_abort(gw, replica, ex))
@@ -181,15 +180,14 @@ async def _relay(
 
 async def _settle_abort(gw: Gateway, replica: Replica, ex: Exchange) -> None:
     """Ask the worker how many tokens the cancelled generation used, then meter it."""
+    url = f"{replica.endpoint}/zhisuan/requests/{ex.request_id}"
     try:
-        resp = await gw.client.get(
-            f"{replica.endpoint}/zhisuan/requests/{ex.request_id}", params={"wait": 5}
-        )
-        if resp.status_code == 200:
-            data = resp.json()
-            ex.prompt_tokens = int(data.get("prompt_tokens") or ex.prompt_tokens)
-            ex.completion_tokens = int(data.get("completion_tokens") or ex.completion_tokens)
-    except (httpx.HTTPError, ValueError) as exc:
+        async with gw.client.get(url, params={"wait": "5"}) as resp:
+            if resp.status == 200:
+                data = await resp.json()
+                ex.prompt_tokens = int(data.get("prompt_tokens") or ex.prompt_tokens)
+                ex.completion_tokens = int(data.get("completion_tokens") or ex.completion_tokens)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         logger.info("request %s: no final count from the worker (%s)", ex.request_id, exc)
     finally:
         gw.finish(ex)

@@ -224,11 +224,11 @@ def _tpm_wait(s: _Scope, tokens: int, tpm: int, now: float) -> float:
 
 
 def _day(wall: datetime) -> str:
-    return wall.strftime("%Y-%m-%d")
+    return f"{wall.year:04d}-{wall.month:02d}-{wall.day:02d}"
 
 
 def _month(wall: datetime) -> str:
-    return wall.strftime("%Y-%m")
+    return f"{wall.year:04d}-{wall.month:02d}"
 
 
 def _next_month(wall: datetime) -> datetime:

@@ -26,6 +26,7 @@ from zhisuan.gateway._limits import BodyLimit
 from zhisuan.gateway._meter import Meter
 from zhisuan.gateway._metrics import Metrics
 from zhisuan.gateway._quota import QuotaLedger
+from zhisuan.gateway._serving import FastPath
 from zhisuan.gateway._writer import UsageWriter
 from zhisuan.gateway.routers import admin, health, openai, plan, usage
 from zhisuan.settings import Settings
@@ -101,7 +102,7 @@ def create_app(
             yield
         finally:
             await the_backend.stop()
-            await gw.client.aclose()
+            await gw.client.close()
             writer.close()
             if own_store:
                 the_store.close()
@@ -113,6 +114,7 @@ def create_app(
         lifespan=lifespan,
     )
     _errors.install(app)
+    app.add_middleware(FastPath)
     app.add_middleware(AuthGuard, auth=authenticator)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)

@@ -40,7 +40,8 @@ def load(
             CPU, the checkpoint's dtype on CUDA),
             ``max_batch`` (default 16), ``max_prefill_tokens`` (default 4096),
             ``context_length`` (lower the model's limit),
-            ``attn_implementation`` (default ``"sdpa"``), ``embed_batch_size`` (32).
+            ``attn_implementation`` (default ``"sdpa"``), ``embed_batch_size`` (32),
+            ``n_threads`` (CPU threads for torch; default: torch's own choice).
 
     Returns:
         The loaded engine, ready to serve.
@@ -50,6 +51,8 @@ def load(
         OSError: the directory is missing files transformers needs.
     """
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # tqdm bars: noise
+    if options.get("n_threads"):
+        torch.set_num_threads(int(options["n_threads"]))
     common: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     config = AutoConfig.from_pretrained(model_path, **common)
     task: Task = options.get("task") or _detect_task(config)

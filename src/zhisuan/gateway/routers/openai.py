@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from zhisuan.gateway._admission import principal_of
 from zhisuan.gateway._routing import served_models
-from zhisuan.gateway._serving import gateway_of, handle
+from zhisuan.gateway._serving import gateway_of, handle_request
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -30,16 +30,16 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     """Create a chat completion (streaming with ``stream: true``)."""
-    return await handle(request, "chat.completions", body)
+    return await handle_request(request, "chat.completions", body)
 
 
 @router.post("/completions", response_model=None)
 async def completions(request: Request, body: CompletionRequest) -> Response:
     """Create a text completion (streaming with ``stream: true``)."""
-    return await handle(request, "completions", body)
+    return await handle_request(request, "completions", body)
 
 
 @router.post("/embeddings", response_model=None)
 async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
     """Create embeddings for a string or a list of strings."""
-    return await handle(request, "embeddings", body)
+    return await handle_request(request, "embeddings", body)
