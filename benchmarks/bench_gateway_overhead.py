@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from _harness import CHAT, start_metered
 
@@ -101,17 +102,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         srv, key, direct = start_metered(Path(tmp) / "home", *flags)
         try:
+            gateway_proc = psutil.Process(srv.proc.pid)
             rows = []
             for stream in (False, True):
                 for conc, n in ((1, args.n1), (64, args.n64)):
                     lat: dict[str, list[float]] = {"direct": [], "gateway": []}
                     wall: dict[str, float] = {"direct": 0.0, "gateway": 0.0}
+                    cpu = 0.0
                     for _ in range(args.rounds):
                         for path, base, k in (("direct", direct, None), ("gateway", srv.url, key)):
+                            before = sum(gateway_proc.cpu_times()[:2])
                             xs, t = asyncio.run(batch(base, k, stream, conc, n))
+                            if path == "gateway":
+                                cpu += sum(gateway_proc.cpu_times()[:2]) - before
                             lat[path] += xs
                             wall[path] += t
-                    rows.append((stream, conc, lat, wall))
+                    rows.append((stream, conc, lat, wall, cpu / max(len(lat["gateway"]), 1)))
                     d, g = lat["direct"], lat["gateway"]
                     print(
                         f"{'stream' if stream else 'json  '} c={conc:<3} "
@@ -122,15 +128,18 @@ def main() -> None:
         finally:
             srv.stop()
     print(f"\nworker threads: {args.engine_threads or 'torch default'}")
-    print("| mode | concurrency | added p50 (ms) | added p99 (ms) | throughput vs direct |")
-    print("|---|---|---|---|---|")
-    for stream, conc, lat, wall in rows:
+    print(
+        "| mode | concurrency | added p50 (ms) | added p99 (ms) | throughput vs direct "
+        "| gateway CPU per request (ms) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for stream, conc, lat, wall, cpu_per_request in rows:
         d, g = lat["direct"], lat["gateway"]
         ratio = (len(g) / wall["gateway"]) / (len(d) / wall["direct"])
         print(
             f"| {'stream' if stream else 'non-stream'} | {conc} | "
             f"{(pct(g, 50) - pct(d, 50)) * 1e3:.2f} | {(pct(g, 99) - pct(d, 99)) * 1e3:.2f} | "
-            f"{ratio:.1%} |"
+            f"{ratio:.1%} | {cpu_per_request * 1e3:.2f} |"
         )
     print(f"failed requests: {ERRORS or 'none'}")
     print("\ntargets: added p50 <= 2 ms, added p99 <= 10 ms, throughput >= 95% of direct")
