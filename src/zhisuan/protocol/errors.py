@@ -1,0 +1,112 @@
+"""OpenAI error bodies over HTTP, shared by the gateway and the workers.
+
+Every error either side returns has OpenAI's body ``{"error": {"message", "type", "param",
+"code"}}``. Validation errors name the offending ``param`` the way OpenAI does
+(``temperature``, ``messages``, ``messages[0].role``). What counts as an *unexpected* error
+differs (a gateway bug is a 500, a worker's engine failure a 503), so each side passes its
+own handler for those to :func:`install_error_handlers`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from zhisuan.errors import InvalidParameter, RateLimited, ZhisuanError
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# pydantic puts union member tags into ``loc`` (("stop", "list[str]")); they are not fields
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def error_response(exc: ZhisuanError) -> JSONResponse:
+    """The HTTP response for ``exc``: its status and OpenAI error body.
+
+    Args:
+        exc: any zhisuan error.
+
+    Returns:
+        A JSON response; 429 answers carry ``Retry-After``.
+    """
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
+
+
+def param_of(loc: tuple[int | str, ...]) -> str | None:
+    """OpenAI's ``param`` for a pydantic error location, e.g. ``messages[0].role``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"body", "query"} and not out:
+            continue
+        elif _IDENT.match(part) and part not in _TYPE_TAGS:
+            out += f".{part}" if out else part
+    return out or None
+
+
+def from_validation_error(exc: ValidationError | RequestValidationError) -> InvalidParameter:
+    """An ``InvalidParameter`` naming the first invalid field of ``exc``.
+
+    Args:
+        exc: a pydantic (or FastAPI request) validation error.
+
+    Returns:
+        A 400 error whose ``param`` names the field and whose message says why.
+    """
+    errors: list[Any] = list(exc.errors())
+    if not errors:
+        return InvalidParameter("invalid request body")
+    first = errors[0]
+    param = param_of(tuple(first.get("loc", ())))
+    reason = str(first.get("msg", "invalid value"))
+    if first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+        return InvalidParameter(message, param=param, code="missing_required_parameter")
+    message = f"Invalid value for '{param}': {reason}." if param else f"{reason}."
+    return InvalidParameter(message, param=param)
+
+
+def install_error_handlers(
+    app: FastAPI, on_unexpected: Callable[[Request, Exception], Awaitable[JSONResponse]]
+) -> None:
+    """Answer every error raised in ``app`` with an OpenAI error body.
+
+    Args:
+        app: a FastAPI application.
+        on_unexpected: the answer to an exception that is not a zhisuan or HTTP error.
+    """
+
+    async def on_zhisuan(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ZhisuanError)
+        return error_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(from_validation_error(exc))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        body = {
+            "error": {
+                "message": str(exc.detail),
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "not_found" if exc.status_code == 404 else None,
+            }
+        }
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(ZhisuanError, on_zhisuan)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
