@@ -92,7 +92,8 @@ class Engine(Protocol):
         ...
 
     def count_tokens(self, text: str) -> int:
-        """Tokens in ``text`` by the model's tokenizer (no special tokens added)."""
+        """Tokens ``text`` takes as a prompt: the model's tokenizer, plus any special tokens
+        (such as BOS) the engine adds, so a completion budget computed from it is exact."""
         ...
 
     def generate(

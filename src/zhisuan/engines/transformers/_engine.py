@@ -104,8 +104,8 @@ class TransformersEngine:
         return str(text)
 
     def count_tokens(self, text: str) -> int:
-        """Tokens in ``text`` by the model's tokenizer (no special tokens added)."""
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Tokens ``text`` takes as a prompt (with the BOS this engine adds, if any)."""
+        return len(self._encode_prompt(text))
 
     def generate(
         self,
