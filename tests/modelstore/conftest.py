@@ -7,14 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from tiny_artifacts import llama_config, llama_tensors, write_gguf
 
 from zhisuan.settings import Settings
@@ -133,27 +130,3 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 def store(settings: Settings) -> Iterator[Store]:
     with Store.open(settings.database_url) as s:
         yield s
-
-
-# Same database matrix as tests/store: SQLite file, and PostgreSQL in a fresh schema.
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'zhisuan.db'}"
-        return
-    base = os.environ.get("ZHISUAN_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip(
-            "ZHISUAN_TEST_POSTGRES_URL is not set (make test starts PostgreSQL and sets it)"
-        )
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
