@@ -25,6 +25,8 @@ from zhisuan.catalog import Accelerator, Catalog, ModelArch, ModelResolver, load
 from zhisuan.errors import InvalidParameter, PlanError
 from zhisuan.planner import costs
 from zhisuan.planner._common import GB, PRECISION_BYTES, check_positive
+from zhisuan.planner._serve_advice import advice as serve_advice
+from zhisuan.planner._serve_advice import largest
 from zhisuan.planner.flops import decode_flops_per_token, matmul_params, prefill_flops
 from zhisuan.planner.memory import kv_cache_gb_per_seq, usable_gb, weights_gb
 from zhisuan.planner.mfu import FITTED, kernel_efficiency
@@ -290,12 +292,12 @@ def plan_serve(
     else:
         conc = max(max_conc, 1)
         if not meets(conc):
-            conc = _largest(meets, conc)
+            conc = largest(meets, conc)
             slo_met = conc >= 1
             conc = max(conc, 1)
     ttft, tpot, bound = latency(conc)
     tokens_per_s = conc / tpot
-    advice = _advice(req, model, device, devices, wgb, kv_seq, max_conc, conc, fits, slo_met)
+    advice = serve_advice(req, model, device, devices, wgb, kv_seq, max_conc, conc, fits, slo_met)
     fits = fits and conc <= max_conc
     replicas: int | None = None
     needed: int | None = None
@@ -353,60 +355,3 @@ def plan_serve(
             "tokens_counted": "output tokens",
         },
     )
-
-
-def _largest(ok: object, hi: int) -> int:
-    """Largest c in [1, hi] with ok(c) (ok is monotone: true then false); 0 when none."""
-    assert callable(ok)
-    if not ok(1):
-        return 0
-    lo = 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def _advice(
-    req: ServeRequest,
-    model: ModelArch,
-    device: Accelerator,
-    devices: int,
-    wgb: float,
-    kv_seq: float,
-    max_conc: int,
-    conc: int,
-    fits: bool,
-    slo_met: bool,
-) -> list[str]:
-    out: list[str] = []
-    mem = usable_gb(device) * devices
-    if not fits:
-        need = wgb + kv_seq
-        n = math.ceil(need / usable_gb(device))
-        out.append(
-            f"{model.id} needs {wgb:.1f} GB of {req.precision} weights plus {kv_seq:.2f} GB of "
-            f"KV cache per sequence, but {devices} x {device.id} offer {mem:.1f} GB"
-        )
-        out.append(f"use --count {2 ** math.ceil(math.log2(max(n, 1)))} (tensor parallel)")
-        for smaller in ("fp8", "int4"):
-            if PRECISION_BYTES[smaller] < PRECISION_BYTES[req.precision]:
-                w2 = weights_gb(model, PRECISION_BYTES[smaller])
-                if w2 + kv_seq <= mem:
-                    out.append(f"or quantise: --precision {smaller} ({w2:.1f} GB) fits")
-                    break
-    elif req.concurrency is not None and conc > max_conc:
-        out.append(
-            f"--concurrency {conc} needs {wgb + conc * kv_seq:.0f} GB but only {max_conc} "
-            f"sequences of {req.prompt_tokens + req.output_tokens} tokens fit; use --count "
-            f"{devices * 2} or --kv-precision fp8"
-        )
-    if not slo_met:
-        out.append(
-            "the latency limits are not met even at concurrency 1: use more devices per replica "
-            "(--count), lower-precision weights (--precision fp8/int4) or a faster device"
-        )
-    return out

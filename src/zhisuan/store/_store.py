@@ -262,12 +262,7 @@ class Store(ShareStoreMixin):
         with self.session() as s:
             dep = s.scalar(select(Deployment).where(Deployment.model_name == model_name))
             if dep is None:
-                names = list(s.scalars(select(Deployment.model_name)))
-                raise NotFound(
-                    f"no deployment of {model_name!r}",
-                    suggestions=closest(model_name, names),
-                    param="model",
-                )
+                raise _deployment_not_found(s, model_name)
             return dep
 
     def find_deployment(self, model_name: str) -> Deployment | None:
@@ -292,12 +287,7 @@ class Store(ShareStoreMixin):
         with self.session() as s, s.begin():
             dep = s.scalar(select(Deployment).where(Deployment.model_name == model_name))
             if dep is None:
-                names = list(s.scalars(select(Deployment.model_name)))
-                raise NotFound(
-                    f"no deployment of {model_name!r}",
-                    suggestions=closest(model_name, names),
-                    param="model",
-                )
+                raise _deployment_not_found(s, model_name)
             s.delete(dep)
         return dep
 
@@ -310,6 +300,11 @@ def _model_not_found(s: Session, name: str) -> NotFound:
         param="model",
         code="model_not_found",
     )
+
+
+def _deployment_not_found(s: Session, name: str) -> NotFound:
+    names = list(s.scalars(select(Deployment.model_name)))
+    return NotFound(f"no deployment of {name!r}", suggestions=closest(name, names), param="model")
 
 
 def _name_taken(name: str) -> UserError:

@@ -1,42 +1,15 @@
-"""The ``llamacpp`` engine: GGUF models through llama-cpp-python, on CPU.
-
-llama.cpp evaluates one sequence at a time per context, so requests are **serialised**:
-an ``asyncio.Lock`` admits one generation (or embedding batch) at a time, in arrival
-order, and every call into llama.cpp runs on one dedicated thread (its context is not
-thread-safe). ``stats()`` reports the request being served as ``active`` and those queued
-on the lock as ``waiting``. Closing a stream early sets a flag the thread checks between
-tokens, so the slot is free again after at most one more token.
-
-The chat template is the GGUF's own ``tokenizer.chat_template`` (or the ``chat_template``
-option), rendered in a sandboxed Jinja2 environment by llama-cpp-python's
-``Jinja2ChatFormatter``. The prompt is tokenized here (BOS added unless the rendered
-text already starts with it) and handed to llama.cpp as token ids, so token counts are
-exact.
-
-Options (``--options`` JSON):
-    n_ctx: context length (default: the GGUF's training context).
-    n_threads: CPU threads (default ``os.cpu_count()``).
-    n_batch: prompt evaluation batch (default 512).
-    embedding: true for an embedding GGUF (serves ``/v1/embeddings`` only).
-    pooling: ``mean``, ``cls`` or ``last`` (default: the GGUF's; token vectors of a GGUF
-        without pooling are averaged).
-    normalize: scale embeddings to unit length (default true, as OpenAI's are).
-    chat_template: a Jinja2 template overriding the GGUF's.
-    n_gpu_layers: layers offloaded when llama.cpp was built with a GPU backend (default 0).
-"""
+"""The llama.cpp engine: serialised generation and embedding on one thread."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from zhisuan.engines.base import Delta, Embeddings, EngineInfo, FinishReason
@@ -345,61 +318,3 @@ def _pool(item: list[Any], normalize: bool) -> list[float]:
         if norm > 0:
             vector = [x / norm for x in vector]
     return vector
-
-
-def load(
-    model_path: Path, *, model_name: str, device: str, options: dict[str, Any]
-) -> LlamaCppEngine:
-    """Load a GGUF file with llama.cpp.
-
-    Args:
-        model_path: the ``.gguf`` file.
-        model_name: the public model name.
-        device: ``cpu`` (GPU offload only through ``n_gpu_layers`` on a GPU build).
-        options: see the module docstring.
-
-    Returns:
-        The loaded engine.
-
-    Raises:
-        EngineUnavailable: llama-cpp-python is not installed (with the install hint).
-        InvalidParameter: the path is not a GGUF file or an option is malformed.
-    """
-    try:
-        from llama_cpp import Llama
-    except ImportError as exc:
-        raise EngineUnavailable(
-            f"the llamacpp engine needs llama-cpp-python: {INSTALL_HINT}",
-            hint=INSTALL_HINT,
-        ) from exc
-    path = Path(model_path)
-    if not path.is_file():
-        raise InvalidParameter(f"{path} is not a GGUF file", param="model_path")
-    embedding = bool(options.get("embedding", False))
-    pooling = options.get("pooling")
-    if pooling is not None and pooling not in _POOLING:
-        raise InvalidParameter(f"pooling must be one of {', '.join(_POOLING)}", param="pooling")
-    extra: dict[str, Any] = {"pooling_type": _POOLING[pooling]} if pooling else {}
-    try:
-        llm = Llama(
-            model_path=str(path),
-            n_ctx=int(options.get("n_ctx", 0)),  # 0: the GGUF's training context
-            n_threads=int(options.get("n_threads") or os.cpu_count() or 1),
-            n_batch=int(options.get("n_batch", 512)),
-            n_gpu_layers=int(options.get("n_gpu_layers", 0)),
-            embedding=embedding,
-            verbose=False,
-            **extra,
-        )
-    except (ValueError, TypeError) as exc:
-        raise InvalidParameter(f"llama.cpp cannot load {path}: {exc}") from exc
-    template = options.get("chat_template") or llm.metadata.get("tokenizer.chat_template")
-    info = EngineInfo(
-        model=model_name,
-        engine="llamacpp",
-        task="embedding" if embedding else "chat",
-        context_length=int(llm.n_ctx()),
-        device=device,
-    )
-    logger.info("loaded %s: n_ctx=%s, embedding=%s", path.name, info.context_length, embedding)
-    return LlamaCppEngine(llm, info, template, normalize=bool(options.get("normalize", True)))
