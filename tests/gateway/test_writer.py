@@ -1,14 +1,16 @@
-"""The usage writer commits in batches and retries a failed commit."""
+"""The usage writer journals every record at once and stores them in batches."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from zhisuan.gateway._writer import UsageWriter
+from zhisuan.store.journal import UsageJournal
 
 
-def test_batches_and_resolves_every_future() -> None:
+def test_batches_every_record(tmp_path: Path) -> None:
     batches: list[int] = []
     gate = threading.Event()
 
@@ -16,14 +18,18 @@ def test_batches_and_resolves_every_future() -> None:
         gate.wait(5)
         batches.append(len(records))
 
-    writer = UsageWriter(write)
-    futures = [writer.submit({"request_id": str(i)}) for i in range(100)]
+    journal = UsageJournal(tmp_path)
+    writer = UsageWriter(write, journal)
+    for i in range(100):
+        writer.submit({"request_id": str(i)})
+    assert journal.pending == 100  # durable in the journal before any commit
     gate.set()
-    for fut in futures:
-        fut.result(timeout=5)
-    writer.close()
+    assert writer.sync(timeout=5)
     assert sum(batches) == 100
     assert len(batches) < 100  # records that queued up together went in one commit
+    assert journal.pending == 0
+    writer.close()
+    assert list(tmp_path.iterdir()) == []  # a clean close removes the journal
 
 
 def test_retries_then_succeeds() -> None:
@@ -34,7 +40,21 @@ def test_retries_then_succeeds() -> None:
         if attempts[0] < 3:
             raise RuntimeError("database is locked")
 
-    writer = UsageWriter(write)
-    writer.submit({"request_id": "x"}).result(timeout=5)
+    writer = UsageWriter(write, linger_s=0.0)
+    writer.submit({"request_id": "x"})
+    assert writer.sync(timeout=5)
     writer.close()
     assert attempts[0] == 3
+
+
+def test_records_that_cannot_be_stored_stay_in_the_journal(tmp_path: Path) -> None:
+    def write(records: list[dict[str, Any]]) -> None:
+        raise RuntimeError("disk full")
+
+    journal = UsageJournal(tmp_path)
+    writer = UsageWriter(write, journal, linger_s=0.0)
+    writer.submit({"request_id": "kept"})
+    assert writer.sync(timeout=10)
+    writer.close()
+    [left] = tmp_path.iterdir()
+    assert b'"request_id":"kept"' in left.read_bytes()

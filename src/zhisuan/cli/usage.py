@@ -53,6 +53,7 @@ def usage(
 ) -> None:
     """Show usage: one row per request, or totals with --by."""
     from zhisuan.store import ANONYMOUS, open_store
+    from zhisuan.store.journal import JOURNAL_DIR, replay
 
     if as_json and as_csv:
         fail("--json and --csv exclude each other", "choose one")
@@ -63,6 +64,7 @@ def usage(
         start = parse_when(since, param="since") if since else None
         end = parse_when(until, param="until") if until else None
         with open_store(settings) as store:
+            replay(settings.home / JOURNAL_DIR, store.add_usage, live=True)
             if tenant is not None and tenant != ANONYMOUS:
                 store.get_tenant(tenant)  # NotFound with close names, rather than nothing
             if by is not None:

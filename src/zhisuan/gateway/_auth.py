@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zhisuan.errors import AuthenticationError, PermissionDenied, ZhisuanError
 from zhisuan.gateway._quota import Limits
+from zhisuan.gateway._reply import send_error
 from zhisuan.store import Store
 
 CACHE_S = 5.0
@@ -86,6 +86,23 @@ class Authenticator:
         if principal.expires_at is not None and time.time() >= principal.expires_at:
             self._cache.pop(digest, None)
             raise AuthenticationError("The API key has expired.")
+        return principal
+
+    def check(self, scope: Scope) -> Principal:
+        """The principal of a request to a path that needs a key.
+
+        Raises:
+            AuthenticationError: no key, or an unknown, revoked or expired one.
+            PermissionDenied: a tenant key on the admin API.
+        """
+        secret = bearer(scope)
+        if secret is None:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+            )
+        principal = self.resolve(secret)
+        if not principal.admin and scope["path"].startswith("/admin"):
+            raise PermissionDenied("The admin API needs an admin key.", code="admin_required")
         return principal
 
     def _load(self, secret: str, digest: str) -> Principal:
@@ -152,29 +169,8 @@ class AuthGuard:
             state["principal"] = OFF
         elif path not in OPEN_PATHS:
             try:
-                state["principal"] = self._check(scope, path)
+                state["principal"] = self.auth.check(scope)
             except ZhisuanError as err:
-                await _refuse(send, err)
+                await send_error(send, err)
                 return
         await self.app(scope, receive, send)
-
-    def _check(self, scope: Scope, path: str) -> Principal:
-        assert self.auth is not None
-        secret = bearer(scope)
-        if secret is None:
-            raise AuthenticationError(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
-            )
-        principal = self.auth.resolve(secret)
-        if path.startswith("/admin") and not principal.admin:
-            raise PermissionDenied("The admin API needs an admin key.", code="admin_required")
-        return principal
-
-
-async def _refuse(send: Send, err: ZhisuanError) -> None:
-    body = json.dumps(err.to_body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if err.status_code == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from zhisuan.gateway._wire import Pool
 from zhisuan.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class Gateway:
         store: durable state.
         backend: where replicas run.
         client: pooled HTTP client for the workers on loopback.
+        wire: the lean client of the proxied requests (see ``_wire``).
         meter: usage records, quotas settlement and metrics.
         admit: auth/quota admission of a request (None: everything is admitted).
     """
@@ -40,25 +41,18 @@ class Gateway:
     client: aiohttp.ClientSession
     meter: Meter
     admit: Admit | None = None
+    wire: Pool = field(default_factory=Pool)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def finish(self, ex: Exchange) -> None:
-        """Account for a finished request without waiting for its record to be stored."""
+        """Account for a finished request; its usage record is durable on return."""
         self.meter.finish(ex)
-
-    async def finish_durably(self, ex: Exchange) -> None:
-        """Account for a finished request and wait until its usage record is committed."""
-        fut = self.meter.finish(ex)
-        if fut is not None:
-            await asyncio.wrap_future(fut)
 
 
 def worker_client() -> aiohttp.ClientSession:
-    """The pooled client the gateway uses to talk to its workers (call inside the loop).
+    """The pooled client the gateway uses for its other calls to workers (inside the loop).
 
-    aiohttp rather than httpx on this one hot path: its C parser costs the gateway about a
-    third of the CPU per proxied request, and that CPU is taken from the engines on the same
-    machine (see ``benchmarks/bench_gateway_overhead.py``).
+    Proxied requests go through :class:`zhisuan.gateway._wire.Pool` instead.
     """
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=60.0),

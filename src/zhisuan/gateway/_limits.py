@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhisuan.errors import PayloadTooLarge
+from zhisuan.gateway._reply import send_error
 
 
 class BodyLimit:
@@ -49,20 +48,49 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        err = PayloadTooLarge(f"Request body exceeds the limit of {self.limit} bytes.")
-        body = json.dumps(err.to_body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": err.status_code,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, too_large(self.limit))
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
 
 
 class _TooLarge(Exception):
     pass
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refused over ``limit`` bytes by header or as it streams in.
+
+    Raises:
+        PayloadTooLarge: the body is over the limit.
+        ClientGone: the client went away first.
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise too_large(limit)
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    size = len(body)
+    if size > limit:
+        raise too_large(limit)
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -125,10 +124,15 @@ class Meter:
         if spec is not None:
             self.share_meter(spec).end(ex.context.pop("ticket"))
 
-    def finish(self, ex: Exchange) -> Future[None] | None:
-        """Account for the finished request once; returns the record's commit future."""
+    def sync(self) -> None:
+        """Wait until every usage record so far is in the store (blocking; for readers)."""
+        if self._writer is not None:
+            self._writer.sync()
+
+    def finish(self, ex: Exchange) -> None:
+        """Account for the finished request once; its record is durable on return."""
         if ex.context.get("metered"):
-            return None
+            return
         ex.context["metered"] = True
         if ex.finished_at is None:
             ex.close()
@@ -148,8 +152,8 @@ class Meter:
         tenant = str(ex.context.get("tenant") or "anonymous")
         self._observe(ex, tenant, cost, currency, energy_wh, source)
         if self._writer is None:
-            return None
-        return self._writer.submit(
+            return
+        self._writer.submit(
             {
                 "request_id": ex.request_id or uuid.uuid4().hex,
                 "created_at": datetime.now(UTC),

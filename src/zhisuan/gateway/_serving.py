@@ -1,39 +1,44 @@
-"""The OpenAI endpoints' logic: validate, admit, forward, meter.
+"""The OpenAI endpoints' hot path: authenticate, validate, admit, forward, meter.
 
-Two ways in, one logic: the FastAPI routes (``routers/openai.py``, which also give the
-OpenAPI schema) and :class:`FastPath`, a pure-ASGI shortcut that serves the same three
-POST endpoints without FastAPI's routing and dependency machinery. Every proxied request
-pays the gateway's CPU, and on a small machine that CPU is taken from the engines, so the
-hot path stays as short as it can be. Both validate against the shared
-:mod:`zhisuan.protocol` models (a bad field is a 400 naming its ``param``) and forward the
-raw bytes unchanged.
+:class:`HotPath` serves ``POST`` on the three OpenAI endpoints straight from the ASGI
+scope. :class:`zhisuan.gateway.app.GatewayApp` hands it those requests before FastAPI's
+middleware, routing and dependency machinery: every proxied request pays the gateway's
+CPU, and on a small machine that CPU is taken from the engines. It applies the guards the
+rest of the app applies (the key check, the body limit), validates against the shared
+:mod:`zhisuan.protocol` models (a bad field is a 400 naming its ``param``), forwards the
+raw bytes unchanged and answers through ASGI ``send``. The routes in
+``routers/openai.py`` declare the same endpoints for the OpenAPI schema.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from fastapi import Request
-from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from zhisuan.errors import InvalidParameter, ZhisuanError
-from zhisuan.gateway._auth import OFF, Principal
+from zhisuan.gateway._auth import OFF, Authenticator, Principal
 from zhisuan.gateway._context import Gateway
-from zhisuan.gateway._errors import error_response, invalid_from_validation
+from zhisuan.gateway._errors import invalid_from_validation
 from zhisuan.gateway._exchange import Exchange
+from zhisuan.gateway._limits import ClientGone, read_body
 from zhisuan.gateway._proxy import forward
+from zhisuan.gateway._reply import send_error
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, new_id
 
-PATHS: dict[str, str] = {
-    "chat.completions": "/v1/chat/completions",
-    "completions": "/v1/completions",
-    "embeddings": "/v1/embeddings",
-}
-MODELS: dict[str, tuple[str, type[BaseModel]]] = {
+logger = logging.getLogger(__name__)
+
+ROUTES: dict[str, tuple[str, type[BaseModel]]] = {
     "/v1/chat/completions": ("chat.completions", ChatCompletionRequest),
     "/v1/completions": ("completions", CompletionRequest),
     "/v1/embeddings": ("embeddings", EmbeddingRequest),
 }
+"""Path → (endpoint, request model) of the requests :class:`HotPath` serves."""
+PATHS: dict[str, str] = {endpoint: path for path, (endpoint, _) in ROUTES.items()}
+_INTERNAL = ZhisuanError("internal server error")
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -41,9 +46,47 @@ def gateway_of(request: Request) -> Gateway:
     return gw
 
 
+class HotPath:
+    """Serve one ``POST`` to a path of :data:`ROUTES`.
+
+    Args:
+        auth: resolves keys (None: auth is off, every caller is anonymous).
+        body_limit: the largest request body accepted, in bytes.
+    """
+
+    def __init__(self, auth: Authenticator | None, body_limit: int) -> None:
+        self._auth = auth
+        self._limit = body_limit
+
+    async def __call__(self, gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint, model = ROUTES[scope["path"]]
+        try:
+            principal = OFF if self._auth is None else self._auth.check(scope)
+            body = await read_body(scope, receive, self._limit)
+            try:
+                parsed = model.model_validate_json(body)
+            except ValidationError as exc:
+                raise _invalid(exc) from None
+            await handle(gw, principal, endpoint, parsed, body, receive, send)
+        except ZhisuanError as err:  # raised only before the answer starts
+            await send_error(send, err)
+        except ClientGone:
+            pass
+        except Exception:
+            logger.exception("unhandled error on POST %s", scope["path"])
+            with contextlib.suppress(RuntimeError):  # the answer had started: uvicorn closes it
+                await send_error(send, _INTERNAL)
+
+
 async def handle(
-    gw: Gateway, principal: Principal, endpoint: str, parsed: BaseModel, body: bytes
-) -> Response:
+    gw: Gateway,
+    principal: Principal,
+    endpoint: str,
+    parsed: BaseModel,
+    body: bytes,
+    receive: Receive,
+    send: Send,
+) -> None:
     """Serve one OpenAI endpoint: admit, forward to a replica, meter.
 
     Args:
@@ -52,9 +95,10 @@ async def handle(
         endpoint: a key of :data:`PATHS`.
         parsed: the validated body.
         body: the raw body, forwarded unchanged.
+        receive, send: the client's ASGI channels.
 
-    Returns:
-        The worker's answer relayed (JSON or an SSE stream).
+    Raises:
+        ZhisuanError: the request was refused before anything was sent.
     """
     ex = Exchange(
         request_id=new_id("req"),
@@ -68,65 +112,7 @@ async def handle(
     else:
         gw.meter.begin(ex)
     include_usage = bool(getattr(parsed, "include_usage", False))
-    return await forward(gw, PATHS[endpoint], body, ex, include_usage=include_usage)
-
-
-async def handle_request(request: Request, endpoint: str, parsed: BaseModel) -> Response:
-    """:func:`handle` for a FastAPI route (body already read and validated)."""
-    principal: Principal = getattr(request.state, "principal", OFF)
-    return await handle(gateway_of(request), principal, endpoint, parsed, await request.body())
-
-
-class FastPath:
-    """Pure-ASGI middleware serving ``POST`` on the three OpenAI endpoints directly.
-
-    It sits inside the auth and body-limit guards (the principal is already in
-    ``scope["state"]``) and hands everything else to the app.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = MODELS.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        endpoint, model = route
-        body = await _read(receive)
-        gw: Gateway = scope["app"].state.gateway
-        principal: Principal = scope.get("state", {}).get("principal", OFF)
-        try:
-            try:
-                parsed = model.model_validate_json(body)
-            except ValidationError as exc:
-                raise _invalid(exc) from None
-            response = await handle(gw, principal, endpoint, parsed, body)
-        except ZhisuanError as err:
-            response = error_response(err)
-        await response(scope, _replay(receive), send)
-
-
-async def _read(receive: Receive) -> bytes:
-    chunks = []
-    more = True
-    while more:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False) and message["type"] == "http.request"
-    return b"".join(chunks)
-
-
-def _replay(receive: Receive) -> Receive:
-    """After the body is read, only disconnects remain to be received."""
-
-    async def wait_disconnect() -> Message:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return message
-
-    return wait_disconnect
+    await forward(gw, PATHS[endpoint], body, ex, receive, send, include_usage=include_usage)
 
 
 def _invalid(exc: ValidationError) -> InvalidParameter:

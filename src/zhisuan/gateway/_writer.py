@@ -1,10 +1,12 @@
-"""Usage records reach the store through one writer thread that commits in batches.
+"""Usage records reach the store through a journal and one writer thread that commits in batches.
 
-A request that ends normally waits for its record's commit before the client sees the
-end of the answer, so every finished response has a durable record even if the gateway
-is killed right after (SQLite in WAL mode survives a process kill once committed).
-Batching keeps that wait short under load: one commit carries every record that arrived
-while the previous one was being written.
+:meth:`UsageWriter.submit` appends the record to the process's journal at once (see
+:mod:`zhisuan.store.journal`), so a request that ends normally has a durable record before
+the client sees the end of its answer, at the cost of one ``write`` call. The writer
+thread then stores records in batches: it waits up to ``linger_s`` after the first record
+for more to join it, so one commit carries many records and the database's per-commit
+cost is not paid per request. A failed commit is retried; records that still cannot be
+stored stay in the journal, which the next start replays.
 """
 
 from __future__ import annotations
@@ -14,75 +16,100 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
+
+from zhisuan.store.journal import UsageJournal
 
 logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 _STOP = object()
 ATTEMPTS = 4
+LINGER_S = 0.1
 
 
 class UsageWriter:
-    """Background batch writer.
+    """Journal, then background batch writer.
 
     Args:
         write: stores a batch (called from the writer thread), e.g. ``store.add_usage``.
+        journal: where records are made durable first (None: only in memory until stored).
         max_batch: records per commit at most.
+        linger_s: how long a batch waits for more records after its first one.
     """
 
-    def __init__(self, write: Callable[[list[Record]], object], max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[Record]], object],
+        journal: UsageJournal | None = None,
+        max_batch: int = 512,
+        linger_s: float = LINGER_S,
+    ) -> None:
         self._write = write
+        self._journal = journal
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Record, Future[None]] | object] = queue.SimpleQueue()
+        self._linger_s = linger_s
+        self._queue: queue.SimpleQueue[Record | threading.Event | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, record: Record) -> Future[None]:
-        """Queue ``record``; the future resolves once it is committed."""
-        fut: Future[None] = Future()
-        self._queue.put((record, fut))
-        return fut
+    def submit(self, record: Record) -> None:
+        """Journal ``record`` (durable on return) and queue it for the store."""
+        if self._journal is not None:
+            self._journal.append(record)
+        self._queue.put(record)
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait until every record submitted so far is stored (or ``timeout`` passes)."""
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush what is queued and stop the thread."""
+        """Store what is queued, stop the thread and release the journal."""
         self._queue.put(_STOP)
         self._thread.join(timeout)
+        if self._journal is not None:
+            self._journal.close()
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
+            batch: list[Record] = []
+            synced: list[threading.Event] = []
             item = self._queue.get()
-            batch: list[tuple[Record, Future[None]]] = []
+            deadline = time.monotonic() + self._linger_s
             while True:
                 if item is _STOP:
                     stopping = True
+                elif isinstance(item, threading.Event):
+                    synced.append(item)
                 else:
-                    assert isinstance(item, tuple)
+                    assert isinstance(item, dict)
                     batch.append(item)
-                if len(batch) >= self._max_batch:
+                if stopping or synced or len(batch) >= self._max_batch:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
             if batch:
                 self._flush(batch)
+            for event in synced:
+                event.set()
 
-    def _flush(self, batch: list[tuple[Record, Future[None]]]) -> None:
-        records = [record for record, _ in batch]
+    def _flush(self, batch: list[Record]) -> None:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                self._write(records)  # idempotent on request_id, so a retry is safe
+                self._write(batch)  # idempotent on request_id, so a retry is safe
                 break
             except Exception as exc:
                 if attempt == ATTEMPTS:
-                    logger.exception("could not store %d usage records", len(batch))
-                    for _, fut in batch:
-                        fut.set_exception(exc)
+                    logger.exception(
+                        "could not store %d usage records; they stay in the journal", len(batch)
+                    )
                     return
                 logger.warning("storing usage records failed (try %d): %s", attempt, exc)
                 time.sleep(0.05 * 2**attempt)
-        for _, fut in batch:
-            fut.set_result(None)
+        if self._journal is not None:
+            self._journal.stored(len(batch))

@@ -7,6 +7,7 @@ supervises.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from zhisuan import __version__
 from zhisuan.cluster import Backend
@@ -26,11 +28,12 @@ from zhisuan.gateway._limits import BodyLimit
 from zhisuan.gateway._meter import Meter
 from zhisuan.gateway._metrics import Metrics
 from zhisuan.gateway._quota import QuotaLedger
-from zhisuan.gateway._serving import FastPath
+from zhisuan.gateway._serving import ROUTES, HotPath
 from zhisuan.gateway._writer import UsageWriter
 from zhisuan.gateway.routers import admin, health, openai, plan, usage
 from zhisuan.settings import Settings
 from zhisuan.store import Store, open_store
+from zhisuan.store.journal import JOURNAL_DIR, UsageJournal, replay
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +57,29 @@ def auth_enabled(settings: Settings) -> bool:
     return not is_loopback(settings.host)
 
 
+class GatewayApp(FastAPI):
+    """The gateway's FastAPI app, with the OpenAI ``POST`` endpoints on a short path.
+
+    Those requests go to :class:`zhisuan.gateway._serving.HotPath` before FastAPI's
+    middleware stack and router; everything else (and the OpenAPI schema, where the same
+    endpoints are declared) is FastAPI's.
+    """
+
+    hot_path: HotPath
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ROUTES:
+            await self.hot_path(self.state.gateway, scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
     store: Store | None = None,
     backend: Backend | None = None,
-) -> FastAPI:
+) -> GatewayApp:
     """The gateway app.
 
     Args:
@@ -84,7 +104,9 @@ def create_app(
         else:
             the_backend = backend
         ledger = QuotaLedger(lambda sid, now: _baseline(the_store, sid, now))
-        writer = UsageWriter(the_store.add_usage)
+        journals = settings.home / JOURNAL_DIR
+        await asyncio.to_thread(replay, journals, the_store.add_usage)
+        writer = UsageWriter(the_store.add_usage, UsageJournal(journals))
         meter = Meter(settings, Metrics(the_backend), ledger, writer)
         gw = Gateway(
             settings=settings,
@@ -103,20 +125,21 @@ def create_app(
         finally:
             await the_backend.stop()
             await gw.client.close()
+            gw.wire.close()
             writer.close()
             if own_store:
                 the_store.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="zhisuan",
         version=__version__,
         summary="A private OpenAI-compatible Model-as-a-Service",
         lifespan=lifespan,
     )
     _errors.install(app)
-    app.add_middleware(FastPath)
     app.add_middleware(AuthGuard, auth=authenticator)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.hot_path = HotPath(authenticator, settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(plan.router)

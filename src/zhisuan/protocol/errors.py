@@ -26,19 +26,25 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
+def error_headers(exc: ZhisuanError) -> dict[str, str]:
+    """The headers an error answer carries: ``Retry-After`` on 429, ``WWW-Authenticate`` on 401."""
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(max(1, round(exc.retry_after)))}
+    if exc.status_code == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
 def error_response(exc: ZhisuanError) -> JSONResponse:
-    """The HTTP response for ``exc``: its status and OpenAI error body.
+    """The HTTP response for ``exc``: its status, OpenAI error body and :func:`error_headers`.
 
     Args:
         exc: any zhisuan error.
 
     Returns:
-        A JSON response; 429 answers carry ``Retry-After``.
+        A JSON response.
     """
-    headers: dict[str, str] = {}
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
+    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=error_headers(exc))
 
 
 def param_of(loc: tuple[int | str, ...]) -> str | None:

@@ -30,6 +30,7 @@ from zhisuan.engines.worker._registry import ENGINES, load_engine
 logger = logging.getLogger("zhisuan.engines.worker")
 
 GRACEFUL_SHUTDOWN_S = 3
+KEEP_ALIVE_S = 75  # the gateway pools connections for up to 50 s (gateway/_wire.py)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level=args.log_level,
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
     )

@@ -171,7 +171,9 @@ def usage(
     limit: int = Query(default=1000, ge=1, le=100_000),
 ) -> list[dict[str, Any]]:
     """Usage records (newest last), or a summary ``by`` model, key, day or tenant."""
-    store = gateway_of(request).store
+    gw = gateway_of(request)
+    gw.meter.sync()  # what this gateway has recorded so far, stored
+    store = gw.store
     if by is not None:
         return store.usage_summary(by=by, tenant=tenant, since=since)
     rows = store.query_usage(tenant=tenant, model=model, since=since, until=until, limit=limit)

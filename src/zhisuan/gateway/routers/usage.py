@@ -23,7 +23,9 @@ def own_usage(
 ) -> list[dict[str, Any]]:
     """The calling tenant's usage records, or a summary ``by`` model, key or day."""
     tenant = principal_of(request).tenant
-    store = gateway_of(request).store
+    gw = gateway_of(request)
+    gw.meter.sync()  # what this gateway has recorded so far, stored
+    store = gw.store
     if by is not None:
         return store.usage_summary(by=by, tenant=tenant, since=since)
     rows = store.query_usage(tenant=tenant, model=model, since=since, limit=limit)

@@ -1,0 +1,42 @@
+"""Answers sent straight through ASGI ``send``, without Starlette response objects.
+
+The OpenAI endpoints' hot path and the pure-ASGI guards answer this way. A Starlette
+``Response`` normalises its headers on every construction and a ``StreamingResponse``
+runs a task group per stream; on a small machine that CPU is taken from the engines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from starlette.types import Send
+
+from zhisuan.errors import ZhisuanError
+from zhisuan.protocol.errors import error_headers
+
+Header = tuple[bytes, bytes]
+
+JSON_TYPE: Header = (b"content-type", b"application/json")
+SSE_HEADERS: tuple[Header, ...] = (
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+)
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: Sequence[Header] = ()) -> None:
+    """Send a complete JSON answer."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [JSON_TYPE, (b"content-length", b"%d" % len(body)), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, err: ZhisuanError) -> None:
+    """Send ``err`` as an OpenAI error body with its status and headers."""
+    headers = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
+    await send_json(send, err.status_code, json.dumps(err.to_body()).encode(), headers)

@@ -1,0 +1,245 @@
+"""A lean HTTP/1.1 client for the gateway's one hot call: a POST to a worker on loopback.
+
+Every proxied request pays for this call, and on a small machine its CPU is taken from
+the engines. A general client (aiohttp, httpx) builds request objects, header multidicts,
+timers and trace hooks for each call; this one writes the request in one buffer on a
+pooled keep-alive connection and parses the answer with ``httptools`` (the C parser
+uvicorn uses), which halves the gateway's CPU for the call
+(``benchmarks/bench_gateway_overhead.py``). It speaks only what the workers answer:
+HTTP/1.1 with a ``content-length`` or chunked body. Everything else the gateway sends
+to workers (health checks, final counts) goes through aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import cast
+
+import httptools
+
+CONNECT_TIMEOUT_S = 5.0
+IDLE_S = 50.0
+"""Pooled connections idle longer than this are closed (workers keep them 75 s)."""
+_HIGH_WATER = 1 << 20  # buffered body bytes before the worker connection stops being read
+
+
+class WireError(ConnectionError):
+    """The worker connection failed or closed before the answer was complete."""
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection and the answer being read on it."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.addr = addr
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.idle_since = 0.0
+        self.in_use = True
+        self.headers: dict[bytes, bytes] = {}
+        self.headers_done = False
+        self.keep_alive = False
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.complete = False
+        self.received = False
+        self.lost = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.connection_lost(None)
+            if self.transport is not None:
+                self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._wake()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        self.keep_alive = self.parser.should_keep_alive()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > _HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the parser or the connection has news."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def take(self) -> bytes:
+        data = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
+        self.chunks.clear()
+        if self.buffered > _HIGH_WATER and self.transport is not None:
+            self.transport.resume_reading()
+        self.buffered = 0
+        return data
+
+    def reset(self) -> None:
+        self.headers = {}
+        self.chunks.clear()
+        self.buffered = 0
+        self.complete = self.received = self.headers_done = False
+
+
+class Response:
+    """A worker's answer: status and headers at once, the body as it arrives."""
+
+    __slots__ = ("_conn", "_pool", "headers", "status")
+
+    def __init__(self, pool: Pool, conn: _Conn) -> None:
+        self._pool = pool
+        self._conn = conn
+        self.status: int = conn.parser.get_status_code()
+        self.headers: Mapping[bytes, bytes] = conn.headers
+
+    async def read(self) -> bytes:
+        """The whole body.
+
+        Raises:
+            WireError: the connection broke first.
+        """
+        conn = self._conn
+        while not conn.complete:
+            if conn.lost:
+                raise WireError("worker connection lost mid-answer")
+            await conn.wait()
+        return conn.take()
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (chunked framing removed).
+
+        Raises:
+            WireError: the connection broke before the end.
+        """
+        conn = self._conn
+        while True:
+            if conn.chunks:
+                yield conn.take()
+            elif conn.complete:
+                return
+            elif conn.lost:
+                raise WireError("worker connection lost mid-stream")
+            else:
+                await conn.wait()
+
+    def close(self) -> None:
+        """Give the connection back if the answer was read to the end, else drop it.
+
+        Dropping it mid-answer is how a generation is cancelled: the worker sees the
+        disconnect.
+        """
+        self._pool.release(self._conn)
+
+
+class Pool:
+    """Keep-alive connections per worker address."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[_Conn]] = {}
+
+    async def post(
+        self, host: str, port: int, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> Response:
+        """Send a POST and wait for the answer's status and headers.
+
+        Raises:
+            WireError, OSError, TimeoutError: the worker could not be reached, or closed
+                the connection before answering.
+        """
+        head = [f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-length: {len(body)}\r\n"]
+        head += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        head.append("\r\n")
+        request = "".join(head).encode("latin-1") + body
+        conn, reused = await self._acquire(host, port)
+        try:
+            return await self._exchange(conn, request)
+        except WireError:
+            if not reused or conn.received:
+                raise
+        # a pooled connection the worker had just closed: once more on a fresh one
+        conn, _ = await self._acquire(host, port, fresh=True)
+        return await self._exchange(conn, request)
+
+    async def _exchange(self, conn: _Conn, request: bytes) -> Response:
+        assert conn.transport is not None
+        try:
+            conn.transport.write(request)
+            while not conn.headers_done:
+                if conn.lost:
+                    raise WireError("worker closed the connection before answering")
+                await conn.wait()
+        except BaseException:
+            self._drop(conn)
+            raise
+        return Response(self, conn)
+
+    async def _acquire(self, host: str, port: int, fresh: bool = False) -> tuple[_Conn, bool]:
+        idle = self._idle.get((host, port))
+        now = time.monotonic()
+        while idle and not fresh:
+            conn = idle.pop()
+            if not conn.lost and now - conn.idle_since < IDLE_S:
+                conn.in_use = True
+                return conn, True
+            self._drop(conn)
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: _Conn((host, port)), host, port), CONNECT_TIMEOUT_S
+        )
+        return conn, False
+
+    def release(self, conn: _Conn) -> None:
+        if not conn.in_use:
+            return  # released or dropped already
+        if not conn.complete or conn.lost or not conn.keep_alive:
+            self._drop(conn)
+            return
+        conn.reset()
+        conn.in_use = False
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.addr, []).append(conn)
+
+    @staticmethod
+    def _drop(conn: _Conn) -> None:
+        conn.in_use = False
+        if conn.transport is not None:
+            conn.transport.close()
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        for conns in self._idle.values():
+            for conn in conns:
+                self._drop(conn)
+        self._idle.clear()
