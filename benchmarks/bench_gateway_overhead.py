@@ -64,6 +64,7 @@ async def one(http: httpx.AsyncClient, url: str, stream: bool) -> float | None:
 async def batch(
     base: str, key: str | None, stream: bool, concurrency: int, n: int
 ) -> tuple[list[float], float]:
+    """``n`` requests, ``concurrency`` at a time: their latencies and the wall time."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     sem = asyncio.Semaphore(concurrency)
@@ -80,15 +81,39 @@ async def batch(
         return [x for x in lat if x is not None], time.perf_counter() - start
 
 
+async def alternate(
+    paths: list[tuple[str, str | None]], stream: bool, n: int
+) -> dict[str, list[float]]:
+    """Concurrency 1, one request to each path in turn, so drift hits both alike."""
+    clients = [
+        httpx.AsyncClient(headers={"Authorization": f"Bearer {k}"} if k else {}, timeout=120)
+        for _, k in paths
+    ]
+    lat: dict[str, list[float]] = {base: [] for base, _ in paths}
+    try:
+        for http, (base, _) in zip(clients, paths, strict=True):
+            for _ in range(5):  # warm up
+                await one(http, f"{base}/v1/chat/completions", stream)
+        for _ in range(n):
+            for http, (base, _) in zip(clients, paths, strict=True):
+                x = await one(http, f"{base}/v1/chat/completions", stream)
+                if x is not None:
+                    lat[base].append(x)
+    finally:
+        for http in clients:
+            await http.aclose()
+    return lat
+
+
 def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n1", type=int, default=60, help="requests per round at concurrency 1")
-    parser.add_argument("--n64", type=int, default=640, help="requests per round at 64")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--n1", type=int, default=400, help="requests per path at concurrency 1")
+    parser.add_argument("--n64", type=int, default=256, help="requests per path per round at 64")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds at concurrency 64")
     parser.add_argument(
         "--engine-threads",
         type=int,
@@ -105,18 +130,26 @@ def main() -> None:
             gateway_proc = psutil.Process(srv.proc.pid)
             rows = []
             for stream in (False, True):
-                for conc, n in ((1, args.n1), (64, args.n64)):
+                for conc in (1, 64):
                     lat: dict[str, list[float]] = {"direct": [], "gateway": []}
                     wall: dict[str, float] = {"direct": 0.0, "gateway": 0.0}
-                    cpu = 0.0
-                    for _ in range(args.rounds):
-                        for path, base, k in (("direct", direct, None), ("gateway", srv.url, key)):
-                            before = sum(gateway_proc.cpu_times()[:2])
-                            xs, t = asyncio.run(batch(base, k, stream, conc, n))
-                            if path == "gateway":
-                                cpu += sum(gateway_proc.cpu_times()[:2]) - before
-                            lat[path] += xs
-                            wall[path] += t
+                    before = sum(gateway_proc.cpu_times()[:2])
+                    if conc == 1:
+                        both = asyncio.run(
+                            alternate([(direct, None), (srv.url, key)], stream, args.n1)
+                        )
+                        lat = {"direct": both[direct], "gateway": both[srv.url]}
+                        wall = {path: sum(xs) for path, xs in lat.items()}
+                    else:
+                        for _ in range(args.rounds):
+                            for path, base, k in (
+                                ("direct", direct, None),
+                                ("gateway", srv.url, key),
+                            ):
+                                xs, t = asyncio.run(batch(base, k, stream, conc, args.n64))
+                                lat[path] += xs
+                                wall[path] += t
+                    cpu = sum(gateway_proc.cpu_times()[:2]) - before
                     rows.append((stream, conc, lat, wall, cpu / max(len(lat["gateway"]), 1)))
                     d, g = lat["direct"], lat["gateway"]
                     print(

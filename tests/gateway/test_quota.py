@@ -94,3 +94,22 @@ def test_concurrency_cap_and_key_and_tenant_scopes() -> None:
     led.settle(a, 1, 0.0)
     led.settle(a, 1, 0.0)  # idempotent
     led.admit(scopes, 1, 0.0)
+
+
+def test_the_minute_window_total_is_kept_exactly() -> None:
+    import random
+
+    rng = random.Random(7)
+    clock = Clock(NOON)
+    led = ledger(clock)
+    scope = [("tenant:a", Limits(tpm=10**9))]
+    open_ = []
+    for _ in range(2000):
+        clock.t += rng.uniform(0, 0.2)
+        if open_ and rng.random() < 0.5:
+            led.settle(open_.pop(rng.randrange(len(open_))), tokens=rng.randint(0, 50), cost=0.0)
+        else:
+            open_.append(led.admit(scope, tokens=rng.randint(1, 100), cost=0.0))
+        state = led._scopes["tenant:a"]
+        state.expire(clock.t)
+        assert state.window_tokens() == sum(e.tokens for e in state.tokens)

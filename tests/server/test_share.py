@@ -273,6 +273,22 @@ def test_usage_rows_for_aborted_stream(shared: Server) -> None:
     assert row["ttft_ms"] is not None and row["latency_ms"] >= row["ttft_ms"]
 
 
+def test_a_non_stream_client_that_leaves_cancels_the_generation(shared: Server) -> None:
+    key = tenant(shared, "leaver")
+    body = {"model": CHAT, "messages": HI, "max_tokens": 450, "ignore_eos": True}
+    with httpx.Client(timeout=0.12, headers={"Authorization": f"Bearer {key}"}) as http:
+        try:
+            resp = http.post(f"{shared.url}/v1/chat/completions", json=body)
+        except httpx.ReadTimeout:
+            resp = None
+    assert resp is None, resp.text
+    rows = wait_usage(shared, "leaver", lambda r: len(r) == 1)
+    row = rows[0]
+    assert row["status"] == "client_abort"
+    # the worker stopped early and its final count was taken: fewer than asked, more than none
+    assert 0 < row["completion_tokens"] < 450
+
+
 def test_usage_row_for_a_killed_worker(shared: Server) -> None:
     key = tenant(shared, "crashy")
     c = client(shared, key)

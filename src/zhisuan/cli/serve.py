@@ -30,6 +30,11 @@ def serve(
         None, help="on | off [default: on unless listening on loopback]."
     ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    access_log: bool = typer.Option(
+        False,
+        "--access-log/--no-access-log",
+        help="Log a line per HTTP request (every proxied request has a usage record anyway).",
+    ),
 ) -> None:
     """Start the gateway and every deployed replica."""
     import uvicorn
@@ -75,7 +80,9 @@ def serve(
         f"zhisuan gateway on {gateway_url(settings.host, settings.port)} (home {settings.home})",
         highlight=False,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=log_level, access_log=access_log
+    )
 
 
 def deploy(

@@ -95,19 +95,24 @@ class Meter:
         self._ledger = ledger
         self._writer = writer
         self._shares: dict[str, tuple[ReplicaSpec, ShareMeter]] = {}
+        self._pricing: dict[str, tuple[ReplicaSpec, Pricing]] = {}
         self._live: dict[str, Exchange] = {}
         metrics.registry.register(_LiveCollector(self._live))
 
     def share_meter(self, spec: ReplicaSpec) -> ShareMeter:
         held = self._shares.get(spec.key)
-        if held is None or held[0] != spec:
+        if held is None or (held[0] is not spec and held[0] != spec):
             reader = nvml_energy_reader(spec.device)
             held = (spec, ShareMeter(power_of(spec, self._settings), reader))
             self._shares[spec.key] = held
         return held[1]
 
     def pricing(self, spec: ReplicaSpec) -> Pricing:
-        return pricing_of(spec, self._settings)
+        held = self._pricing.get(spec.key)
+        if held is None or (held[0] is not spec and held[0] != spec):
+            held = (spec, pricing_of(spec, self._settings))
+            self._pricing[spec.key] = held
+        return held[1]
 
     def begin(self, ex: Exchange) -> None:
         """The request is admitted (counts as in flight and queued until its first token)."""
@@ -156,7 +161,7 @@ class Meter:
         self._writer.submit(
             {
                 "request_id": ex.request_id or uuid.uuid4().hex,
-                "created_at": datetime.now(UTC),
+                "created_at": datetime.now(UTC).isoformat(),
                 "tenant": tenant,
                 "key_prefix": ex.context.get("key_prefix"),
                 "model": ex.model,

@@ -34,6 +34,7 @@ __all__ = ["Limits", "QuotaLedger", "Reservation"]
 class _Event:
     at: float
     tokens: int
+    in_window: bool = True
 
 
 @dataclass(slots=True)
@@ -48,15 +49,18 @@ class _Scope:
     reserved_tokens: int = 0
     reserved_cost: float = 0.0
     concurrent: int = 0
+    window_total: int = 0  # sum of ``tokens`` (kept, not summed per request)
 
     def expire(self, now: float) -> None:
         while self.requests and self.requests[0] <= now - WINDOW_S:
             self.requests.popleft()
         while self.tokens and self.tokens[0].at <= now - WINDOW_S:
-            self.tokens.popleft()
+            gone = self.tokens.popleft()
+            gone.in_window = False
+            self.window_total -= gone.tokens
 
     def window_tokens(self) -> int:
-        return sum(e.tokens for e in self.tokens)
+        return self.window_total
 
 
 @dataclass(slots=True)
@@ -111,6 +115,7 @@ class QuotaLedger:
             event = _Event(now, tokens)
             scope.requests.append(now)
             scope.tokens.append(event)
+            scope.window_total += tokens
             scope.reserved_tokens += tokens
             scope.reserved_cost += cost
             scope.concurrent += 1
@@ -124,6 +129,8 @@ class QuotaLedger:
         res.settled = True
         wall = datetime.fromtimestamp(self._clock(), UTC)
         for _, scope, event in res.scopes:
+            if event.in_window:
+                scope.window_total += tokens - event.tokens
             event.tokens = tokens
             scope.reserved_tokens -= res.tokens
             scope.reserved_cost -= res.cost

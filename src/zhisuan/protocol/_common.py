@@ -52,6 +52,8 @@ class _GenerationFields(BaseModel):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     user: str | None = None
+    ignore_eos: bool = False
+    """An extension vLLM also accepts: generate exactly ``max_tokens`` (for load tests)."""
 
     @field_validator("stop")
     @classmethod
@@ -85,6 +87,7 @@ class SamplingParams:
         top_p: nucleus mass in (0, 1].
         seed: makes sampling repeatable for one request when set.
         stop: strings that end the completion; not included in the output.
+        ignore_eos: generate through end-of-sequence until ``max_tokens`` (load tests).
     """
 
     max_tokens: int
@@ -92,3 +95,4 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False

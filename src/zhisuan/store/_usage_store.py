@@ -70,7 +70,8 @@ class UsageStoreMixin:
             records: dicts with the :class:`UsageRecord` columns. Required: ``request_id``,
                 ``tenant``, ``model``, ``endpoint``, ``status`` (one of
                 ``ok|error|client_abort|worker_error|rejected``), ``http_status``; the rest
-                default (``created_at`` now, tokens 0, ``energy_source`` ``"estimated"``).
+                default (``created_at`` now, tokens 0, ``energy_source`` ``"estimated"``);
+                ``created_at`` may be a datetime or its ISO 8601 string.
                 ``error`` is cut to 500 characters.
 
         Returns:
@@ -278,8 +279,11 @@ def _usage_row(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     if missing or unknown:
         raise ValueError(f"usage record: missing {missing}, unknown {unknown}")
     row = {**_DEFAULTS, **record}
-    if row.get("created_at") is None:
+    created = row.get("created_at")
+    if created is None:
         row["created_at"] = now
+    elif isinstance(created, str):
+        row["created_at"] = datetime.fromisoformat(created)
     if row["status"] not in USAGE_STATUSES:
         raise ValueError(f"usage record: unknown status {row['status']!r}")
     if row["energy_source"] not in ENERGY_SOURCES:

@@ -136,7 +136,7 @@ class LlamaCppEngine:
             raise ContextLengthExceeded(
                 prompt_tokens=len(ids), limit=limit, requested=params.max_tokens
             )
-        return self._stream(ids, params, request_id, ignore_eos)
+        return self._stream(ids, params, request_id, ignore_eos or params.ignore_eos)
 
     async def _stream(
         self, ids: list[int], params: SamplingParams, request_id: str, ignore_eos: bool

@@ -153,7 +153,7 @@ class TransformersEngine:
             raise ContextLengthExceeded(
                 prompt_tokens=len(ids), limit=limit, requested=params.max_tokens
             )
-        return self._stream(ids, params, request_id, ignore_eos)
+        return self._stream(ids, params, request_id, ignore_eos or params.ignore_eos)
 
     async def embed(self, texts: list[str]) -> Embeddings:
         """Embed each text with the model's own pooling (and normalisation, if any).

@@ -1,0 +1,117 @@
+"""The gateway's lean HTTP/1.1 client: pooling, chunked bodies, and broken connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from zhisuan.gateway._wire import Pool, WireError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    return await reader.readexactly(length)
+
+
+async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_reuses_connections_and_reads_chunked_streams() -> None:
+    connections = [0]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        while True:
+            try:
+                body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            if body == b"stream":
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                for part in (b"data: 1\n\n", b"data: 2\n\n"):
+                    writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+                writer.write(b"0\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\nx-a: b\r\n\r\npong")
+            await writer.drain()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        pool = Pool()
+        for _ in range(3):
+            resp = await pool.post("127.0.0.1", port, "/x", b"ping", {"x-req": "1"})
+            assert (resp.status, resp.headers[b"x-a"], await resp.read()) == (201, b"b", b"pong")
+            resp.close()
+        resp = await pool.post("127.0.0.1", port, "/s", b"stream", {})
+        assert b"".join([c async for c in resp.iter_any()]) == b"data: 1\n\ndata: 2\n\n"
+        resp.close()
+        assert connections[0] == 1  # one keep-alive connection served all four
+        pool.close()
+        await asyncio.sleep(0.05)  # the handler sees the close and ends
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced() -> None:
+    served = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        served.append(1)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # like a worker's keep-alive timeout, right after the answer
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        pool = Pool()
+        for _ in range(3):
+            resp = await pool.post("127.0.0.1", port, "/x", b"{}", {})
+            assert await resp.read() == b"ok"
+            resp.close()
+            await asyncio.sleep(0.05)
+        assert len(served) == 3
+        pool.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_a_connection_lost_mid_answer_is_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        pool = Pool()
+        resp = await pool.post("127.0.0.1", port, "/x", b"{}", {})
+        with pytest.raises(WireError):
+            await resp.read()
+        resp.close()
+        with pytest.raises(OSError):
+            await pool.post("127.0.0.1", 1, "/x", b"{}", {})  # nothing listens there
+        pool.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
