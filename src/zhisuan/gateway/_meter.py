@@ -94,25 +94,24 @@ class Meter:
         self.metrics = metrics
         self._ledger = ledger
         self._writer = writer
-        self._shares: dict[str, tuple[ReplicaSpec, ShareMeter]] = {}
-        self._pricing: dict[str, tuple[ReplicaSpec, Pricing]] = {}
+        self._replicas: dict[str, tuple[ReplicaSpec, ShareMeter, Pricing]] = {}
         self._live: dict[str, Exchange] = {}
         metrics.registry.register(_LiveCollector(self._live))
 
-    def share_meter(self, spec: ReplicaSpec) -> ShareMeter:
-        held = self._shares.get(spec.key)
+    def _replica(self, spec: ReplicaSpec) -> tuple[ReplicaSpec, ShareMeter, Pricing]:
+        """The replica's integrator and pricing, rebuilt when its spec changes."""
+        held = self._replicas.get(spec.key)
         if held is None or (held[0] is not spec and held[0] != spec):
-            reader = nvml_energy_reader(spec.device)
-            held = (spec, ShareMeter(power_of(spec, self._settings), reader))
-            self._shares[spec.key] = held
-        return held[1]
+            share = ShareMeter(power_of(spec, self._settings), nvml_energy_reader(spec.device))
+            held = (spec, share, pricing_of(spec, self._settings))
+            self._replicas[spec.key] = held
+        return held
+
+    def share_meter(self, spec: ReplicaSpec) -> ShareMeter:
+        return self._replica(spec)[1]
 
     def pricing(self, spec: ReplicaSpec) -> Pricing:
-        held = self._pricing.get(spec.key)
-        if held is None or (held[0] is not spec and held[0] != spec):
-            held = (spec, pricing_of(spec, self._settings))
-            self._pricing[spec.key] = held
-        return held[1]
+        return self._replica(spec)[2]
 
     def begin(self, ex: Exchange) -> None:
         """The request is admitted (counts as in flight and queued until its first token)."""
