@@ -61,24 +61,33 @@ async def one(http: httpx.AsyncClient, url: str, stream: bool) -> float | None:
     return time.perf_counter() - start
 
 
-async def batch(
-    base: str, key: str | None, stream: bool, concurrency: int, n: int
-) -> tuple[list[float], float]:
-    """``n`` requests, ``concurrency`` at a time: their latencies and the wall time."""
+async def steady(
+    base: str, key: str | None, stream: bool, concurrency: int, seconds: float, warmup: float
+) -> list[float]:
+    """``concurrency`` clients, each sending its next request when the last one ends.
+
+    Returns:
+        Latencies of the requests that ended in the ``seconds`` after ``warmup``: the
+        ramp-up and the drain (when fewer than ``concurrency`` requests are left), which a
+        fixed count of requests would include, stay out of the throughput.
+    """
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=120) as http:
         url = f"{base}/v1/chat/completions"
         await one(http, url, stream)  # warm the connection
+        begin = time.perf_counter() + warmup
+        end = begin + seconds
+        lat: list[float] = []
 
-        async def guarded() -> float | None:
-            async with sem:
-                return await one(http, url, stream)
+        async def client() -> None:
+            while time.perf_counter() < end:
+                x = await one(http, url, stream)
+                if x is not None and begin <= time.perf_counter() <= end:
+                    lat.append(x)
 
-        start = time.perf_counter()
-        lat = await asyncio.gather(*(guarded() for _ in range(n)))
-        return [x for x in lat if x is not None], time.perf_counter() - start
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return lat
 
 
 async def alternate(
@@ -112,8 +121,12 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n1", type=int, default=400, help="requests per path at concurrency 1")
-    parser.add_argument("--n64", type=int, default=256, help="requests per path per round at 64")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds at concurrency 64")
+    parser.add_argument("--seconds", type=float, default=15, help="seconds per round at 64")
+    parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds first")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per path at concurrency 64")
+    parser.add_argument(
+        "--max-tokens", type=int, default=4, help="tokens generated per request (ignore_eos)"
+    )
     parser.add_argument(
         "--engine-threads",
         type=int,
@@ -121,6 +134,8 @@ def main() -> None:
         help="CPU threads of the worker (default: torch's; 1 leaves the gateway a core)",
     )
     args = parser.parse_args()
+    BODY["max_tokens"] = args.max_tokens
+    BODY["ignore_eos"] = True
     flags = ["--max-batch", "64"]
     if args.engine_threads:
         flags += ["--threads", str(args.engine_threads)]
@@ -146,9 +161,10 @@ def main() -> None:
                                 ("direct", direct, None),
                                 ("gateway", srv.url, key),
                             ):
-                                xs, t = asyncio.run(batch(base, k, stream, conc, args.n64))
-                                lat[path] += xs
-                                wall[path] += t
+                                lat[path] += asyncio.run(
+                                    steady(base, k, stream, conc, args.seconds, args.warmup)
+                                )
+                                wall[path] += args.seconds
                     cpu = sum(gateway_proc.cpu_times()[:2]) - before
                     rows.append((stream, conc, lat, wall, cpu / max(len(lat["gateway"]), 1)))
                     d, g = lat["direct"], lat["gateway"]

@@ -115,3 +115,37 @@ def test_a_connection_lost_mid_answer_is_an_error() -> None:
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_whole_waits_for_the_body_and_a_loss_mid_body_reaches_the_reader() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            body = await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            if body == b"cut":
+                writer.write(b"half")
+                await writer.drain()
+                writer.close()
+                return
+            writer.write(b"complete")
+            await writer.drain()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        pool = Pool()
+        resp = await pool.post("127.0.0.1", port, "/x", b"ok", {}, whole=True)
+        assert resp._conn.complete  # returned once, with the body in
+        assert await resp.read() == b"complete"
+        resp.close()
+        resp = await pool.post("127.0.0.1", port, "/x", b"cut", {}, whole=True)
+        assert resp.status == 200  # the answer had begun: no retry elsewhere
+        with pytest.raises(WireError):
+            await resp.read()
+        resp.close()
+        pool.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())

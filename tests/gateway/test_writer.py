@@ -58,3 +58,31 @@ def test_records_that_cannot_be_stored_stay_in_the_journal(tmp_path: Path) -> No
     writer.close()
     [left] = tmp_path.iterdir()
     assert b'"request_id":"kept"' in left.read_bytes()
+
+
+def test_stores_on_its_own_after_the_linger() -> None:
+    stored = threading.Event()
+    writer = UsageWriter(lambda records: stored.set(), linger_s=0.05)
+    writer.submit({"request_id": "a"})
+    assert not stored.is_set()  # lingering for more records to join the batch
+    assert stored.wait(5)
+    writer.close()
+
+
+def test_a_reader_or_a_full_batch_cuts_the_linger_short() -> None:
+    batches: list[int] = []
+    full = threading.Event()
+
+    def write(records: list[dict[str, Any]]) -> None:
+        batches.append(len(records))
+        if len(records) == 4:
+            full.set()
+
+    writer = UsageWriter(write, max_batch=4, linger_s=60.0)
+    for i in range(4):
+        writer.submit({"request_id": str(i)})
+    assert full.wait(5)  # not after a minute
+    writer.submit({"request_id": "last"})
+    assert writer.sync(timeout=5)
+    assert batches == [4, 1]
+    writer.close()

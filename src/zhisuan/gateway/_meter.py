@@ -1,8 +1,11 @@
 """Metering: one usage record per request, with tokens, latency, cost and energy.
 
 The proxy calls :meth:`Meter.start` when a replica is picked and :meth:`Meter.finish`
-exactly once when the request ends, however it ends. ``finish`` settles the quota
-reservation, updates the Prometheus metrics and queues the usage record.
+exactly once when the request ends, however it ends. ``finish`` journals the usage
+record at once (it is durable on return, before the client sees the end of its answer);
+settling the quota reservation and updating the Prometheus metrics wait for the event
+loop's next turn, after the answer's last bytes are written, since nothing the client
+is waiting for depends on them.
 
 Cost: a deployment priced per million input/output tokens (options
 ``price_input_per_mtok`` / ``price_output_per_mtok``) is billed by tokens; otherwise the
@@ -13,6 +16,8 @@ time. Energy: NVML's counter where there is one (``measured``), else power × bu
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from zhisuan.cluster import Replica, ReplicaSpec
@@ -95,6 +101,7 @@ class Meter:
         self._ledger = ledger
         self._writer = writer
         self._replicas: dict[str, tuple[ReplicaSpec, ShareMeter, Pricing]] = {}
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         self._live: dict[str, Exchange] = {}
         metrics.registry.register(_LiveCollector(self._live))
 
@@ -150,11 +157,12 @@ class Meter:
             pricing = self.pricing(spec)
             cost = pricing.cost(ex.prompt_tokens, ex.completion_tokens, device_s)
             currency = pricing.currency
-        reservation = ex.context.get("reservation")
-        if reservation is not None and self._ledger is not None:
-            self._ledger.settle(reservation, ex.prompt_tokens + ex.completion_tokens, cost)
         tenant = str(ex.context.get("tenant") or "anonymous")
-        self._observe(ex, tenant, cost, currency, energy_wh, source)
+        account = functools.partial(self._account, ex, tenant, cost, currency, energy_wh, source)
+        try:
+            asyncio.get_running_loop().call_soon(account)
+        except RuntimeError:  # no event loop: a direct caller
+            account()
         if self._writer is None:
             return
         self._writer.submit(
@@ -183,22 +191,34 @@ class Meter:
             }
         )
 
-    def _observe(
+    def _account(
         self, ex: Exchange, tenant: str, cost: float, currency: str, energy_wh: float, source: str
     ) -> None:
-        m = self.metrics
-        m.requests.labels(ex.model, tenant, ex.status).inc()
-        m.tokens.labels(ex.model, tenant, "in").inc(ex.prompt_tokens)
-        m.tokens.labels(ex.model, tenant, "out").inc(ex.completion_tokens)
-        m.latency.labels(ex.model).observe(ex.latency_s)
+        """Settle the quota reservation and update the metrics of a finished request."""
+        reservation = ex.context.get("reservation")
+        if reservation is not None and self._ledger is not None:
+            self._ledger.settle(reservation, ex.prompt_tokens + ex.completion_tokens, cost)
+        m, child = self.metrics, self._child
+        child(m.requests, ex.model, tenant, ex.status).inc()
+        child(m.tokens, ex.model, tenant, "in").inc(ex.prompt_tokens)
+        child(m.tokens, ex.model, tenant, "out").inc(ex.completion_tokens)
+        child(m.latency, ex.model).observe(ex.latency_s)
         if ex.ttft_s is not None and ex.status == "ok":
-            m.ttft.labels(ex.model).observe(ex.ttft_s)
+            child(m.ttft, ex.model).observe(ex.ttft_s)
         if ex.tpot_s is not None and ex.status == "ok":
-            m.tpot.labels(ex.model).observe(ex.tpot_s)
+            child(m.tpot, ex.model).observe(ex.tpot_s)
         if cost:
-            m.cost.labels(tenant, ex.model, currency).inc(cost)
+            child(m.cost, tenant, ex.model, currency).inc(cost)
         if energy_wh:
-            m.energy.labels(ex.model, source).inc(energy_wh)
+            child(m.energy, ex.model, source).inc(energy_wh)
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: the lookup costs more than the update."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 def _ms(seconds: float | None) -> float | None:

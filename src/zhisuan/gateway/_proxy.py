@@ -1,11 +1,8 @@
 """Forward a validated request to a replica and relay the answer, metering as it passes.
 
 Answers go to the client through ASGI ``send`` directly (see ``_reply``). Streams are
-relayed as they arrive, every complete SSE event of a read in one write. The gateway reads
-each event only to time the first token and to take the token counts: workers asked with
-``X-Zhisuan-Usage: always`` put a comment line ``: usage <prompt> <completion>`` in every
-event (SSE comments are ignored by clients) and always send the final usage chunk, which
-is dropped again when the client did not ask for ``stream_options.include_usage``.
+relayed as they arrive, every complete SSE event of a read in one write, and metered on
+the way (first token time, token counts; see ``_sse``).
 
 How a request ends decides its usage record: a finished answer is recorded durably
 *before* the client sees its end (``[DONE]`` or the JSON body); a client that goes away
@@ -21,7 +18,6 @@ import asyncio
 import functools
 import json
 import logging
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,15 +29,16 @@ from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._reply import SSE_HEADERS, send_error, send_json
 from zhisuan.gateway._routing import pick_replica
+from zhisuan.gateway._sse import DONE_EVENT, StreamMeter, take_usage
 from zhisuan.gateway._wire import Response
 
 logger = logging.getLogger(__name__)
 
 USAGE_HEADER = "X-Zhisuan-Usage"
 REQUEST_ID_HEADER = "X-Request-Id"
-_DONE = b"data: [DONE]"
-_USAGE_COMMENT = b": usage "
 _background: set[asyncio.Task[None]] = set()
+WATCH_AFTER_S = 0.05
+"""How far into a request the gateway starts watching for the client leaving."""
 
 
 async def forward(
@@ -89,10 +86,24 @@ class _Call:
     """One request's trip to a replica: the replica, its answer, and the client's presence.
 
     While the answer is not complete, a waiter on ``receive`` cancels the request's task if
-    the client disconnects (uvicorn's ``send`` would drop the bytes silently).
+    the client disconnects (uvicorn's ``send`` would drop the bytes silently). The waiter
+    (a task of its own) starts :data:`WATCH_AFTER_S` into the request, so a request answered
+    sooner never pays for it; a client that left earlier is seen then, as ``receive``
+    answers at once.
     """
 
-    __slots__ = ("_answered", "_task", "_waiter", "ex", "gone", "gw", "replica", "upstream")
+    __slots__ = (
+        "_answered",
+        "_task",
+        "_waiter",
+        "_watch",
+        "ex",
+        "gone",
+        "gw",
+        "replica",
+        "stream",
+        "upstream",
+    )
 
     def __init__(self, gw: Gateway, ex: Exchange, receive: Receive) -> None:
         self.gw = gw
@@ -101,10 +112,15 @@ class _Call:
         self.upstream: Response | None = None
         self.gone = False
         self._answered = False
+        self.stream: StreamMeter | None = None
         task = asyncio.current_task()
         assert task is not None
         self._task = task
-        self._waiter: asyncio.Future[Message] = asyncio.ensure_future(receive())
+        self._waiter: asyncio.Future[Message] | None = None
+        self._watch = task.get_loop().call_later(WATCH_AFTER_S, self._start_waiter, receive)
+
+    def _start_waiter(self, receive: Receive) -> None:
+        self._waiter = asyncio.ensure_future(receive())
         self._waiter.add_done_callback(self._on_receive)
 
     def _on_receive(self, waiter: asyncio.Future[Message]) -> None:
@@ -115,7 +131,8 @@ class _Call:
     def answered(self) -> None:
         """The answer is complete: a disconnect from now on is no abort."""
         self._answered = True
-        if not self._waiter.done():
+        self._watch.cancel()
+        if self._waiter is not None and not self._waiter.done():
             self._waiter.cancel()
 
     def release(self) -> None:
@@ -157,7 +174,9 @@ class _Call:
             self.replica = replica
             try:
                 host, port = _address(replica.endpoint)
-                self.upstream = await gw.wire.post(host, port, path, body, headers)
+                self.upstream = await gw.wire.post(
+                    host, port, path, body, headers, whole=not ex.stream
+                )
                 return self.upstream
             except OSError as exc:  # refused, reset, timed out, closed before answering
                 replica.outstanding -= 1
@@ -180,7 +199,7 @@ class _Call:
             return
         status = upstream.status
         if status == 200:
-            _take_usage(ex, content)
+            take_usage(ex, content)
             ex.mark_first_token()
         else:
             ex.error = content[:500].decode(errors="replace")
@@ -194,26 +213,28 @@ class _Call:
         gw, ex = self.gw, self.ex
         headers = [*SSE_HEADERS, (b"x-request-id", ex.request_id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        meter = self.stream = StreamMeter(ex, include_usage)
         buffer = b""
         try:
-            async for chunk in upstream.iter_any():
+            while chunk := await upstream.chunk():
                 if self._answered:
                     continue  # read on to the end, so the worker connection is reused
                 buffer += chunk
-                if b"\n\n" not in buffer:
+                cut = buffer.rfind(b"\n\n") + 2
+                if cut < 2:
                     continue
-                *events, buffer = buffer.split(b"\n\n")
-                out = [e for e in events if e.endswith(_DONE) or _inspect(ex, e, include_usage)]
-                if out and out[-1].endswith(_DONE):
+                body = meter.events(buffer[:cut])
+                buffer = buffer[cut:]
+                if body.endswith(DONE_EVENT):
                     ex.close("error" if ex.error else "ok", ex.http_status)
                     gw.finish(ex)
-                    await self._end(send, b"\n\n".join(out) + b"\n\n")
-                elif out:
-                    body = b"\n\n".join(out) + b"\n\n"
+                    await self._end(send, body)
+                elif body:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError as exc:
             if self._answered:
                 return
+            meter.count()
             logger.warning("request %s: stream from %s broke: %s", ex.request_id, ex.replica, exc)
             err = EngineUnavailable(f"The replica serving '{ex.model}' failed mid-stream.")
             ex.error = err.message
@@ -222,6 +243,7 @@ class _Call:
             await self._end(send, b"data: " + json.dumps(err.to_body()).encode() + b"\n\n")
             return
         if not self._answered:  # the worker ended the stream without [DONE]
+            meter.count()
             ex.close("error" if ex.error else "ok", ex.http_status)
             gw.finish(ex)
             await self._end(send, b"")
@@ -235,6 +257,8 @@ class _Call:
         ex = self.ex
         if ex.context.get("metered"):
             return  # its record was already taken
+        if self.stream is not None:
+            self.stream.count()
         ex.close("client_abort", 499)
         endpoint = None if self.replica is None else self.replica.endpoint
         if endpoint is None:
@@ -253,25 +277,6 @@ def _address(endpoint: str | None) -> tuple[str, int]:
     return url.hostname or "127.0.0.1", url.port or 80
 
 
-_DECODER = json.JSONDecoder()
-
-
-def _take_usage(ex: Exchange, content: bytes) -> None:
-    """Take the counts from the answer's ``usage`` object (parsing only it when it can)."""
-    at = content.rfind(b'"usage":')
-    try:
-        usage: Any = _DECODER.raw_decode(content[at + 8 :].decode().lstrip())[0] if at >= 0 else {}
-    except ValueError:
-        try:
-            usage = json.loads(content).get("usage")
-        except (ValueError, AttributeError):
-            return
-    if not isinstance(usage, dict):
-        return
-    ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    ex.completion_tokens = int(usage.get("completion_tokens") or 0)
-
-
 async def _settle_abort(gw: Gateway, endpoint: str, ex: Exchange) -> None:
     """Ask the worker how many tokens the cancelled generation used, then meter it."""
     url = f"{endpoint}/zhisuan/requests/{ex.request_id}"
@@ -285,38 +290,3 @@ async def _settle_abort(gw: Gateway, endpoint: str, ex: Exchange) -> None:
         logger.info("request %s: no final count from the worker (%s)", ex.request_id, exc)
     finally:
         gw.finish(ex)
-
-
-def _inspect(ex: Exchange, event: bytes, include_usage: bool) -> bool:
-    """Time and meter one SSE event; returns whether to pass it to the client."""
-    data = event
-    if event.startswith(_USAGE_COMMENT):
-        line, _, data = event.partition(b"\n")
-        _take_counts(ex, line)
-    if not data.startswith(b"data: "):
-        return True
-    try:
-        obj: Any = json.loads(data[6:])
-    except ValueError:
-        return True
-    if not isinstance(obj, dict):
-        return True
-    if "error" in obj:
-        ex.error = str(obj["error"])[:500]
-        ex.http_status = 503
-        return True
-    usage = obj.get("usage")
-    if usage:
-        ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        ex.completion_tokens = int(usage.get("completion_tokens") or 0)
-        if not obj.get("choices"):
-            return include_usage
-    if obj.get("choices"):
-        ex.mark_first_token()
-    return True
-
-
-def _take_counts(ex: Exchange, line: bytes) -> None:
-    parts = line[len(_USAGE_COMMENT) :].split()
-    if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-        ex.prompt_tokens, ex.completion_tokens = int(parts[0]), int(parts[1])

@@ -173,8 +173,10 @@ class QuotaLedger:
 
     @staticmethod
     def _roll(scope: _Scope, wall: datetime) -> None:
-        if scope.day != _day(wall):
-            scope.day, scope.day_tokens = _day(wall), 0
+        day = _day(wall)
+        if scope.day == day:
+            return
+        scope.day, scope.day_tokens = day, 0
         if scope.month != _month(wall):
             scope.month, scope.month_cost = _month(wall), 0.0
 

@@ -46,6 +46,7 @@ class _Conn(asyncio.Protocol):
         self.complete = False
         self.received = False
         self.lost = False
+        self.whole = False  # wake the reader only when the answer is complete
         self.waiter: asyncio.Future[None] | None = None
 
     # asyncio.Protocol
@@ -72,10 +73,13 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.headers_done = True
         self.keep_alive = self.parser.should_keep_alive()
-        self._wake()
+        if not self.whole:
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
+        if self.whole:
+            return
         self.buffered += len(body)
         if self.buffered > _HIGH_WATER and self.transport is not None:
             self.transport.pause_reading()
@@ -110,7 +114,7 @@ class _Conn(asyncio.Protocol):
         self.headers = {}
         self.chunks.clear()
         self.buffered = 0
-        self.complete = self.received = self.headers_done = False
+        self.complete = self.received = self.headers_done = self.whole = False
 
 
 class Response:
@@ -137,8 +141,9 @@ class Response:
             await conn.wait()
         return conn.take()
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (chunked framing removed).
+    async def chunk(self) -> bytes:
+        """The body bytes that arrived since the last call, waiting for some; ``b""`` at
+        the end.
 
         Raises:
             WireError: the connection broke before the end.
@@ -146,13 +151,21 @@ class Response:
         conn = self._conn
         while True:
             if conn.chunks:
-                yield conn.take()
-            elif conn.complete:
-                return
-            elif conn.lost:
+                return conn.take()
+            if conn.complete:
+                return b""
+            if conn.lost:
                 raise WireError("worker connection lost mid-stream")
-            else:
-                await conn.wait()
+            await conn.wait()
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (chunked framing removed).
+
+        Raises:
+            WireError: the connection broke before the end.
+        """
+        while chunk := await self.chunk():
+            yield chunk
 
     def close(self) -> None:
         """Give the connection back if the answer was read to the end, else drop it.
@@ -170,9 +183,19 @@ class Pool:
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
 
     async def post(
-        self, host: str, port: int, path: str, body: bytes, headers: Mapping[str, str]
+        self,
+        host: str,
+        port: int,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        whole: bool = False,
     ) -> Response:
         """Send a POST and wait for the answer's status and headers.
+
+        With ``whole``, wait for the whole answer instead: the caller is woken once, not
+        once for the headers and again for the body (a non-stream answer is read whole
+        anyway).
 
         Raises:
             WireError, OSError, TimeoutError: the worker could not be reached, or closed
@@ -184,20 +207,23 @@ class Pool:
         request = "".join(head).encode("latin-1") + body
         conn, reused = await self._acquire(host, port)
         try:
-            return await self._exchange(conn, request)
+            return await self._exchange(conn, request, whole)
         except WireError:
             if not reused or conn.received:
                 raise
         # a pooled connection the worker had just closed: once more on a fresh one
         conn, _ = await self._acquire(host, port, fresh=True)
-        return await self._exchange(conn, request)
+        return await self._exchange(conn, request, whole)
 
-    async def _exchange(self, conn: _Conn, request: bytes) -> Response:
+    async def _exchange(self, conn: _Conn, request: bytes, whole: bool) -> Response:
         assert conn.transport is not None
+        conn.whole = whole
         try:
             conn.transport.write(request)
-            while not conn.headers_done:
+            while not (conn.complete if whole else conn.headers_done):
                 if conn.lost:
+                    if conn.headers_done:
+                        break  # lost mid-body: the answer had begun, its reader sees the loss
                     raise WireError("worker closed the connection before answering")
                 await conn.wait()
         except BaseException:

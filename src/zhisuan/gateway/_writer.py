@@ -3,14 +3,18 @@
 :meth:`UsageWriter.submit` appends the record to the process's journal at once (see
 :mod:`zhisuan.store.journal`), so a request that ends normally has a durable record before
 the client sees the end of its answer, at the cost of one ``write`` call. The writer
-thread then stores records in batches: it waits up to ``linger_s`` after the first record
-for more to join it, so one commit carries many records and the database's per-commit
-cost is not paid per request. A failed commit is retried; records that still cannot be
-stored stay in the journal, which the next start replays.
+thread then stores records in batches: it waits ``linger_s`` after the first record of a
+batch and takes everything queued by then, so one commit carries many records and the
+database's per-commit cost (about 2 ms of CPU through SQLAlchemy, whatever the batch's
+size) is not paid per request. It sleeps through the linger rather than waking for each
+record, and readers that need every record so far call :meth:`UsageWriter.sync`, which
+cuts the linger short. A failed commit is retried; records that still cannot be stored
+stay in the journal, which the next start replays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -25,7 +29,7 @@ logger = logging.getLogger(__name__)
 Record = dict[str, Any]
 _STOP = object()
 ATTEMPTS = 4
-LINGER_S = 0.1
+LINGER_S = 1.0
 
 
 class UsageWriter:
@@ -50,6 +54,9 @@ class UsageWriter:
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._queue: queue.SimpleQueue[Record | threading.Event | object] = queue.SimpleQueue()
+        self._urgent = threading.Event()  # end the linger now (a reader waits, or stopping)
+        self._submitted = 0  # written by submitters only
+        self._taken = 0  # written by the writer thread only
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
 
@@ -58,16 +65,21 @@ class UsageWriter:
         if self._journal is not None:
             self._journal.append(record)
         self._queue.put(record)
+        self._submitted += 1
+        if self._submitted - self._taken >= self._max_batch:
+            self._urgent.set()
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until every record submitted so far is stored (or ``timeout`` passes)."""
         done = threading.Event()
         self._queue.put(done)
+        self._urgent.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Store what is queued, stop the thread and release the journal."""
         self._queue.put(_STOP)
+        self._urgent.set()
         self._thread.join(timeout)
         if self._journal is not None:
             self._journal.close()
@@ -75,11 +87,15 @@ class UsageWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
+            items = [self._queue.get()]
+            self._urgent.wait(self._linger_s)
+            self._urgent.clear()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    items.append(self._queue.get_nowait())
             batch: list[Record] = []
             synced: list[threading.Event] = []
-            item = self._queue.get()
-            deadline = time.monotonic() + self._linger_s
-            while True:
+            for item in items:
                 if item is _STOP:
                     stopping = True
                 elif isinstance(item, threading.Event):
@@ -87,14 +103,9 @@ class UsageWriter:
                 else:
                     assert isinstance(item, dict)
                     batch.append(item)
-                if stopping or synced or len(batch) >= self._max_batch:
-                    break
-                try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-            if batch:
-                self._flush(batch)
+            self._taken += len(batch)
+            for at in range(0, len(batch), self._max_batch):
+                self._flush(batch[at : at + self._max_batch])
             for event in synced:
                 event.set()
 

@@ -54,7 +54,7 @@ class UsageJournal:
     def append(self, record: Record) -> None:
         """Write ``record`` through to the file (not fsynced: durable against a crash of
         this process, not of the machine)."""
-        line = (json.dumps(record, default=_encode, separators=(",", ":")) + "\n").encode()
+        line = (_ENCODER.encode(record) + "\n").encode()
         with self._lock:
             os.write(self._fd, line)
             self._pending += 1
@@ -148,3 +148,6 @@ def _encode(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot journal {type(value).__name__}")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_encode)

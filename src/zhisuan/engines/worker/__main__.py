@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
+        server_header=False,  # answers go to the gateway, which parses every header
+        date_header=False,
     )
     server = uvicorn.Server(config)
     server.run()

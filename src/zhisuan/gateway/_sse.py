@@ -1,0 +1,126 @@
+"""Metering what a worker answers, as the gateway relays it: SSE streams and JSON bodies.
+
+Workers asked with ``X-Zhisuan-Usage: always`` put a comment line ``: usage <prompt>
+<completion>`` in every stream event (SSE comments are ignored by clients), with the counts
+so far, and always end a stream with the usage chunk, which is dropped again when the
+client did not ask for ``stream_options.include_usage``. Their JSON is compact, so a few
+byte patterns tell the events apart; none of them can occur inside a JSON string, where
+quotes and newlines are escaped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from zhisuan.gateway._exchange import Exchange
+
+DONE = b"data: [DONE]"
+DONE_EVENT = DONE + b"\n\n"
+_USAGE_COMMENT = b": usage "
+_LINE_USAGE = b"\n" + _USAGE_COMMENT
+_CHUNK = b'data: {"id":'
+_SOME_CHOICES = b'"choices":[{'
+_NO_CHOICES = b'"choices":[]'
+_ERROR = b'data: {"error"'
+_DECODER = json.JSONDecoder()
+
+
+class StreamMeter:
+    """Times and meters one relayed stream.
+
+    Args:
+        ex: the request's record (first token time, counts, error).
+        include_usage: whether the client asked for the usage chunk.
+    """
+
+    __slots__ = ("_tally", "ex", "include_usage")
+
+    def __init__(self, ex: Exchange, include_usage: bool) -> None:
+        self.ex = ex
+        self.include_usage = include_usage
+        self._tally = b""
+
+    def events(self, events: bytes) -> bytes:
+        """Meter complete SSE events (each ending in a blank line); returns what to pass on.
+
+        A run of token events (each led by its ``: usage`` comment) is passed on unread but
+        for one look for the first token; the counts are cumulative, so only the last run's
+        are needed, and :meth:`count` reads them when the stream ends or breaks. Anything
+        else (an error, the usage chunk, the end, a worker without comments) is read event
+        by event.
+        """
+        ex = self.ex
+        if (
+            events.startswith(_USAGE_COMMENT)
+            and DONE not in events
+            and _NO_CHOICES not in events
+            and _ERROR not in events
+        ):
+            self._tally = events
+            if ex.first_token_at is None and _SOME_CHOICES in events:
+                ex.mark_first_token()
+            return events
+        self.count()
+        out = [e for e in events[:-2].split(b"\n\n") if e.endswith(DONE) or self._inspect(e)]
+        return b"\n\n".join(out) + b"\n\n" if out else b""
+
+    def count(self) -> None:
+        """Take the counts of the last run of token events, if not taken yet."""
+        events, self._tally = self._tally, b""
+        if events:
+            at = events.rfind(_LINE_USAGE) + 1  # 0: the run's first event, which leads it
+            _take_counts(self.ex, events[at : events.find(b"\n", at)])
+
+    def _inspect(self, event: bytes) -> bool:
+        """Meter one event; returns whether to pass it on."""
+        ex, data = self.ex, event
+        if event.startswith(_USAGE_COMMENT):
+            line, _, data = event.partition(b"\n")
+            _take_counts(ex, line)
+            if data.startswith(_CHUNK) and _SOME_CHOICES in data:
+                ex.mark_first_token()
+                return True
+        if not data.startswith(b"data: "):
+            return True
+        try:
+            obj: Any = json.loads(data[6:])
+        except ValueError:
+            return True
+        if not isinstance(obj, dict):
+            return True
+        if "error" in obj:
+            ex.error = str(obj["error"])[:500]
+            ex.http_status = 503
+            return True
+        usage = obj.get("usage")
+        if usage:
+            ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            ex.completion_tokens = int(usage.get("completion_tokens") or 0)
+            if not obj.get("choices"):
+                return self.include_usage
+        if obj.get("choices"):
+            ex.mark_first_token()
+        return True
+
+
+def take_usage(ex: Exchange, content: bytes) -> None:
+    """Take the counts from a JSON answer's ``usage`` object (parsing only it when it can)."""
+    at = content.rfind(b'"usage":')
+    try:
+        usage: Any = _DECODER.raw_decode(content[at + 8 :].decode().lstrip())[0] if at >= 0 else {}
+    except ValueError:
+        try:
+            usage = json.loads(content).get("usage")
+        except (ValueError, AttributeError):
+            return
+    if not isinstance(usage, dict):
+        return
+    ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    ex.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+
+def _take_counts(ex: Exchange, line: bytes) -> None:
+    parts = line[len(_USAGE_COMMENT) :].split()
+    if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+        ex.prompt_tokens, ex.completion_tokens = int(parts[0]), int(parts[1])
