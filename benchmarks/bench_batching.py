@@ -133,14 +133,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", type=Path, default=None, help="HF directory to load")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
             demo = tiny_chat_dir()
             model = demo if (demo / "config.json").is_file() else _fixture_model(Path(tmp))
+        options = {"max_batch": 16, "n_threads": args.threads}
+        engine = load(model, model_name="bench", device=args.device, options=options)
         print(f"model: {model}  device: {args.device}  threads: {torch.get_num_threads()}")
-        engine = load(model, model_name="bench", device=args.device, options={"max_batch": 16})
         try:
             asyncio.run(_bench(engine, args.requests, args.max_tokens, args.repeats))
         finally:

@@ -8,10 +8,15 @@ Targets (issue 3): added p50 <= 2 ms, added p99 <= 10 ms, throughput >= 95% of d
 concurrency 1 and 64, streaming and not.
 
 On a small CPU-only host the gateway and a CPU engine compete for the same cores, so
-every millisecond of gateway CPU is taken from the engine; ``--engine-threads 1`` leaves
-the gateway a core, as a GPU engine would.
+every millisecond of gateway CPU is taken from the engine. Workers leave the gateway a
+core by default; ``--engine-threads`` overrides that (2 on two cores: the engine's threads
+take every core and stall when the gateway runs).
 
-Run: ``.venv/bin/python benchmarks/bench_gateway_overhead.py [--engine-threads 1]``
+At concurrency 1 each request goes to each path in turn. At 64, each round keeps 64
+requests in flight for ``--seconds`` and counts the requests that end in that window, so
+the ramp-up and the drain stay out of the throughput; rounds alternate between paths.
+
+Run: ``.venv/bin/python benchmarks/bench_gateway_overhead.py [--max-tokens 64]``
 """
 
 from __future__ import annotations
@@ -131,7 +136,7 @@ def main() -> None:
         "--engine-threads",
         type=int,
         default=None,
-        help="CPU threads of the worker (default: torch's; 1 leaves the gateway a core)",
+        help="CPU threads of the worker (default: every core but one)",
     )
     args = parser.parse_args()
     BODY["max_tokens"] = args.max_tokens
@@ -176,7 +181,7 @@ def main() -> None:
                     )
         finally:
             srv.stop()
-    print(f"\nworker threads: {args.engine_threads or 'torch default'}")
+    print(f"\nworker threads: {args.engine_threads or 'default'}, {args.max_tokens} tokens")
     print(
         "| mode | concurrency | added p50 (ms) | added p99 (ms) | throughput vs direct "
         "| gateway CPU per request (ms) |"

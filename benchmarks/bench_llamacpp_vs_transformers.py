@@ -125,7 +125,9 @@ async def main(args: argparse.Namespace) -> list[Row]:
         cpp = llamacpp.load(
             gguf, model_name="m", device="cpu", options={"n_threads": args.threads, "n_ctx": 512}
         )
-        hft = transformers.load(hf, model_name="m", device="cpu", options={})
+        hft = transformers.load(
+            hf, model_name="m", device="cpu", options={"n_threads": args.threads}
+        )
         configs = [
             ("llama.cpp (GGUF F16)", cpp, 1),
             ("transformers (HF)", hft, 1),

@@ -101,7 +101,7 @@ def deploy(
     upstream_model: str | None = typer.Option(None, help="Model name on the upstream."),
     max_batch: int | None = typer.Option(None, min=1, help="Concurrent sequences per replica."),
     threads: int | None = typer.Option(
-        None, min=1, help="CPU threads per replica (leave the gateway a core on small hosts)."
+        None, min=1, help="CPU threads per replica [default: every core but one, for the gateway]."
     ),
     price_in: float | None = typer.Option(
         None, min=0, help="Price per million prompt tokens (bills by tokens)."

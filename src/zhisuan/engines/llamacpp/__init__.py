@@ -15,7 +15,7 @@ exact.
 
 Options (``--options`` JSON):
     n_ctx: context length (default: the GGUF's training context).
-    n_threads: CPU threads (default ``os.cpu_count()``).
+    n_threads: CPU threads (default every core but one, left to the gateway).
     n_batch: prompt evaluation batch (default 512).
     embedding: true for an embedding GGUF (serves ``/v1/embeddings`` only).
     pooling: ``mean``, ``cls`` or ``last`` (default: the GGUF's; token vectors of a GGUF

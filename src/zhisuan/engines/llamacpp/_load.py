@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from zhisuan.engines.base import EngineInfo
+from zhisuan.engines.base import EngineInfo, cpu_threads
 from zhisuan.engines.llamacpp._engine import _POOLING, INSTALL_HINT, LlamaCppEngine
 from zhisuan.errors import EngineUnavailable, InvalidParameter
 
@@ -51,7 +50,7 @@ def load(
         llm = Llama(
             model_path=str(path),
             n_ctx=int(options.get("n_ctx", 0)),  # 0: the GGUF's training context
-            n_threads=int(options.get("n_threads") or os.cpu_count() or 1),
+            n_threads=cpu_threads(options.get("n_threads")),
             n_batch=int(options.get("n_batch", 512)),
             n_gpu_layers=int(options.get("n_gpu_layers", 0)),
             embedding=embedding,

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from zhisuan.engines.base import EngineInfo, Task
+from zhisuan.engines.base import EngineInfo, Task, cpu_threads
 from zhisuan.engines.transformers._embed import PoolingSpec, read_pooling
 from zhisuan.engines.transformers._engine import TransformersEngine
 from zhisuan.errors import InvalidParameter
@@ -41,7 +41,8 @@ def load(
             ``max_batch`` (default 16), ``max_prefill_tokens`` (default 4096),
             ``context_length`` (lower the model's limit),
             ``attn_implementation`` (default ``"sdpa"``), ``embed_batch_size`` (32),
-            ``n_threads`` (CPU threads for torch; default: torch's own choice).
+            ``n_threads`` (CPU threads for torch; default on CPU: every core but one,
+            see :func:`zhisuan.engines.base.cpu_threads`).
 
     Returns:
         The loaded engine, ready to serve.
@@ -51,14 +52,14 @@ def load(
         OSError: the directory is missing files transformers needs.
     """
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # tqdm bars: noise
-    if options.get("n_threads"):
-        torch.set_num_threads(int(options["n_threads"]))
+    torch_device = torch.device(device)
+    if torch_device.type == "cpu" or options.get("n_threads"):
+        torch.set_num_threads(cpu_threads(options.get("n_threads")))
     common: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     config = AutoConfig.from_pretrained(model_path, **common)
     task: Task = options.get("task") or _detect_task(config)
     if task not in ("chat", "embedding"):
         raise InvalidParameter(f"unknown task {task!r}", param="task")
-    torch_device = torch.device(device)
     dtype = _pick_dtype(options.get("dtype"), torch_device)
     tokenizer = AutoTokenizer.from_pretrained(model_path, **common)
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
