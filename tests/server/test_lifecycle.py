@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -24,9 +25,14 @@ def test_deployments_come_back_after_restart(tmp_path_factory: pytest.TempPathFa
     assert [r["state"] for r in rows if r["model"] == "zhisuan-tiny-chat"] == ["stopped"] * 2
     second = start_server(home)  # no --demo: everything comes from the store
     try:
-        second.wait_ready(timeout=120)
-        rows = json.loads(second.cli("ps", "--json").stdout)
-        chat = [r for r in rows if r["model"] == "zhisuan-tiny-chat"]
+        second.wait_ready(timeout=120)  # one replica of each model is ready
+        deadline = time.monotonic() + 120
+        while True:
+            rows = json.loads(second.cli("ps", "--json").stdout)
+            chat = [r for r in rows if r["model"] == "zhisuan-tiny-chat"]
+            if all(r["state"] == "ready" for r in chat) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert len(chat) == 2 and all(r["state"] == "ready" for r in chat)
         with openai.OpenAI(base_url=f"{second.url}/v1", api_key="x", max_retries=0) as client:
             resp = client.completions.create(model="zhisuan-tiny-chat", prompt="GPU", max_tokens=4)
