@@ -57,7 +57,10 @@ def test_reuses_connections_and_reads_chunked_streams() -> None:
             assert (resp.status, resp.headers[b"x-a"], await resp.read()) == (201, b"b", b"pong")
             resp.close()
         resp = await pool.post("127.0.0.1", port, "/s", b"stream", {})
-        assert b"".join([c async for c in resp.iter_any()]) == b"data: 1\n\ndata: 2\n\n"
+        parts = []
+        while part := await resp.chunk():
+            parts.append(part)
+        assert b"".join(parts) == b"data: 1\n\ndata: 2\n\n"
         resp.close()
         assert connections[0] == 1  # one keep-alive connection served all four
         pool.close()

@@ -116,7 +116,7 @@ class Engine(Protocol):
         ...
 
 
-def cpu_threads(requested: object = None) -> int:
+def cpu_threads(requested: int | str | None = None) -> int:
     """CPU threads an engine computes with: ``requested``, else every core this process may
     use but one.
 
@@ -127,7 +127,7 @@ def cpu_threads(requested: object = None) -> int:
     requests per second with two threads than with one (``benchmarks/bench_gateway_overhead.py``).
     """
     if requested:
-        return int(str(requested))
+        return int(requested)
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -177,8 +177,9 @@ class QuotaLedger:
         if scope.day == day:
             return
         scope.day, scope.day_tokens = day, 0
-        if scope.month != _month(wall):
-            scope.month, scope.month_cost = _month(wall), 0.0
+        month = _month(wall)  # a new month is a new day
+        if scope.month != month:
+            scope.month, scope.month_cost = month, 0.0
 
 
 def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float, wall: datetime) -> None:

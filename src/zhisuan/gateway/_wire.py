@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import cast
 
 import httptools
@@ -157,15 +157,6 @@ class Response:
             if conn.lost:
                 raise WireError("worker connection lost mid-stream")
             await conn.wait()
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (chunked framing removed).
-
-        Raises:
-            WireError: the connection broke before the end.
-        """
-        while chunk := await self.chunk():
-            yield chunk
 
     def close(self) -> None:
         """Give the connection back if the answer was read to the end, else drop it.
