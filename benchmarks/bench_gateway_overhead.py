@@ -7,10 +7,15 @@ in one run, interleaved in rounds so drift in machine load hits both alike.
 Targets (issue 3): added p50 <= 2 ms, added p99 <= 10 ms, throughput >= 95% of direct, at
 concurrency 1 and 64, streaming and not.
 
-On a small CPU-only host the gateway and a CPU engine compete for the same cores, so
-every millisecond of gateway CPU is taken from the engine. Workers leave the gateway a
-core by default; ``--engine-threads`` overrides that (2 on two cores: the engine's threads
-take every core and stall when the gateway runs).
+On a small CPU-only host the gateway, a CPU engine and the load generator compete for the
+same cores, so every millisecond of gateway CPU is taken from the engine. ``zhisuan
+serve`` keeps a core for the gateway and pins CPU replicas to the others
+(``zhisuan.cluster.cores``); run with ``ZHISUAN_CPU_PINNING=off`` to compare.
+``--engine-threads`` overrides the engine's thread count.
+
+The load generator is aiohttp on uvloop. An httpx client at concurrency 64 took a whole
+core on two cores (about 10 ms of CPU per request), as much as the engine, and the
+ratios then measured the client's contention rather than the gateway.
 
 At concurrency 1 each request goes to each path in turn. At 64, each round keeps 64
 requests in flight for ``--seconds`` and counts the requests that end in that window, so
@@ -29,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import psutil
+import uvloop
 
 from _harness import CHAT, start_metered
 
@@ -45,25 +51,31 @@ BODY: dict[str, Any] = {
 ERRORS: dict[str, int] = {}
 
 
-async def one(http: httpx.AsyncClient, url: str, stream: bool) -> float | None:
+async def one(http: aiohttp.ClientSession, url: str, stream: bool) -> float | None:
     """Seconds for one request, or None if it failed (counted in ``ERRORS``)."""
     start = time.perf_counter()
     try:
-        if stream:
-            async with http.stream("POST", url, json={**BODY, "stream": True}) as resp:
-                async for _ in resp.aiter_raw():
-                    pass
-        else:
-            resp = await http.post(url, json=BODY)
-    except httpx.HTTPError as exc:
+        async with http.post(url, json={**BODY, "stream": stream}) as resp:
+            async for _ in resp.content.iter_any():  # every event as it comes
+                pass
+    except (aiohttp.ClientError, TimeoutError) as exc:
         key = f"{url.split('/v1')[0]} {type(exc).__name__}"
         ERRORS[key] = ERRORS.get(key, 0) + 1
         return None
-    if resp.status_code != 200:
-        key = f"{url.split('/v1')[0]} HTTP {resp.status_code}"
+    if resp.status != 200:
+        key = f"{url.split('/v1')[0]} HTTP {resp.status}"
         ERRORS[key] = ERRORS.get(key, 0) + 1
         return None
     return time.perf_counter() - start
+
+
+def session(key: str | None, concurrency: int) -> aiohttp.ClientSession:
+    """A client with ``concurrency`` pooled connections and the key, if any."""
+    return aiohttp.ClientSession(
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=120),
+    )
 
 
 async def steady(
@@ -76,9 +88,7 @@ async def steady(
         ramp-up and the drain (when fewer than ``concurrency`` requests are left), which a
         fixed count of requests would include, stay out of the throughput.
     """
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=120) as http:
+    async with session(key, concurrency) as http:
         url = f"{base}/v1/chat/completions"
         await one(http, url, stream)  # warm the connection
         begin = time.perf_counter() + warmup
@@ -99,10 +109,7 @@ async def alternate(
     paths: list[tuple[str, str | None]], stream: bool, n: int
 ) -> dict[str, list[float]]:
     """Concurrency 1, one request to each path in turn, so drift hits both alike."""
-    clients = [
-        httpx.AsyncClient(headers={"Authorization": f"Bearer {k}"} if k else {}, timeout=120)
-        for _, k in paths
-    ]
+    clients = [session(k, 1) for _, k in paths]
     lat: dict[str, list[float]] = {base: [] for base, _ in paths}
     try:
         for http, (base, _) in zip(clients, paths, strict=True):
@@ -115,7 +122,7 @@ async def alternate(
                     lat[base].append(x)
     finally:
         for http in clients:
-            await http.aclose()
+            await http.close()
     return lat
 
 
@@ -155,7 +162,7 @@ def main() -> None:
                     wall: dict[str, float] = {"direct": 0.0, "gateway": 0.0}
                     before = sum(gateway_proc.cpu_times()[:2])
                     if conc == 1:
-                        both = asyncio.run(
+                        both = uvloop.run(
                             alternate([(direct, None), (srv.url, key)], stream, args.n1)
                         )
                         lat = {"direct": both[direct], "gateway": both[srv.url]}
@@ -166,7 +173,7 @@ def main() -> None:
                                 ("direct", direct, None),
                                 ("gateway", srv.url, key),
                             ):
-                                lat[path] += asyncio.run(
+                                lat[path] += uvloop.run(
                                     steady(base, k, stream, conc, args.seconds, args.warmup)
                                 )
                                 wall[path] += args.seconds

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
         max_body_bytes: request bodies over this get 413.
         cpu_power_w / gpu_power_w: device power used for energy estimates.
         device_cost_per_hour: price of a device-hour for models without token prices.
+        cpu_pinning: ``auto`` (the gateway keeps a core, CPU replicas share the rest, see
+            :mod:`zhisuan.cluster.cores`) or ``off``.
     """
 
     model_config = SettingsConfigDict(env_prefix="ZHISUAN_", extra="ignore")
@@ -47,6 +49,7 @@ class Settings(BaseSettings):
     gpu_power_w: float = Field(default=300.0, gt=0, description="GPU power without NVML")
     device_cost_per_hour: float = Field(default=0.0, ge=0, description="when not token-priced")
     currency: str = "USD"
+    cpu_pinning: str = Field(default="auto", pattern="^(auto|off)$")
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.server._serve import Server
+from zhisuan.cluster import cores
 
 pytestmark = pytest.mark.server
 
@@ -54,6 +55,26 @@ def test_ps_lists_every_replica_with_its_fields(server: Server) -> None:
     assert isinstance(chat["pid"], int)
     table = server.cli("ps").stdout
     assert CHAT in table and "ready" in table
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux and two cores (on one core nothing is pinned)",
+)
+def test_the_gateway_keeps_a_core_and_cpu_replicas_run_on_the_others(server: Server) -> None:
+    layout = cores.plan("auto")
+    assert layout is not None
+    assert os.sched_getaffinity(server.proc.pid) == layout.gateway
+    rows = httpx.get(f"{server.url}/admin/replicas", timeout=10).json()
+    cpu_rows = [r for r in rows if r["device"] == "cpu" and r["state"] == "ready"]
+    assert cpu_rows
+    for row in cpu_rows:
+        assert row["cpus"], row
+        assert not set(row["cpus"]) & layout.gateway
+        for tid in os.listdir(f"/proc/{row['pid']}/task"):  # torch's threads included
+            assert os.sched_getaffinity(int(tid)) == set(row["cpus"])
+    listed = {(r["model"], r["replica"]): r["cpus"] for r in ps(server)}
+    assert all(listed[(r["model"], r["replica"])] == r["cpus"] for r in cpu_rows)
 
 
 def test_killed_worker_errors_the_stream_and_comes_back(

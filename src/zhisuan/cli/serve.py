@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import typer
@@ -29,6 +30,10 @@ def serve(
     auth: str | None = typer.Option(
         None, help="on | off [default: on unless listening on loopback]."
     ),
+    cpu_pinning: str | None = typer.Option(
+        None,
+        help="auto | off [default: auto: the gateway keeps a core, CPU replicas share the rest].",
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
     access_log: bool = typer.Option(
         False,
@@ -51,6 +56,10 @@ def serve(
         if auth not in ("on", "off"):
             fail(f"--auth must be on or off, not {auth!r}")
         overrides["auth"] = auth
+    if cpu_pinning is not None:
+        if cpu_pinning not in ("auto", "off"):
+            fail(f"--cpu-pinning must be auto or off, not {cpu_pinning!r}")
+        overrides["cpu_pinning"] = cpu_pinning
     with user_errors():
         settings = Settings(**overrides)
         settings.ensure_home()
@@ -75,11 +84,23 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    app = create_app(settings, store=store)
+    from zhisuan.cluster import cores
+    from zhisuan.cluster.local import LocalBackend
+
+    layout = cores.plan(settings.cpu_pinning)
+    if layout is not None:
+        cores.pin(os.getpid(), layout.gateway)
+    app = create_app(settings, store=store, backend=LocalBackend(settings, layout))
     console.print(
         f"zhisuan gateway on {gateway_url(settings.host, settings.port)} (home {settings.home})",
         highlight=False,
     )
+    if layout is not None:
+        console.print(
+            f"gateway on cores {cores.describe(layout.gateway)}; "
+            f"CPU replicas on {cores.describe(layout.workers)} (--cpu-pinning off to stop)",
+            highlight=False,
+        )
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level=log_level, access_log=access_log
     )
@@ -101,7 +122,7 @@ def deploy(
     upstream_model: str | None = typer.Option(None, help="Model name on the upstream."),
     max_batch: int | None = typer.Option(None, min=1, help="Concurrent sequences per replica."),
     threads: int | None = typer.Option(
-        None, min=1, help="CPU threads per replica [default: every core but one, for the gateway]."
+        None, min=1, help="CPU threads per replica [default: every core of the replica but one]."
     ),
     price_in: float | None = typer.Option(
         None, min=0, help="Price per million prompt tokens (bills by tokens)."
@@ -171,7 +192,7 @@ def ps(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     url: str | None = typer.Option(None, help="Gateway URL [default: from settings]."),
 ) -> None:
-    """List replicas: model, state, pid, device, endpoint, uptime, restarts."""
+    """List replicas: model, state, pid, device, cores, endpoint, uptime, restarts."""
     settings = Settings()
     rows = _replicas(settings, url)
     if as_json:
@@ -179,8 +200,10 @@ def ps(
         return
     from rich.table import Table
 
+    from zhisuan.cluster import cores
+
     table = Table(
-        "model", "#", "engine", "state", "pid", "device", "endpoint", "uptime", "restarts"
+        "model", "#", "engine", "state", "pid", "device", "cores", "endpoint", "uptime", "restarts"
     )
     for r in rows:
         table.add_row(
@@ -190,6 +213,7 @@ def ps(
             r["state"],
             str(r["pid"] or "-"),
             r["device"],
+            cores.describe(r["cpus"]) if r.get("cpus") else "-",
             r["endpoint"] or "-",
             f"{r['uptime_s']:.0f}s",
             str(r["restarts"]),

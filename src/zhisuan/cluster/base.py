@@ -63,6 +63,7 @@ class Replica:
     outstanding: int = 0
     last_error: str | None = None
     generation: int = field(default=0)  # bumps on every (re)start
+    cpus: tuple[int, ...] | None = None  # the cores it is pinned to (None: not pinned)
 
     @property
     def uptime_s(self) -> float:
@@ -79,6 +80,7 @@ class Replica:
             "state": self.state.value,
             "pid": self.pid,
             "device": self.spec.device,
+            "cpus": list(self.cpus) if self.cpus is not None else None,
             "endpoint": self.endpoint,
             "uptime_s": round(self.uptime_s, 1),
             "restarts": self.restarts,

@@ -4,7 +4,8 @@ Each replica has a supervisor task that starts ``python -m zhisuan.engines.worke
 waits for ``GET /health`` to answer 200, then waits for the process to exit. A worker that
 exits while it is wanted is restarted with exponential backoff (reset once a run has been
 healthy for ``STABLE_S``). Workers get ``PR_SET_PDEATHSIG`` so they never outlive a gateway
-killed with ``kill -9``.
+killed with ``kill -9``. Given a :class:`~zhisuan.cluster.cores.CoreLayout`, each worker
+starts on its cores, and running workers move when the set of CPU replicas changes.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from zhisuan.cluster import cores as cpu
 from zhisuan.cluster.base import Replica, ReplicaSpec, ReplicaState
 from zhisuan.settings import Settings
 
@@ -35,6 +38,17 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_setup(cores: frozenset[int] | None) -> Callable[[], None]:
+    """What the child runs between fork and exec: die with the parent, move to ``cores``."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    return setup
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -71,8 +85,15 @@ def worker_command(spec: ReplicaSpec, port: int) -> list[str]:
 class LocalBackend:
     """Worker processes on this machine, supervised and restarted with backoff."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, cores: cpu.CoreLayout | None = None) -> None:
+        """
+        Args:
+            settings: platform settings (logs directory, restart backoff, timeouts).
+            cores: where workers run (None: wherever the OS puts them).
+        """
         self._settings = settings
+        self._cores = cores
+        self._placement: dict[str, frozenset[int]] = {}
         self._replicas: dict[str, Replica] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
@@ -87,6 +108,13 @@ class LocalBackend:
         for key in list(self._replicas):
             if key not in wanted or self._replicas[key].spec != wanted[key]:
                 await self._stop_one(key)
+        if self._cores is not None:
+            self._placement = self._cores.assign(specs)
+            for key, replica in self._replicas.items():  # running ones move to their new slice
+                cores = self._placement[key]
+                if replica.pid is not None and replica.cpus != tuple(sorted(cores)):
+                    cpu.pin(replica.pid, cores)
+                    replica.cpus = tuple(sorted(cores))
         for key, spec in wanted.items():
             if key not in self._replicas:
                 replica = Replica(spec=spec)
@@ -135,17 +163,19 @@ class LocalBackend:
         port = free_port()
         self._settings.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._settings.logs_dir / f"{spec.model.replace('/', '_')}-{spec.index}.log"
+        cores = self._placement.get(spec.key)
         with log_path.open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 *worker_command(spec, port),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup(cores),
                 env=_worker_env(),
             )
         self._procs[spec.key] = proc
         replica.pid = proc.pid
+        replica.cpus = tuple(sorted(cores)) if cores else None
         replica.generation += 1
         replica.endpoint = f"http://127.0.0.1:{port}"
         if replica.state is not ReplicaState.RESTARTING:

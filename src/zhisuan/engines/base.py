@@ -120,11 +120,13 @@ def cpu_threads(requested: int | str | None = None) -> int:
     """CPU threads an engine computes with: ``requested``, else every core this process may
     use but one.
 
-    The spare core is the gateway's (and the tokenizer's, and the clients' on a small
-    host). An engine whose threads take every core stalls whenever anything else runs:
-    each parallel step waits for its slowest thread, and a preempted thread is slow. On
-    two cores, with the gateway relaying 64 streams, the demo model served 20% fewer
-    requests per second with two threads than with one (``benchmarks/bench_gateway_overhead.py``).
+    The spare core is the worker's event loop's (and the tokenizer's; on a host where the
+    gateway does not pin, the gateway's too). An engine whose threads take every core
+    stalls whenever anything else runs: each parallel step waits for its slowest thread,
+    and a preempted thread is slow. On two cores, unpinned, with the gateway relaying 64
+    streams, the demo model served 20% fewer requests per second with two threads than
+    with one (``benchmarks/bench_gateway_overhead.py``). A worker pinned to its own cores
+    (:mod:`zhisuan.cluster.cores`) counts only those.
     """
     if requested:
         return int(requested)
