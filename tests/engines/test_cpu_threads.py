@@ -1,4 +1,4 @@
-"""CPU engines leave a core to the gateway unless told otherwise."""
+"""CPU engines leave a core of their own (the event loop's) unless told otherwise."""
 
 from __future__ import annotations
 
