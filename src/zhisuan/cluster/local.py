@@ -111,10 +111,10 @@ class LocalBackend:
         if self._cores is not None:
             self._placement = self._cores.assign(specs)
             for key, replica in self._replicas.items():  # running ones move to their new slice
-                cores = self._placement[key]
-                if replica.pid is not None and replica.cpus != tuple(sorted(cores)):
+                cores = tuple(sorted(self._placement[key]))
+                if replica.pid is not None and replica.cpus != cores:
                     cpu.pin(replica.pid, cores)
-                    replica.cpus = tuple(sorted(cores))
+                    replica.cpus = cores
         for key, spec in wanted.items():
             if key not in self._replicas:
                 replica = Replica(spec=spec)
