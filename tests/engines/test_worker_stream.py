@@ -69,6 +69,19 @@ def test_gateway_header_forces_usage(chat_url: str) -> None:
     assert all("usage" not in json.loads(e) for e in events[:-2])
 
 
+def test_gateway_header_puts_the_counts_of_a_whole_answer_in_a_header(chat_url: str) -> None:
+    body = {"model": "fake-chat", "messages": MESSAGES, "max_tokens": 2}
+    plain = httpx.post(f"{chat_url}/v1/chat/completions", json=body)
+    assert "x-zhisuan-usage" not in plain.headers
+    metered = httpx.post(
+        f"{chat_url}/v1/chat/completions", json=body, headers={"X-Zhisuan-Usage": "always"}
+    )
+    usage = metered.json()["usage"]
+    assert usage["completion_tokens"] == 2
+    counts = f"{usage['prompt_tokens']} {usage['completion_tokens']}"
+    assert metered.headers["x-zhisuan-usage"] == counts
+
+
 def test_completion_stream(client: openai.OpenAI) -> None:
     chunks = list(
         client.completions.create(

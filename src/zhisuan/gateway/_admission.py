@@ -18,6 +18,7 @@ from zhisuan.gateway._auth import OFF, Principal
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._quota import QuotaLedger
+from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 TEMPLATE_MARGIN = 8  # tokens a chat template may add per message
 DEFAULT_CONTEXT = 4096
@@ -30,24 +31,28 @@ def principal_of(request: Request) -> Principal:
 
 def prompt_upper_bound(parsed: Any) -> int:
     """Tokens the prompt cannot exceed, from its UTF-8 size."""
-    if hasattr(parsed, "messages"):
-        texts = [m.text() for m in parsed.messages]
-        return sum(len(t.encode()) for t in texts) + TEMPLATE_MARGIN * (len(texts) + 1)
-    if hasattr(parsed, "prompt_text"):
+    if isinstance(parsed, ChatCompletionRequest):
+        total = TEMPLATE_MARGIN
+        for m in parsed.messages:
+            text = m.content if isinstance(m.content, str) else m.text()
+            total += len(text.encode()) + TEMPLATE_MARGIN
+        return total
+    if isinstance(parsed, CompletionRequest):
         return len(parsed.prompt_text().encode()) + TEMPLATE_MARGIN
-    if hasattr(parsed, "inputs"):
-        inputs = parsed.inputs()
-        return sum(len(t.encode()) + 2 for t in inputs)
+    if isinstance(parsed, EmbeddingRequest):
+        return sum(len(t.encode()) + 2 for t in parsed.inputs())
     return 0
 
 
 def worst_case_tokens(parsed: Any, context_length: int) -> tuple[int, int]:
     """(prompt, completion) tokens a request may use at most."""
     prompt = min(prompt_upper_bound(parsed), context_length)
-    if hasattr(parsed, "inputs"):
+    if isinstance(parsed, EmbeddingRequest):
         return prompt, 0
-    requested = getattr(parsed, "requested_max_tokens", None)
-    budget = requested() if callable(requested) else getattr(parsed, "max_tokens", None)
+    if isinstance(parsed, ChatCompletionRequest):
+        budget = parsed.max_completion_tokens or parsed.max_tokens
+    else:
+        budget = getattr(parsed, "max_tokens", None)
     completion = budget if budget else max(context_length - prompt, 0)
     return prompt, min(completion, context_length)
 
@@ -58,6 +63,7 @@ class Admission:
     def __init__(self, gw: Gateway, ledger: QuotaLedger | None) -> None:
         self._gw = gw
         self._ledger = ledger
+        self._contexts: dict[str, tuple[ReplicaSpec, int]] = {}
 
     async def __call__(self, principal: Principal, ex: Exchange) -> None:
         ex.context["tenant"] = principal.tenant
@@ -78,18 +84,20 @@ class Admission:
 
     def _reserve(self, principal: Principal, ex: Exchange) -> None:
         assert self._ledger is not None
-        spec = self._spec(ex.model)
-        context = DEFAULT_CONTEXT
-        if spec is not None:
-            context = int(dict(spec.options).get("context_length") or DEFAULT_CONTEXT)
-        prompt, completion = worst_case_tokens(ex.context["request"], context)
-        cost = 0.0
-        if spec is not None:
+        replicas = self._gw.backend.replicas(ex.model)
+        if not replicas:
+            prompt, completion = worst_case_tokens(ex.context["request"], DEFAULT_CONTEXT)
+            cost = 0.0
+        else:
+            spec = replicas[0].spec
+            prompt, completion = worst_case_tokens(ex.context["request"], self._context(spec))
             cost = self._gw.meter.pricing(spec).worst_case(prompt, completion)
-        ex.context["reservation"] = self._ledger.admit(
-            list(principal.scopes), prompt + completion, cost
-        )
+        ex.context["reservation"] = self._ledger.admit(principal.scopes, prompt + completion, cost)
 
-    def _spec(self, model: str) -> ReplicaSpec | None:
-        replicas = self._gw.backend.replicas(model)
-        return replicas[0].spec if replicas else None
+    def _context(self, spec: ReplicaSpec) -> int:
+        """The model's context length (kept per spec: reading it copies the options)."""
+        held = self._contexts.get(spec.key)
+        if held is None or held[0] != spec:
+            length = int(dict(spec.options).get("context_length") or DEFAULT_CONTEXT)
+            held = self._contexts[spec.key] = (spec, length)
+        return held[1]

@@ -5,7 +5,9 @@ needs an admin key (a stored one, or ``ZHISUAN_ADMIN_KEY``). With auth off (only
 on loopback) every caller is the ``anonymous`` tenant with admin rights.
 
 Keys are looked up by their clear prefix and compared by sha256 in constant time (in the
-store). A resolved key is cached for :data:`CACHE_S` seconds, and the cache is dropped
+store). A resolved key is cached for :data:`CACHE_S` seconds, by its digest and by the
+header that carried it (a lookup on Python's keyed SipHash of the bytes: no sha256 per
+request, and a wrong key's timing tells nothing of a right one), and the cache is dropped
 when the store changes through the admin API or ``POST /admin/reconcile`` (which the
 CLI calls after a revoke), so revocation takes effect at once on this gateway and within
 :data:`CACHE_S` on others. Keys never reach the logs.
@@ -64,10 +66,12 @@ class Authenticator:
         self._store = store
         self._admin_digest = _digest(admin_key) if admin_key else None
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._by_header: dict[bytes, tuple[float, Principal]] = {}
 
     def clear(self) -> None:
         """Forget cached keys (after a revoke or a limit change)."""
         self._cache.clear()
+        self._by_header.clear()
 
     def resolve(self, secret: str) -> Principal:
         """The principal of ``secret``.
@@ -95,15 +99,31 @@ class Authenticator:
             AuthenticationError: no key, or an unknown, revoked or expired one.
             PermissionDenied: a tenant key on the admin API.
         """
-        secret = bearer(scope)
-        if secret is None:
-            raise AuthenticationError(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
-            )
-        principal = self.resolve(secret)
+        principal = self._seen(scope)
+        if principal is None:
+            found = credential(scope)
+            if found is None:
+                raise AuthenticationError(
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+                )
+            principal = self.resolve(found[0])
+            self._by_header[found[1]] = (time.monotonic(), principal)
         if not principal.admin and scope["path"].startswith("/admin"):
             raise PermissionDenied("The admin API needs an admin key.", code="admin_required")
         return principal
+
+    def _seen(self, scope: Scope) -> Principal | None:
+        """The cached principal of the request's first key header, if still valid."""
+        for name, value in scope["headers"]:
+            if name == b"authorization" or name == b"api-key":
+                hit = self._by_header.get(value)
+                if hit is None or time.monotonic() - hit[0] >= CACHE_S:
+                    return None
+                expires_at = hit[1].expires_at
+                if expires_at is not None and time.time() >= expires_at:
+                    return None
+                return hit[1]
+        return None
 
     def _load(self, secret: str, digest: str) -> Principal:
         if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
@@ -139,16 +159,17 @@ def _allow(models: list[str] | None) -> frozenset[str] | None:
     return None if models is None else frozenset(models)
 
 
-def bearer(scope: Scope) -> str | None:
-    """The key from ``Authorization: Bearer …`` (or ``api-key``, as Azure clients send)."""
+def credential(scope: Scope) -> tuple[str, bytes] | None:
+    """The key from ``Authorization: Bearer …`` (or ``api-key``, as Azure clients send),
+    and the raw value of the header that carried it."""
     headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
     for name, value in headers:
         if name == b"authorization":
             kind, _, token = value.decode("latin-1").partition(" ")
             if kind.lower() == "bearer" and token.strip():
-                return token.strip()
+                return token.strip(), value
         elif name == b"api-key" and value.strip():
-            return value.decode("latin-1").strip()
+            return value.decode("latin-1").strip(), value
     return None
 
 

@@ -1,11 +1,14 @@
 """Metering: one usage record per request, with tokens, latency, cost and energy.
 
-The proxy calls :meth:`Meter.start` when a replica is picked and :meth:`Meter.finish`
-exactly once when the request ends, however it ends. ``finish`` journals the usage
-record at once (it is durable on return, before the client sees the end of its answer);
-settling the quota reservation and updating the Prometheus metrics wait for the event
-loop's next turn, after the answer's last bytes are written, since nothing the client
-is waiting for depends on them.
+The proxy calls :meth:`Meter.start` when a replica is picked, :meth:`Meter.prepare` once
+the request is on its way to it, and :meth:`Meter.finish` exactly once when the request
+ends, however it ends. ``finish`` journals the usage record at once (it is durable on
+return, before the client sees the end of its answer); settling the quota reservation,
+updating the metrics and queueing the record for the store wait for the event loop's
+next turn, after the answer's last bytes are written, since nothing the client is
+waiting for depends on them. ``prepare`` encodes the record's known fields while the
+replica works, so that at concurrency 1 the gateway's part of the journal line is a few
+numbers (see ``_record``).
 
 Cost: a deployment priced per million input/output tokens (options
 ``price_input_per_mtok`` / ``price_output_per_mtok``) is billed by tokens; otherwise the
@@ -18,20 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import uuid
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from zhisuan.cluster import Replica, ReplicaSpec
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._metrics import Metrics
 from zhisuan.gateway._quota import QuotaLedger
+from zhisuan.gateway._record import Outcome, fields, head, line, record
 from zhisuan.gateway._share import ShareMeter, nvml_energy_reader
 from zhisuan.gateway._writer import UsageWriter
 from zhisuan.settings import Settings
@@ -101,7 +103,6 @@ class Meter:
         self._ledger = ledger
         self._writer = writer
         self._replicas: dict[str, tuple[ReplicaSpec, ShareMeter, Pricing]] = {}
-        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         self._live: dict[str, Exchange] = {}
         metrics.registry.register(_LiveCollector(self._live))
 
@@ -129,6 +130,12 @@ class Meter:
         ex.context["spec"] = replica.spec
         ex.context["ticket"] = self.share_meter(replica.spec).begin()
 
+    def prepare(self, ex: Exchange) -> None:
+        """Encode the fields of the request's record known by now (the proxy calls this
+        while the replica works, so the end of the request has less to do)."""
+        known = self._known(ex)
+        ex.context["head"] = (ex.replica, known, head(known))
+
     def abandon(self, ex: Exchange) -> None:
         """The picked replica could not be reached; forget its share."""
         spec: ReplicaSpec | None = ex.context.pop("spec", None)
@@ -141,88 +148,64 @@ class Meter:
             self._writer.sync()
 
     def finish(self, ex: Exchange) -> None:
-        """Account for the finished request once; its record is durable on return."""
+        """Account for the finished request once; its record is durable on return.
+
+        Only the journal line is written here; the quota settlement, the metrics and the
+        record's way to the store wait for the event loop's next turn, after the
+        answer's last bytes are written, since nothing the client waits for needs them.
+        """
         if ex.context.get("metered"):
             return
         ex.context["metered"] = True
         if ex.finished_at is None:
             ex.close()
         self._live.pop(ex.request_id, None)
-        spec: ReplicaSpec | None = ex.context.get("spec")
-        device_s, energy_wh, source, cost = 0.0, 0.0, "estimated", 0.0
-        currency = self._settings.currency
-        if spec is not None:
-            share = self.share_meter(spec).end(ex.context["ticket"])
-            device_s, energy_wh, source = share.device_s, share.energy_wh, share.energy_source
-            pricing = self.pricing(spec)
-            cost = pricing.cost(ex.prompt_tokens, ex.completion_tokens, device_s)
-            currency = pricing.currency
-        tenant = str(ex.context.get("tenant") or "anonymous")
-        account = functools.partial(self._account, ex, tenant, cost, currency, energy_wh, source)
+        held = ex.context.get("head")
+        if held is None or held[0] != ex.replica:
+            known = self._known(ex)
+            held = (ex.replica, known, head(known))
+        out = self._outcome(ex)
+        if self._writer is not None:
+            self._writer.journal(line(held[2], ex, out))
+        account = functools.partial(self._account, ex, held[1], out)
         try:
             asyncio.get_running_loop().call_soon(account)
         except RuntimeError:  # no event loop: a direct caller
             account()
-        if self._writer is None:
-            return
-        self._writer.submit(
-            {
-                "request_id": ex.request_id or uuid.uuid4().hex,
-                "created_at": datetime.now(UTC).isoformat(),
-                "tenant": tenant,
-                "key_prefix": ex.context.get("key_prefix"),
-                "model": ex.model,
-                "replica": ex.replica,
-                "endpoint": ex.endpoint,
-                "stream": ex.stream,
-                "status": ex.status,
-                "http_status": ex.http_status,
-                "prompt_tokens": ex.prompt_tokens,
-                "completion_tokens": ex.completion_tokens,
-                "ttft_ms": _ms(ex.ttft_s),
-                "tpot_ms": _ms(ex.tpot_s),
-                "latency_ms": ex.latency_s * 1000.0,
-                "cost": cost,
-                "currency": currency,
-                "device_s": device_s,
-                "energy_wh": energy_wh,
-                "energy_source": source,
-                "error": (ex.error or None) and str(ex.error)[:500],
-            }
-        )
 
-    def _account(
-        self, ex: Exchange, tenant: str, cost: float, currency: str, energy_wh: float, source: str
-    ) -> None:
-        """Settle the quota reservation and update the metrics of a finished request."""
+    def _known(self, ex: Exchange) -> dict[str, Any]:
+        tenant = str(ex.context.get("tenant") or "anonymous")
+        spec: ReplicaSpec | None = ex.context.get("spec")
+        if spec is None:
+            return fields(ex, tenant, self._settings.currency, "estimated")
+        _, share, pricing = self._replica(spec)
+        return fields(ex, tenant, pricing.currency, share.source)
+
+    def _outcome(self, ex: Exchange) -> Outcome:
+        created_at = time.time()
+        spec: ReplicaSpec | None = ex.context.get("spec")
+        if spec is None:
+            return Outcome(created_at, 0.0, 0.0, 0.0)
+        _, meter, pricing = self._replica(spec)
+        share = meter.end(ex.context["ticket"])
+        cost = pricing.cost(ex.prompt_tokens, ex.completion_tokens, share.device_s)
+        return Outcome(created_at, cost, share.device_s, share.energy_wh)
+
+    def _account(self, ex: Exchange, known: dict[str, Any], out: Outcome) -> None:
+        """Settle the quota reservation, update the metrics and queue the record."""
         reservation = ex.context.get("reservation")
         if reservation is not None and self._ledger is not None:
-            self._ledger.settle(reservation, ex.prompt_tokens + ex.completion_tokens, cost)
-        m, child = self.metrics, self._child
-        child(m.requests, ex.model, tenant, ex.status).inc()
-        child(m.tokens, ex.model, tenant, "in").inc(ex.prompt_tokens)
-        child(m.tokens, ex.model, tenant, "out").inc(ex.completion_tokens)
-        child(m.latency, ex.model).observe(ex.latency_s)
-        if ex.ttft_s is not None and ex.status == "ok":
-            child(m.ttft, ex.model).observe(ex.ttft_s)
-        if ex.tpot_s is not None and ex.status == "ok":
-            child(m.tpot, ex.model).observe(ex.tpot_s)
-        if cost:
-            child(m.cost, tenant, ex.model, currency).inc(cost)
-        if energy_wh:
-            child(m.energy, ex.model, source).inc(energy_wh)
-
-    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        """``metric.labels(*labels)``, kept: the lookup costs more than the update."""
-        key = (metric, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000.0
+            self._ledger.settle(reservation, ex.prompt_tokens + ex.completion_tokens, out.cost)
+        self.metrics.add(
+            ex,
+            known["tenant"],
+            out.cost,
+            known["currency"],
+            out.energy_wh,
+            known["energy_source"],
+        )
+        if self._writer is not None:
+            self._writer.enqueue(record(known, ex, out))
 
 
 class _LiveCollector(Collector):

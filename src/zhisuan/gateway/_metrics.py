@@ -1,71 +1,161 @@
-"""Prometheus metrics of one gateway (its own registry, so tests can run several apps)."""
+"""Prometheus metrics of one gateway (its own registry, so tests can run several apps).
+
+The per-request figures are kept in plain dictionaries and lists and turned into metric
+families at scrape time by :class:`_RequestCollector`; ``prometheus_client`` formats
+them. Its ``Counter`` and ``Histogram`` take a lock and run several checks per update,
+about ten updates per request: on a small machine that CPU is taken from the engines.
+Every update happens on the event loop; a scrape copies what it reads first.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from zhisuan.cluster import Backend, ReplicaState
+from zhisuan.gateway._exchange import Exchange
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+_K = TypeVar("_K", bound=tuple[str, ...])
+
+
+@dataclass(slots=True)
+class Histogram:
+    """One label set's observations: a count per bucket (not cumulative) and the sum."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``(le, count)`` pairs as the exposition format wants them."""
+        counts, running, out = list(self.counts), 0, []
+        for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(running)))
+        return out
 
 
 class Metrics:
-    """Counters, gauges and histograms the gateway updates per request."""
+    """Counters and histograms the gateway updates per request, and its registry."""
 
     def __init__(self, backend: Backend) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
+        self.requests: dict[tuple[str, str, str], float] = {}
+        self.tokens: dict[tuple[str, str, str], float] = {}
+        self.cost: dict[tuple[str, str, str], float] = {}
+        self.energy: dict[tuple[str, str], float] = {}
+        self.latency: dict[str, Histogram] = {}
+        self.ttft: dict[str, Histogram] = {}
+        self.tpot: dict[str, Histogram] = {}
+        self.registry.register(_RequestCollector(self))
+        self.registry.register(_ReplicaCollector(backend))
+
+    def add(
+        self, ex: Exchange, tenant: str, cost: float, currency: str, energy_wh: float, source: str
+    ) -> None:
+        """Count one finished request."""
+        model = ex.model
+        _inc(self.requests, (model, tenant, ex.status), 1.0)
+        _inc(self.tokens, (model, tenant, "in"), ex.prompt_tokens)
+        _inc(self.tokens, (model, tenant, "out"), ex.completion_tokens)
+        _histogram(self.latency, model, LATENCY_BUCKETS).observe(ex.latency_s)
+        if ex.status == "ok":
+            ttft, tpot = ex.ttft_s, ex.tpot_s
+            if ttft is not None:
+                _histogram(self.ttft, model, LATENCY_BUCKETS).observe(ttft)
+            if tpot is not None:
+                _histogram(self.tpot, model, TPOT_BUCKETS).observe(tpot)
+        if cost:
+            _inc(self.cost, (tenant, model, currency), cost)
+        if energy_wh:
+            _inc(self.energy, (model, source), energy_wh)
+
+
+def _inc(counts: dict[_K, float], key: _K, amount: float) -> None:
+    counts[key] = counts.get(key, 0.0) + amount
+
+
+def _histogram(by_model: dict[str, Histogram], model: str, bounds: tuple[float, ...]) -> Histogram:
+    h = by_model.get(model)
+    if h is None:
+        h = by_model[model] = Histogram(bounds)
+    return h
+
+
+class _RequestCollector(Collector):
+    """The per-request counters and histograms, at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m = self._m
+        yield _counter(
             "zhisuan_requests",
             "Requests by model, tenant and status.",
             ["model", "tenant", "status"],
-            registry=r,
+            m.requests,
         )
-        self.tokens = Counter(
+        yield _counter(
             "zhisuan_tokens",
             "Tokens by model, tenant and direction (in = prompt, out = completion).",
             ["model", "tenant", "direction"],
-            registry=r,
+            m.tokens,
         )
-        self.ttft = Histogram(
-            "zhisuan_ttft_seconds",
-            "Time to first token.",
-            ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.tpot = Histogram(
-            "zhisuan_tpot_seconds",
-            "Time per output token after the first.",
-            ["model"],
-            buckets=_TPOT_BUCKETS,
-            registry=r,
-        )
-        self.latency = Histogram(
-            "zhisuan_request_latency_seconds",
-            "Total request latency.",
-            ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.cost = Counter(
+        yield _histograms("zhisuan_ttft_seconds", "Time to first token.", m.ttft)
+        yield _histograms("zhisuan_tpot_seconds", "Time per output token after the first.", m.tpot)
+        yield _histograms("zhisuan_request_latency_seconds", "Total request latency.", m.latency)
+        yield _counter(
             "zhisuan_cost",
             "Money metered, by tenant, model and currency.",
             ["tenant", "model", "currency"],
-            registry=r,
+            m.cost,
         )
-        self.energy = Counter(
+        yield _counter(
             "zhisuan_energy_wh",
             "Energy metered in watt-hours, by model and source.",
             ["model", "source"],
-            registry=r,
+            m.energy,
         )
-        r.register(_ReplicaCollector(backend))
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+def _counter(
+    name: str, doc: str, labels: list[str], counts: dict[_K, float]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(list(counts.items())):
+        family.add_metric(list(key), value)
+    return family
+
+
+def _histograms(name: str, doc: str, by_model: dict[str, Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=["model"])
+    for model, h in sorted(list(by_model.items())):
+        family.add_metric([model], h.cumulative(), sum_value=h.total)
+    return family
 
 
 class _ReplicaCollector(Collector):

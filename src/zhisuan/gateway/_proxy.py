@@ -29,12 +29,13 @@ from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._reply import SSE_HEADERS, send_error, send_json
 from zhisuan.gateway._routing import pick_replica
-from zhisuan.gateway._sse import DONE_EVENT, StreamMeter, take_usage
+from zhisuan.gateway._sse import DONE_EVENT, StreamMeter, take_counts, take_usage
 from zhisuan.gateway._wire import Response
 
 logger = logging.getLogger(__name__)
 
 USAGE_HEADER = "X-Zhisuan-Usage"
+_USAGE_BYTES = USAGE_HEADER.lower().encode()  # the answer's counts: ``<prompt> <completion>``
 REQUEST_ID_HEADER = "X-Request-Id"
 _background: set[asyncio.Task[None]] = set()
 WATCH_AFTER_S = 0.05
@@ -174,6 +175,8 @@ class _Call:
             self.replica = replica
             try:
                 host, port = _address(replica.endpoint)
+                # runs once the request is written and this task waits for the answer
+                asyncio.get_running_loop().call_soon(gw.meter.prepare, ex)
                 self.upstream = await gw.wire.post(
                     host, port, path, body, headers, whole=not ex.stream
                 )
@@ -199,7 +202,9 @@ class _Call:
             return
         status = upstream.status
         if status == 200:
-            take_usage(ex, content)
+            counts = upstream.headers.get(_USAGE_BYTES)
+            if counts is None or not take_counts(ex, counts):
+                take_usage(ex, content)
             ex.mark_first_token()
         else:
             ex.error = content[:500].decode(errors="replace")

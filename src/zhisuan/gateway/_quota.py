@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -89,8 +89,10 @@ class QuotaLedger:
         self._baseline = baseline
         self._clock = clock
         self._scopes: dict[str, _Scope] = {}
+        self._day_starts = self._day_ends = 0.0
+        self._day = ("", "")
 
-    def admit(self, scopes: list[tuple[str, Limits]], tokens: int, cost: float) -> Reservation:
+    def admit(self, scopes: Sequence[tuple[str, Limits]], tokens: int, cost: float) -> Reservation:
         """Reserve ``tokens`` and ``cost`` in every scope, or refuse.
 
         Args:
@@ -105,11 +107,11 @@ class QuotaLedger:
             RateLimited: a limit would be exceeded; ``retry_after`` says when to retry.
         """
         now = self._clock()
-        wall = datetime.fromtimestamp(now, UTC)
-        states = [(sid, self._scope(sid, limits, wall)) for sid, limits in scopes]
+        day = self._today(now)
+        states = [(sid, self._scope(sid, limits, now, day)) for sid, limits in scopes]
         for sid, scope in states:
             scope.expire(now)
-            _check(sid, scope, tokens, cost, now, wall)
+            _check(sid, scope, tokens, cost, now)
         held = []
         for sid, scope in states:
             event = _Event(now, tokens)
@@ -127,7 +129,7 @@ class QuotaLedger:
         if res.settled:
             return
         res.settled = True
-        wall = datetime.fromtimestamp(self._clock(), UTC)
+        day = self._today(self._clock())
         for _, scope, event in res.scopes:
             if event.in_window:
                 scope.window_total += tokens - event.tokens
@@ -135,7 +137,8 @@ class QuotaLedger:
             scope.reserved_tokens -= res.tokens
             scope.reserved_cost -= res.cost
             scope.concurrent -= 1
-            self._roll(scope, wall)
+            if scope.day != day[0]:
+                _roll(scope, day)
             scope.day_tokens += tokens
             scope.month_cost += cost
 
@@ -160,29 +163,38 @@ class QuotaLedger:
         if scope is not None and scope.concurrent == 0:
             del self._scopes[sid]
 
-    def _scope(self, sid: str, limits: Limits, wall: datetime) -> _Scope:
+    def _today(self, now: float) -> tuple[str, str]:
+        """(day, month) of ``now`` in UTC, recomputed only when the day changes."""
+        if not self._day_starts <= now < self._day_ends:
+            wall = datetime.fromtimestamp(now, UTC)
+            start = wall.replace(hour=0, minute=0, second=0, microsecond=0)
+            self._day_starts = start.timestamp()
+            self._day_ends = (start + timedelta(days=1)).timestamp()
+            self._day = (_day(wall), _month(wall))
+        return self._day
+
+    def _scope(self, sid: str, limits: Limits, now: float, day: tuple[str, str]) -> _Scope:
         scope = self._scopes.get(sid)
         if scope is None:
             scope = _Scope(limits)
+            wall = datetime.fromtimestamp(now, UTC)
             scope.day_tokens, scope.month_cost = self._baseline(sid, wall)
-            scope.day, scope.month = _day(wall), _month(wall)
+            scope.day, scope.month = day
             self._scopes[sid] = scope
         scope.limits = limits
-        self._roll(scope, wall)
+        if scope.day != day[0]:
+            _roll(scope, day)
         return scope
 
-    @staticmethod
-    def _roll(scope: _Scope, wall: datetime) -> None:
-        day = _day(wall)
-        if scope.day == day:
-            return
-        scope.day, scope.day_tokens = day, 0
-        month = _month(wall)  # a new month is a new day
-        if scope.month != month:
-            scope.month, scope.month_cost = month, 0.0
+
+def _roll(scope: _Scope, day: tuple[str, str]) -> None:
+    """A new UTC day (and maybe month) for ``scope``."""
+    scope.day, scope.day_tokens = day[0], 0
+    if scope.month != day[1]:  # a new month is a new day
+        scope.month, scope.month_cost = day[1], 0.0
 
 
-def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float, wall: datetime) -> None:
+def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
     lim = s.limits
     who = sid.split(":", 1)[0]
     if lim.max_concurrent is not None and s.concurrent + 1 > lim.max_concurrent:
@@ -207,6 +219,7 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float, wall: date
     if lim.tokens_per_day is not None and (
         s.day_tokens + s.reserved_tokens + tokens > lim.tokens_per_day
     ):
+        wall = datetime.fromtimestamp(now, UTC)
         tomorrow = (wall + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         raise RateLimited(
             f"Daily token limit reached for this {who}: {lim.tokens_per_day} tokens per day.",
@@ -214,6 +227,7 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float, wall: date
             code="tokens_per_day_exceeded",
         )
     if lim.budget is not None and s.month_cost + s.reserved_cost + cost > lim.budget + 1e-12:
+        wall = datetime.fromtimestamp(now, UTC)
         raise RateLimited(
             f"Monthly budget reached for this {who}: {lim.budget:g} "
             f"(spent {s.month_cost:.6g}, in flight {s.reserved_cost:.6g}).",

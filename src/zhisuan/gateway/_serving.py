@@ -13,7 +13,9 @@ raw bytes unchanged and answers through ASGI ``send``. The routes in
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import secrets
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -27,7 +29,7 @@ from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._limits import ClientGone, read_body
 from zhisuan.gateway._proxy import forward
 from zhisuan.gateway._reply import send_error
-from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, new_id
+from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ ROUTES: dict[str, tuple[str, type[BaseModel]]] = {
 """Path → (endpoint, request model) of the requests :class:`HotPath` serves."""
 PATHS: dict[str, str] = {endpoint: path for path, (endpoint, _) in ROUTES.items()}
 _INTERNAL = ZhisuanError("internal server error")
+_REQUEST_IDS = (f"req-{secrets.token_hex(8)}{n:08x}" for n in itertools.count(1))
+"""Request ids: random per process, then a counter (the id is the usage record's key)."""
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -101,7 +105,7 @@ async def handle(
         ZhisuanError: the request was refused before anything was sent.
     """
     ex = Exchange(
-        request_id=new_id("req"),
+        request_id=next(_REQUEST_IDS),
         endpoint=endpoint,
         model=str(getattr(parsed, "model", "")),
         stream=bool(getattr(parsed, "stream", False)),

@@ -3,7 +3,9 @@
 Workers asked with ``X-Zhisuan-Usage: always`` put a comment line ``: usage <prompt>
 <completion>`` in every stream event (SSE comments are ignored by clients), with the counts
 so far, and always end a stream with the usage chunk, which is dropped again when the
-client did not ask for ``stream_options.include_usage``. Their JSON is compact, so a few
+client did not ask for ``stream_options.include_usage``; a whole (non-stream) answer
+carries the counts in an ``x-zhisuan-usage: <prompt> <completion>`` header. Their JSON
+is compact, so a few
 byte patterns tell the events apart; none of them can occur inside a JSON string, where
 quotes and newlines are escaped.
 """
@@ -121,6 +123,13 @@ def take_usage(ex: Exchange, content: bytes) -> None:
 
 
 def _take_counts(ex: Exchange, line: bytes) -> None:
-    parts = line[len(_USAGE_COMMENT) :].split()
+    take_counts(ex, line[len(_USAGE_COMMENT) :])
+
+
+def take_counts(ex: Exchange, counts: bytes) -> bool:
+    """Take ``<prompt> <completion>`` counts (a worker's usage comment or header)."""
+    parts = counts.split()
     if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
         ex.prompt_tokens, ex.completion_tokens = int(parts[0]), int(parts[1])
+        return True
+    return False

@@ -2,7 +2,9 @@
 
 :meth:`UsageWriter.submit` appends the record to the process's journal at once (see
 :mod:`zhisuan.store.journal`), so a request that ends normally has a durable record before
-the client sees the end of its answer, at the cost of one ``write`` call. The writer
+the client sees the end of its answer, at the cost of one ``write`` call. The gateway
+splits the two steps: :meth:`UsageWriter.journal` before the answer ends, with a line it
+encodes itself, and :meth:`UsageWriter.enqueue` after. The writer
 thread then stores records in batches: it waits ``linger_s`` after the first record of a
 batch and takes everything queued by then, so one commit carries many records and the
 database's per-commit cost (about 2 ms of CPU through SQLAlchemy, whatever the batch's
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from zhisuan.store.journal import UsageJournal
+from zhisuan.store.journal import UsageJournal, encode_line
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +64,17 @@ class UsageWriter:
 
     def submit(self, record: Record) -> None:
         """Journal ``record`` (durable on return) and queue it for the store."""
+        self.journal(encode_line(record))
+        self.enqueue(record)
+
+    def journal(self, line: bytes) -> None:
+        """Journal one record encoded as :func:`zhisuan.store.journal.encode_line` does
+        (durable on return); :meth:`enqueue` must follow with the same record."""
         if self._journal is not None:
-            self._journal.append(record)
+            self._journal.append_line(line)
+
+    def enqueue(self, record: Record) -> None:
+        """Queue a journaled record for the store."""
         self._queue.put(record)
         self._submitted += 1
         if self._submitted - self._taken >= self._max_batch:

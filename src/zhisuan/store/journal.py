@@ -23,7 +23,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,11 @@ class UsageJournal:
     def append(self, record: Record) -> None:
         """Write ``record`` through to the file (not fsynced: durable against a crash of
         this process, not of the machine)."""
-        line = (_ENCODER.encode(record) + "\n").encode()
+        self.append_line(encode_line(record))
+
+    def append_line(self, line: bytes) -> None:
+        """Write one record already encoded (a JSON object and a newline) through to the
+        file."""
         with self._lock:
             os.write(self._fd, line)
             self._pending += 1
@@ -139,9 +143,17 @@ def _parse(lines: Iterable[bytes], path: Path, complete_only: bool) -> Iterator[
         except ValueError:
             logger.warning("skipping a torn line %d of %s", number, path)
             continue
-        if isinstance(record.get("created_at"), str):
-            record["created_at"] = datetime.fromisoformat(record["created_at"])
+        created_at = record.get("created_at")
+        if isinstance(created_at, str):
+            record["created_at"] = datetime.fromisoformat(created_at)
+        elif isinstance(created_at, int | float):  # epoch seconds, as the gateway writes
+            record["created_at"] = datetime.fromtimestamp(created_at, UTC)
         yield record
+
+
+def encode_line(record: Record) -> bytes:
+    """``record`` as a journal line: compact JSON and a newline."""
+    return (_ENCODER.encode(record) + "\n").encode()
 
 
 def _encode(value: object) -> str:

@@ -9,7 +9,8 @@ Run it with ``python -m zhisuan.engines.worker`` (see ``__main__``). HTTP contra
 - ``GET /v1/models``, ``POST /v1/chat/completions``, ``/v1/completions``,
   ``/v1/embeddings``: OpenAI's API; errors are OpenAI error bodies.
 - Request headers from the gateway: ``X-Zhisuan-Usage: always`` (every stream ends with a
-  usage chunk and each event carries a ``: usage <prompt> <completion>`` comment line) and
+  usage chunk and each event carries a ``: usage <prompt> <completion>`` comment line; a
+  whole answer has an ``x-zhisuan-usage: <prompt> <completion>`` header) and
   ``X-Request-Id`` (used as the engine's request id and as the key below).
 - ``GET /zhisuan/requests/{request_id}?wait=S``: tokens a generation used, once it has
   settled (``state``: running, finished, cancelled, failed); for metering aborted streams.
@@ -24,9 +25,10 @@ interface of engines such as ``upstream``).
 from __future__ import annotations
 
 from zhisuan.engines.worker._app import WorkerState, create_app
+from zhisuan.engines.worker._format import USAGE_HEADER
 from zhisuan.engines.worker._passthrough import PassThrough, ReportsLoad
 from zhisuan.engines.worker._registry import ENGINES, load_engine, resolve
-from zhisuan.engines.worker._serving import USAGE_HEADER, Serving
+from zhisuan.engines.worker._serving import Serving
 
 __all__ = [
     "ENGINES",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 DONE = b"data: [DONE]\n\n"
+USAGE_HEADER = "x-zhisuan-usage"
 
 Kind = Literal["chat", "completion"]
 
@@ -63,6 +64,15 @@ def sse(obj: dict[str, Any], counts: tuple[int, int] | None = None) -> bytes:
     if counts is not None:
         data = f": usage {counts[0]} {counts[1]}\n".encode() + data
     return data + b"\n\n"
+
+
+def usage_headers(job: Job, answer: dict[str, Any]) -> dict[str, str] | None:
+    """``x-zhisuan-usage: <prompt> <completion>`` on a whole answer for the gateway, which
+    then reads the counts without parsing the body."""
+    if not job.usage_comments:
+        return None
+    use = answer.get("usage") or {}
+    return {USAGE_HEADER: f"{use.get('prompt_tokens', 0)} {use.get('completion_tokens', 0)}"}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from zhisuan.engines.base import Delta, Engine, Task
 from zhisuan.engines.worker import _format as fmt
 from zhisuan.engines.worker._errors import engine_failure, from_validation_error
+from zhisuan.engines.worker._format import USAGE_HEADER
 from zhisuan.engines.worker._passthrough import PassThrough, ReportsLoad
 from zhisuan.engines.worker._registry import AnyEngine
 from zhisuan.engines.worker._requests import RequestLog, RequestRecord
@@ -50,7 +51,6 @@ from zhisuan.protocol import (
 
 logger = logging.getLogger(__name__)
 
-USAGE_HEADER = "x-zhisuan-usage"
 REQUEST_ID_HEADER = "x-request-id"
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
@@ -262,7 +262,8 @@ class Serving:
         record = self.requests.start(job.request_id)
         if not stream:
             work = _collect(engine, job, prompt, params, echo, record)
-            return JSONResponse(await self._tracked(request, work))
+            answer = await self._tracked(request, work)
+            return JSONResponse(answer, headers=fmt.usage_headers(job, answer))
         self.load.enter()
         deltas: AsyncIterator[Delta] | None = None
         try:

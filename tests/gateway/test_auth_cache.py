@@ -1,0 +1,68 @@
+"""Keys are resolved once per cache period, by the header that carried them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zhisuan.errors import AuthenticationError
+from zhisuan.gateway._auth import Authenticator
+from zhisuan.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(f"sqlite:///{tmp_path / 'auth.db'}") as s:
+        s.create_tenant("team")
+        yield s
+
+
+def _scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"type": "http", "path": "/v1/chat/completions", "headers": list(headers)}
+
+
+def test_a_key_is_looked_up_once_then_found_by_its_header(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, secret = store.create_key(tenant="team")
+    lookups: list[str] = []
+    real = store.authenticate
+    monkeypatch.setattr(store, "authenticate", lambda s: lookups.append(s) or real(s))
+    auth = Authenticator(store, admin_key=None)
+    bearer = (b"authorization", f"Bearer {secret}".encode())
+    for _ in range(3):
+        assert auth.check(_scope((b"host", b"x"), bearer)).tenant == "team"
+    assert auth.check(_scope((b"api-key", secret.encode()))).tenant == "team"
+    assert len(lookups) == 1  # the second header form found the digest cache
+    with pytest.raises(AuthenticationError):
+        auth.check(_scope((b"authorization", f"Bearer {secret}x".encode())))
+
+
+def test_a_revoked_key_is_refused_once_the_cache_is_cleared(store: Store) -> None:
+    key, secret = store.create_key(tenant="team")
+    auth = Authenticator(store, admin_key=None)
+    scope = _scope((b"authorization", f"Bearer {secret}".encode()))
+    assert auth.check(scope).tenant == "team"
+    store.revoke_key(key.prefix)
+    auth.clear()  # what the admin API and reconcile do after a change
+    with pytest.raises(AuthenticationError, match="revoked"):
+        auth.check(scope)
+
+
+def test_a_cached_key_stops_working_when_it_expires(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    _, secret = store.create_key(tenant="team", expires_at=expires)
+    auth = Authenticator(store, admin_key=None)
+    scope = _scope((b"authorization", f"Bearer {secret}".encode()))
+    assert auth.check(scope).tenant == "team"
+    later = expires.timestamp() + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(AuthenticationError, match="expired"):
+        auth.check(scope)
