@@ -24,7 +24,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _string = json.encoder.encode_basestring  # a JSON string literal, quotes included
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen class's __init__ costs more, once per request
 class Outcome:
     """What is known of a request only when it ends, besides its exchange.
 
@@ -63,9 +63,9 @@ def line(start: str, ex: Exchange, out: Outcome) -> bytes:
     ttft, tpot, latency = timings(ex)
     if not math.isfinite(latency + out.cost + out.device_s + out.energy_wh + out.created_at):
         return encode_line({**json.loads(start + "}"), **_ends(ex, out)})
-    error = ex.error
+    error = ex.error  # the status is one of the gateway's own words: no escaping
     return (
-        f'{start},"created_at":{out.created_at!r},"status":{_string(ex.status)},'
+        f'{start},"created_at":{out.created_at!r},"status":"{ex.status}",'
         f'"http_status":{ex.http_status:d},"prompt_tokens":{ex.prompt_tokens:d},'
         f'"completion_tokens":{ex.completion_tokens:d},'
         f'"ttft_ms":{"null" if ttft is None else repr(ttft)},'

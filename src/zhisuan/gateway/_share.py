@@ -28,7 +28,7 @@ class Ticket:
     energy_j: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen class's __init__ costs more, once per request
 class Share:
     """One request's part of the device: seconds, watt-hours and how they were obtained."""
 

@@ -80,9 +80,12 @@ class StreamMeter:
         if event.startswith(_USAGE_COMMENT):
             line, _, data = event.partition(b"\n")
             _take_counts(ex, line)
-            if data.startswith(_CHUNK) and _SOME_CHOICES in data:
-                ex.mark_first_token()
-                return True
+            if data.startswith(_CHUNK):
+                if _SOME_CHOICES in data:
+                    ex.mark_first_token()
+                    return True
+                if _NO_CHOICES in data:  # the usage chunk, whose counts the comment gave
+                    return self.include_usage
         if not data.startswith(b"data: "):
             return True
         try:

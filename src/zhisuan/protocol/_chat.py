@@ -41,7 +41,8 @@ class ChatCompletionRequest(_GenerationFields):
     @classmethod
     def _check_parts(cls, value: list[ChatMessage]) -> list[ChatMessage]:
         for message in value:
-            message.text()  # raises on non-text parts
+            if not isinstance(message.content, str):
+                message.text()  # raises on non-text parts
         return value
 
     def requested_max_tokens(self) -> int | None:
