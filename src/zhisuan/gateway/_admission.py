@@ -50,7 +50,7 @@ def worst_case_tokens(parsed: Any, context_length: int) -> tuple[int, int]:
     if isinstance(parsed, EmbeddingRequest):
         return prompt, 0
     if isinstance(parsed, ChatCompletionRequest):
-        budget = parsed.max_completion_tokens or parsed.max_tokens
+        budget = parsed.requested_max_tokens()
     else:
         budget = getattr(parsed, "max_tokens", None)
     completion = budget if budget else max(context_length - prompt, 0)

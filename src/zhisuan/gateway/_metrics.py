@@ -36,11 +36,11 @@ class Histogram:
     """One label set's observations: a count per bucket (not cumulative) and the sum."""
 
     bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
+    counts: list[int] = field(init=False)  # one more than bounds: the last one is +Inf
     total: float = 0.0
 
     def __post_init__(self) -> None:
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.counts = [0] * (len(self.bounds) + 1)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,15 +80,13 @@ def record(known: dict[str, Any], ex: Exchange, out: Outcome) -> dict[str, Any]:
 
 
 def timings(ex: Exchange) -> tuple[float | None, float | None, float]:
-    """(TTFT, TPOT, latency) in milliseconds, of a closed exchange."""
-    end = ex.finished_at if ex.finished_at is not None else time.perf_counter()
-    first = ex.first_token_at
-    ttft = tpot = None
-    if first is not None:
-        ttft = (first - ex.started) * 1000.0
-        if ex.completion_tokens >= 2:
-            tpot = (end - first) * 1000.0 / (ex.completion_tokens - 1)
-    return ttft, tpot, (end - ex.started) * 1000.0
+    """(TTFT, TPOT, latency) of the exchange, in milliseconds."""
+    ttft, tpot = ex.ttft_s, ex.tpot_s
+    return (
+        None if ttft is None else ttft * 1000.0,
+        None if tpot is None else tpot * 1000.0,
+        ex.latency_s * 1000.0,
+    )
 
 
 def _ends(ex: Exchange, out: Outcome) -> dict[str, Any]:
