@@ -68,6 +68,7 @@ def serve(
             from zhisuan.cli._demo import ensure_demo
 
             ensure_demo(store, settings)
+    from zhisuan.gateway._protocol import protocol_for
     from zhisuan.gateway.app import auth_enabled, is_loopback
 
     if not auth_enabled(settings):
@@ -102,7 +103,12 @@ def serve(
             highlight=False,
         )
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=log_level, access_log=access_log
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=access_log,
+        http=protocol_for(app.serve_hot),
     )
 
 

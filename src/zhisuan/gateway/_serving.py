@@ -41,7 +41,8 @@ ROUTES: dict[str, tuple[str, type[BaseModel]]] = {
 """Path → (endpoint, request model) of the requests :class:`HotPath` serves."""
 PATHS: dict[str, str] = {endpoint: path for path, (endpoint, _) in ROUTES.items()}
 _INTERNAL = ZhisuanError("internal server error")
-_REQUEST_IDS = (f"req-{secrets.token_hex(8)}{n:08x}" for n in itertools.count(1))
+_PROCESS_ID = secrets.token_hex(8)
+_REQUEST_IDS = (f"req-{_PROCESS_ID}{n:08x}" for n in itertools.count(1))
 """Request ids: random per process, then a counter (the id is the usage record's key)."""
 
 

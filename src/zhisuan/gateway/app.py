@@ -73,6 +73,10 @@ class GatewayApp(FastAPI):
         else:
             await super().__call__(scope, receive, send)
 
+    async def serve_hot(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a request to the hot path that is known to be one (see ``_protocol``)."""
+        await self.hot_path(self.state.gateway, scope, receive, send)
+
 
 def create_app(
     settings: Settings,

@@ -1,0 +1,155 @@
+"""The gateway's HTTP protocol: uvicorn's, with the OpenAI endpoints handed over directly.
+
+``zhisuan serve`` runs uvicorn with :func:`protocol_for`. Every request goes through
+uvicorn's ``httptools`` protocol as usual, except a ``POST`` to one of the hot path's
+paths (:data:`zhisuan.gateway._serving.ROUTES`): its task calls
+:class:`zhisuan.gateway._serving.HotPath` straight away, past uvicorn's proxy-headers
+middleware and the app's dispatch, and its answers are written by :class:`_HotCycle`.
+The gateway wrote those answers' headers itself, so they are not checked again against
+uvicorn's header patterns, and a whole answer's head and body go out in one ``write``
+(uvicorn writes them in two). Everything else (keep-alive, pipelining, flow control,
+disconnects, shutdown) is uvicorn's.
+
+At concurrency 1 the gateway's core sleeps between requests and every request runs on
+cold caches, so the code a request passes through costs more than its instructions
+suggest; ``benchmarks/bench_gateway_overhead.py`` measures the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import httptools
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+from zhisuan.gateway._serving import ROUTES
+
+_HOT_PATHS = frozenset(path.encode() for path in ROUTES)
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    """uvicorn's ``httptools`` protocol with a short way in for the hot path's requests."""
+
+    hot_app: ClassVar[tuple[ASGIApp, ...]] = ()
+    """The app that serves the hot path's requests, if any (set by :func:`protocol_for`)."""
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        if (
+            not self.hot_app
+            or parser.get_method() != b"POST"
+            or self.expect_100_continue
+            or self.root_path
+            or self.limit_concurrency is not None
+            or (self.cycle is not None and not self.cycle.response_complete)  # pipelined
+            or parser.get_http_version() != "1.1"
+            or parser.should_upgrade()
+        ):
+            super().on_headers_complete()
+            return
+        url = httptools.parse_url(self.url)
+        if url.path not in _HOT_PATHS:
+            super().on_headers_complete()
+            return
+        scope: Any = self.scope
+        scope["method"] = "POST"
+        scope["path"] = url.path.decode("ascii")
+        scope["raw_path"] = url.path
+        scope["query_string"] = url.query or b""
+        self.cycle = _HotCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        self._start_asgi_task(self.cycle, self.hot_app[0])  # type: ignore[arg-type]
+
+
+def protocol_for(hot_app: ASGIApp) -> type[GatewayProtocol]:
+    """The protocol class for a uvicorn server whose hot path's requests go to ``hot_app``."""
+    return type("GatewayProtocol", (GatewayProtocol,), {"hot_app": (hot_app,)})
+
+
+class _HotCycle(RequestResponseCycle):
+    """The answer to a hot path's request: headers the gateway wrote, head and body of a
+    whole answer in one write, a stream's head at once and its events chunked."""
+
+    _head = b""
+
+    async def send(self, message: Any) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if kind == "http.response.start" and not self.response_started:
+            self._start(message["status"], message.get("headers", ()))
+        elif kind == "http.response.body" and self.response_started and not self.response_complete:
+            self._body(message.get("body", b""), message.get("more_body", False))
+        else:
+            raise RuntimeError(f"Unexpected ASGI message '{kind}' at this point of the answer.")
+
+    def _start(self, status: int, headers: Any) -> None:
+        self.response_started = True
+        if self.access_log:
+            scope = self.scope
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                status,
+            )
+        content = [STATUS_LINE[status]]
+        for name, value in (*self.default_headers, *headers):
+            if name == b"content-length":
+                self.expected_content_length = int(value)
+                self.chunked_encoding = False
+            content += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        if self.chunked_encoding is None:
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n\r\n")
+            self.transport.write(b"".join(content))  # a stream's head goes at once
+        else:
+            content.append(b"\r\n")
+            self._head = b"".join(content)  # written with the body
+
+    def _body(self, body: bytes, more_body: bool) -> None:
+        if self.chunked_encoding:
+            data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            if not more_body:
+                data += b"0\r\n\r\n"
+        else:
+            self.expected_content_length -= len(body)
+            if self.expected_content_length < 0:
+                raise RuntimeError("Response content longer than Content-Length")
+            data = self._head + body if self._head else body
+            self._head = b""
+        if data:
+            self.transport.write(data)
+        if more_body:
+            return
+        if self.expected_content_length != 0:
+            raise RuntimeError("Response content shorter than Content-Length")
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
