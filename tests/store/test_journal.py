@@ -67,13 +67,19 @@ def test_a_live_journal_is_read_but_left_alone(journals: Path, store: Store) -> 
     assert not live.path.exists()
 
 
+def _lines(path: Path) -> list[bytes]:
+    """The lines in a journal file (the zeros past its last line are no line)."""
+    data = path.read_bytes()
+    return data.split(b"\0", 1)[0].splitlines()
+
+
 def test_torn_last_line_and_dates(journals: Path, store: Store) -> None:
     j = UsageJournal(journals)
     j.append(record("whole", prompt_tokens=11))
-    path = j.path
-    with open(path, "ab") as f:
-        f.write(b'{"request_id": "torn", "ten')
+    torn = b'{"request_id": "torn", "ten'  # the copy of a line the kill cut short
+    j._map[j._end : j._end + len(torn)] = torn
     # the writer died: drop its lock without the clean close that would delete the file
+    j._map.close()
     os.close(j._fd)
     j._fd = -1
     assert replay(journals, store.add_usage) == 1
@@ -88,9 +94,25 @@ def test_rotates_once_everything_is_stored(journals: Path, monkeypatch: Any) -> 
     for i in range(5):
         j.append(record(f"r{i}"))
     j.stored(4)
-    assert j.path.stat().st_size > 100  # one record is not stored yet: nothing is dropped
+    assert len(_lines(j.path)) == 5  # one record is not stored yet: nothing is dropped
     j.stored(1)
-    assert j.path.stat().st_size == 0
+    assert _lines(j.path) == []
     j.append(record("next"))
-    assert j.path.read_bytes().count(b"\n") == 1
+    assert len(_lines(j.path)) == 1 and b'"next"' in _lines(j.path)[0]
     j.close()
+
+
+def test_grows_past_its_first_chunk_and_closes_to_its_lines(
+    journals: Path, store: Store, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(jn, "CHUNK_BYTES", 512)
+    j = UsageJournal(journals)
+    for i in range(20):  # several KB of lines: the file doubles a few times
+        j.append(record(f"r{i:02d}", error="x" * 50))
+    size = j.path.stat().st_size
+    assert size > 512 and size & (size - 1) == 0 and size >= j._end
+    assert [line[15:18] for line in _lines(j.path)] == [b"r%02d" % i for i in range(20)]
+    j.stored(5)
+    j.close()  # 15 records are not stored: the file stays, cut back to its lines
+    assert j.path.read_bytes().count(b"\0") == 0 and len(_lines(j.path)) == 20
+    assert replay(journals, store.add_usage) == 20

@@ -20,7 +20,7 @@ time. Energy: NVML's counter where there is one (``measured``), else power × bu
 from __future__ import annotations
 
 import asyncio
-import functools
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,10 +33,11 @@ from zhisuan.cluster import Replica, ReplicaSpec
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._metrics import Metrics
 from zhisuan.gateway._quota import QuotaLedger
-from zhisuan.gateway._record import Outcome, fields, head, line, record
+from zhisuan.gateway._record import Ends, fields, head, line, record
 from zhisuan.gateway._share import ShareMeter, nvml_energy_reader
 from zhisuan.gateway._writer import UsageWriter
 from zhisuan.settings import Settings
+from zhisuan.store.journal import Rates, cost_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +49,19 @@ class Pricing:
     cost_per_hour: float
     currency: str
 
+    def rates(self, power_w: float) -> Rates:
+        return (self.price_input_per_mtok, self.price_output_per_mtok, self.cost_per_hour, power_w)
+
     def cost(self, prompt_tokens: int, completion_tokens: int, device_s: float) -> float:
-        if self.price_input_per_mtok is not None or self.price_output_per_mtok is not None:
-            return (
-                prompt_tokens * (self.price_input_per_mtok or 0.0)
-                + completion_tokens * (self.price_output_per_mtok or 0.0)
-            ) / 1e6
-        return self.cost_per_hour * device_s / 3600.0
+        return cost_of(self.rates(0.0), prompt_tokens, completion_tokens, device_s)
 
     def worst_case(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Upper bound of a token-priced request; 0 when priced by device time."""
         return self.cost(prompt_tokens, completion_tokens, 0.0)
+
+
+_UNPRICED: Rates = (None, None, 0.0, 0.0)
+"""The rates of a request no replica took: it costs nothing and used no device."""
 
 
 def pricing_of(spec: ReplicaSpec, settings: Settings) -> Pricing:
@@ -154,58 +157,60 @@ class Meter:
         record's way to the store wait for the event loop's next turn, after the
         answer's last bytes are written, since nothing the client waits for needs them.
         """
-        if ex.context.get("metered"):
+        context = ex.context
+        if context.get("metered"):
             return
-        ex.context["metered"] = True
+        context["metered"] = True
         if ex.finished_at is None:
             ex.close()
-        self._live.pop(ex.request_id, None)
-        held = ex.context.get("head")
+        held = context.get("head")
         if held is None or held[0] != ex.replica:
             known = self._known(ex)
             held = (ex.replica, known, head(known))
-        out = self._outcome(ex)
+        ends = self._ends(ex)
         if self._writer is not None:
-            self._writer.journal(line(held[2], ex, out))
-        account = functools.partial(self._account, ex, held[1], out)
+            self._writer.journal(line(held[2], ex, ends))
         try:
-            asyncio.get_running_loop().call_soon(account)
+            asyncio.get_running_loop().call_soon(self._account, ex, held[1], ends)
         except RuntimeError:  # no event loop: a direct caller
-            account()
+            self._account(ex, held[1], ends)
 
     def _known(self, ex: Exchange) -> dict[str, Any]:
         tenant = str(ex.context.get("tenant") or "anonymous")
         spec: ReplicaSpec | None = ex.context.get("spec")
         if spec is None:
-            return fields(ex, tenant, self._settings.currency, "estimated")
+            return fields(ex, tenant, self._settings.currency, _UNPRICED)
         _, share, pricing = self._replica(spec)
-        return fields(ex, tenant, pricing.currency, share.source)
+        return fields(ex, tenant, pricing.currency, pricing.rates(share.power_w))
 
-    def _outcome(self, ex: Exchange) -> Outcome:
-        created_at = time.time()
+    def _ends(self, ex: Exchange) -> Ends:
+        created_ns = time.time_ns()
         spec: ReplicaSpec | None = ex.context.get("spec")
         if spec is None:
-            return Outcome(created_at, 0.0, 0.0, 0.0)
-        _, meter, pricing = self._replica(spec)
-        share = meter.end(ex.context["ticket"])
-        cost = pricing.cost(ex.prompt_tokens, ex.completion_tokens, share.device_s)
-        return Outcome(created_at, cost, share.device_s, share.energy_wh)
+            return Ends(created_ns, 0, None)
+        share = self._replica(spec)[1].end(ex.context["ticket"])
+        mj = share.energy_wh * 3.6e6 if share.energy_source == "measured" else math.nan
+        return Ends(
+            created_ns, round(share.device_s * 1e9), round(mj) if math.isfinite(mj) else None
+        )
 
-    def _account(self, ex: Exchange, known: dict[str, Any], out: Outcome) -> None:
+    def _account(self, ex: Exchange, known: dict[str, Any], ends: Ends) -> None:
         """Settle the quota reservation, update the metrics and queue the record."""
+        self._live.pop(ex.request_id, None)
+        rec = record(known, ex, ends)
         reservation = ex.context.get("reservation")
         if reservation is not None and self._ledger is not None:
-            self._ledger.settle(reservation, ex.prompt_tokens + ex.completion_tokens, out.cost)
+            self._ledger.settle(reservation, ex.prompt_tokens + ex.completion_tokens, rec["cost"])
         self.metrics.add(
             ex,
             known["tenant"],
-            out.cost,
+            rec["cost"],
             known["currency"],
-            out.energy_wh,
-            known["energy_source"],
+            rec["energy_wh"],
+            rec["energy_source"],
         )
         if self._writer is not None:
-            self._writer.enqueue(record(known, ex, out))
+            self._writer.enqueue(rec)
 
 
 class _LiveCollector(Collector):

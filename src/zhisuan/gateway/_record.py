@@ -1,43 +1,44 @@
 """A request's usage record, as the journal line and as the store's dict.
 
 The journal line is written before the client sees the end of its answer, so it is on
-every request's critical path. The fields known once a replica is picked are encoded
-while the replica works (:func:`head`), and the rest, a few numbers, when the request
-ends (:func:`line`). :func:`record` builds the same record as a dict for the store,
-after the answer is sent. ``json.loads`` of the line gives that dict back.
+every request's critical path, and it holds facts rather than figures. The fields known
+once a replica is picked, the replica's prices and power among them, are encoded while
+the replica works (:func:`head`); when the request ends, :func:`line` adds a few
+integers: the clock, tokens, TTFT and latency in microseconds, device time in
+nanoseconds, measured energy in millijoules. Cost, energy, TPOT and the times in
+milliseconds are derived from those by :func:`zhisuan.store.journal.derive`, after the
+answer is sent for the store (:func:`record`) and at replay for a journal a dead gateway
+left, so both give the same record.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from zhisuan.gateway._exchange import Exchange
-from zhisuan.store.journal import encode_line
+from zhisuan.store.journal import Rates, derive
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _string = json.encoder.encode_basestring  # a JSON string literal, quotes included
 
 
 @dataclass(slots=True)  # not frozen: a frozen class's __init__ costs more, once per request
-class Outcome:
-    """What is known of a request only when it ends, besides its exchange.
+class Ends:
+    """What is known of a request only when it ends, besides its exchange."""
 
-    ``created_at`` is epoch seconds: the journal line carries the number (the replay
-    turns it into a datetime) and :func:`record` the datetime.
-    """
-
-    created_at: float
-    cost: float
-    device_s: float
-    energy_wh: float
+    created_ns: int
+    """Wall clock, epoch nanoseconds."""
+    device_ns: int
+    """The request's share of its replica's busy time."""
+    energy_mj: int | None
+    """Its share of the measured energy (None: estimated from the replica's power)."""
 
 
-def fields(ex: Exchange, tenant: str, currency: str, energy_source: str) -> dict[str, Any]:
+def fields(ex: Exchange, tenant: str, currency: str, rates: Rates) -> dict[str, Any]:
     """The record's fields known once a replica is picked."""
     return {
         "request_id": ex.request_id or uuid.uuid4().hex,
@@ -48,7 +49,7 @@ def fields(ex: Exchange, tenant: str, currency: str, energy_source: str) -> dict
         "endpoint": ex.endpoint,
         "stream": ex.stream,
         "currency": currency,
-        "energy_source": energy_source,
+        "rates": list(rates),
     }
 
 
@@ -57,51 +58,46 @@ def head(known: dict[str, Any]) -> str:
     return _ENCODER.encode(known)[:-1]
 
 
-def line(start: str, ex: Exchange, out: Outcome) -> bytes:
-    """The journal line: ``start`` (from :func:`head`) and the fields known at the end."""
-    ttft, tpot, latency = timings(ex)
-    if not math.isfinite(latency + out.cost + out.device_s + out.energy_wh + out.created_at):
-        return encode_line({**json.loads(start + "}"), **_ends(ex, out)})
+def line(start: str, ex: Exchange, ends: Ends) -> bytes:
+    """The journal line: ``start`` (from :func:`head`) and the facts known at the end."""
+    ttft_us, latency_us = times_us(ex)
     error = ex.error  # the status is one of the gateway's own words: no escaping
+    mj = ends.energy_mj
     return (
-        f'{start},"created_at":{out.created_at!r},"status":"{ex.status}",'
+        f'{start},"t":{ends.created_ns:d},"status":"{ex.status}",'
         f'"http_status":{ex.http_status:d},"prompt_tokens":{ex.prompt_tokens:d},'
         f'"completion_tokens":{ex.completion_tokens:d},'
-        f'"ttft_ms":{"null" if ttft is None else repr(ttft)},'
-        f'"tpot_ms":{"null" if tpot is None else repr(tpot)},"latency_ms":{latency!r},'
-        f'"cost":{out.cost!r},"device_s":{out.device_s!r},"energy_wh":{out.energy_wh!r},'
+        f'"ttft_us":{"null" if ttft_us is None else ttft_us},"latency_us":{latency_us:d},'
+        f'"device_ns":{ends.device_ns:d},"energy_mj":{"null" if mj is None else mj},'
         f'"error":{_string(str(error)[:500]) if error else "null"}}}\n'
     ).encode()
 
 
-def record(known: dict[str, Any], ex: Exchange, out: Outcome) -> dict[str, Any]:
-    """The same record as a dict, for the store."""
-    return {**known, **_ends(ex, out), "created_at": datetime.fromtimestamp(out.created_at, UTC)}
-
-
-def timings(ex: Exchange) -> tuple[float | None, float | None, float]:
-    """(TTFT, TPOT, latency) of the exchange, in milliseconds."""
-    ttft, tpot = ex.ttft_s, ex.tpot_s
-    return (
-        None if ttft is None else ttft * 1000.0,
-        None if tpot is None else tpot * 1000.0,
-        ex.latency_s * 1000.0,
-    )
-
-
-def _ends(ex: Exchange, out: Outcome) -> dict[str, Any]:
-    ttft, tpot, latency = timings(ex)
+def facts(known: dict[str, Any], ex: Exchange, ends: Ends) -> dict[str, Any]:
+    """What :func:`line` writes, as the dict ``json.loads`` reads from it."""
+    ttft_us, latency_us = times_us(ex)
     return {
-        "created_at": out.created_at,
+        **known,
+        "t": ends.created_ns,
         "status": ex.status,
         "http_status": int(ex.http_status),
         "prompt_tokens": int(ex.prompt_tokens),
         "completion_tokens": int(ex.completion_tokens),
-        "ttft_ms": ttft,
-        "tpot_ms": tpot,
-        "latency_ms": latency,
-        "cost": out.cost,
-        "device_s": out.device_s,
-        "energy_wh": out.energy_wh,
+        "ttft_us": ttft_us,
+        "latency_us": latency_us,
+        "device_ns": ends.device_ns,
+        "energy_mj": ends.energy_mj,
         "error": str(ex.error)[:500] if ex.error else None,
     }
+
+
+def record(known: dict[str, Any], ex: Exchange, ends: Ends) -> dict[str, Any]:
+    """The store's record of the request (the same the journal line replays to)."""
+    return derive(facts(known, ex, ends))
+
+
+def times_us(ex: Exchange) -> tuple[int | None, int]:
+    """(TTFT, latency) of the exchange, in whole microseconds."""
+    started, first = ex.started, ex.first_token_at
+    end = ex.finished_at if ex.finished_at is not None else time.perf_counter()
+    return (None if first is None else round((first - started) * 1e6)), round((end - started) * 1e6)
