@@ -15,11 +15,20 @@ serve`` keeps a core for the gateway and pins CPU replicas to the others
 
 The load generator is aiohttp on uvloop. An httpx client at concurrency 64 took a whole
 core on two cores (about 10 ms of CPU per request), as much as the engine, and the
-ratios then measured the client's contention rather than the gateway.
+ratios then measured the client's contention rather than the gateway. It runs on the
+gateway's cores (``--client-cores gateway``, the default when the gateway is pinned), as
+clients on other machines would leave the engine's cores to the engine: left anywhere,
+the scheduler puts it next to the engine in some rounds and not in others, and the
+rounds at 64 then differ by the client's share of the engine's core. ``--client-cores
+any`` leaves it to the scheduler.
 
-At concurrency 1 each request goes to each path in turn. At 64, each round keeps 64
-requests in flight for ``--seconds`` and counts the requests that end in that window, so
-the ramp-up and the drain stay out of the throughput; rounds alternate between paths.
+At concurrency 1 each request goes to each path in turn, and the throughput ratio (mean
+latency over mean latency) comes with a 95% confidence interval from the paired
+differences: on a shared VM the tail of either path moves the means, and 400 pairs left
+about ±1% of doubt, hence 2,000 by default. At 64, each round keeps 64 requests in flight
+for ``--seconds`` and counts the requests that end in that window, so the ramp-up and the
+drain stay out of the throughput; rounds alternate between paths, and the table shows the
+lowest and highest round's ratio besides the overall one.
 
 Run: ``.venv/bin/python benchmarks/bench_gateway_overhead.py [--max-tokens 64]``
 """
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -108,7 +118,11 @@ async def steady(
 async def alternate(
     paths: list[tuple[str, str | None]], stream: bool, n: int
 ) -> dict[str, list[float]]:
-    """Concurrency 1, one request to each path in turn, so drift hits both alike."""
+    """Concurrency 1, one request to each path in turn, so drift hits both alike.
+
+    Returns:
+        Latencies per path, paired by index (a pair with a failed request is left out).
+    """
     clients = [session(k, 1) for _, k in paths]
     lat: dict[str, list[float]] = {base: [] for base, _ in paths}
     try:
@@ -116,9 +130,13 @@ async def alternate(
             for _ in range(5):  # warm up
                 await one(http, f"{base}/v1/chat/completions", stream)
         for _ in range(n):
-            for http, (base, _) in zip(clients, paths, strict=True):
-                x = await one(http, f"{base}/v1/chat/completions", stream)
-                if x is not None:
+            pair = [
+                await one(http, f"{base}/v1/chat/completions", stream)
+                for http, (base, _) in zip(clients, paths, strict=True)
+            ]
+            got = [x for x in pair if x is not None]
+            if len(got) == len(pair):
+                for (base, _), x in zip(paths, got, strict=True):
                     lat[base].append(x)
     finally:
         for http in clients:
@@ -130,14 +148,29 @@ def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1]
 
 
+def paired_ratio(direct: list[float], gateway: list[float]) -> tuple[float, float, float]:
+    """Throughput through the gateway over direct at concurrency 1 (mean latency over mean
+    latency), and its 95% confidence interval from the paired differences."""
+    d = statistics.fmean(direct)
+    diffs = [g - x for g, x in zip(gateway, direct, strict=True)]
+    mean, half = statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return d / (d + mean), d / (d + mean + half), d / (d + mean - half)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n1", type=int, default=400, help="requests per path at concurrency 1")
+    parser.add_argument("--n1", type=int, default=2000, help="requests per path at concurrency 1")
     parser.add_argument("--seconds", type=float, default=15, help="seconds per round at 64")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds first")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per path at concurrency 64")
     parser.add_argument(
         "--max-tokens", type=int, default=4, help="tokens generated per request (ignore_eos)"
+    )
+    parser.add_argument(
+        "--client-cores",
+        choices=["gateway", "any"],
+        default="gateway",
+        help="where the load generator runs: on the gateway's cores, or anywhere",
     )
     parser.add_argument(
         "--engine-threads",
@@ -155,11 +188,16 @@ def main() -> None:
         srv, key, direct = start_metered(Path(tmp) / "home", *flags)
         try:
             gateway_proc = psutil.Process(srv.proc.pid)
+            gateway_cores = gateway_proc.cpu_affinity() or []
+            if args.client_cores == "gateway" and len(gateway_cores) < (os.cpu_count() or 1):
+                os.sched_setaffinity(0, gateway_cores)
+            print(f"load generator on cores {sorted(os.sched_getaffinity(0))}", flush=True)
             rows = []
             for stream in (False, True):
                 for conc in (1, 64):
                     lat: dict[str, list[float]] = {"direct": [], "gateway": []}
                     wall: dict[str, float] = {"direct": 0.0, "gateway": 0.0}
+                    counts: dict[str, list[int]] = {"direct": [], "gateway": []}
                     before = sum(gateway_proc.cpu_times()[:2])
                     if conc == 1:
                         both = uvloop.run(
@@ -173,12 +211,15 @@ def main() -> None:
                                 ("direct", direct, None),
                                 ("gateway", srv.url, key),
                             ):
-                                lat[path] += uvloop.run(
+                                done = uvloop.run(
                                     steady(base, k, stream, conc, args.seconds, args.warmup)
                                 )
+                                lat[path] += done
+                                counts[path].append(len(done))
                                 wall[path] += args.seconds
                     cpu = sum(gateway_proc.cpu_times()[:2]) - before
-                    rows.append((stream, conc, lat, wall, cpu / max(len(lat["gateway"]), 1)))
+                    per_request = cpu / max(len(lat["gateway"]), 1)
+                    rows.append((stream, conc, lat, wall, counts, per_request))
                     d, g = lat["direct"], lat["gateway"]
                     print(
                         f"{'stream' if stream else 'json  '} c={conc:<3} "
@@ -191,17 +232,23 @@ def main() -> None:
     print(f"\nworker threads: {args.engine_threads or 'default'}, {args.max_tokens} tokens")
     print(
         "| mode | concurrency | added p50 (ms) | added p99 (ms) | throughput vs direct "
-        "| gateway CPU per request (ms) |"
+        "| spread | gateway CPU per request (ms) |"
     )
-    print("|---|---|---|---|---|---|")
-    for stream, conc, lat, wall, cpu_per_request in rows:
+    print("|---|---|---|---|---|---|---|")
+    for stream, conc, lat, wall, counts, cpu_per_request in rows:
         d, g = lat["direct"], lat["gateway"]
-        ratio = (len(g) / wall["gateway"]) / (len(d) / wall["direct"])
+        if conc == 1:  # the spread: a 95% confidence interval
+            ratio, low, high = paired_ratio(d, g)
+        else:  # the spread: the lowest and highest of the rounds
+            ratio = (len(g) / wall["gateway"]) / (len(d) / wall["direct"])
+            per_round = [x / y for x, y in zip(counts["gateway"], counts["direct"], strict=True)]
+            low, high = min(per_round), max(per_round)
         print(
             f"| {'stream' if stream else 'non-stream'} | {conc} | "
             f"{(pct(g, 50) - pct(d, 50)) * 1e3:.2f} | {(pct(g, 99) - pct(d, 99)) * 1e3:.2f} | "
-            f"{ratio:.1%} | {cpu_per_request * 1e3:.2f} |"
+            f"{ratio:.1%} | {low:.1%}–{high:.1%} | {cpu_per_request * 1e3:.2f} |"
         )
+    print("spread: 95% confidence interval at concurrency 1, lowest–highest round at 64")
     print(f"failed requests: {ERRORS or 'none'}")
     print("\ntargets: added p50 <= 2 ms, added p99 <= 10 ms, throughput >= 95% of direct")
 
