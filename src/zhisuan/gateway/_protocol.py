@@ -8,7 +8,9 @@ middleware and the app's dispatch, and its answers are written by :class:`_HotCy
 The gateway wrote those answers' headers itself, so they are not checked again against
 uvicorn's header patterns, and a whole answer's head and body go out in one ``write``
 (uvicorn writes them in two). Everything else (keep-alive, pipelining, flow control,
-disconnects, shutdown) is uvicorn's.
+disconnects, shutdown) is uvicorn's. The subclass leans on uvicorn's internals
+(``tests/gateway/test_protocol.py`` checks it against the installed version), hence the
+project's floor on uvicorn.
 
 At concurrency 1 the gateway's core sleeps between requests and every request runs on
 cold caches, so the code a request passes through costs more than its instructions
