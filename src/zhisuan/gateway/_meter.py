@@ -189,10 +189,10 @@ class Meter:
         if spec is None:
             return Ends(created_ns, 0, None)
         share = self._replica(spec)[1].end(ex.context["ticket"])
-        mj = share.energy_wh * 3.6e6 if share.energy_source == "measured" else math.nan
-        return Ends(
-            created_ns, round(share.device_s * 1e9), round(mj) if math.isfinite(mj) else None
-        )
+        energy_mj = None  # estimated from the replica's power when the record is derived
+        if share.energy_source == "measured" and math.isfinite(share.energy_wh):
+            energy_mj = round(share.energy_wh * 3.6e6)
+        return Ends(created_ns, round(share.device_s * 1e9), energy_mj)
 
     def _account(self, ex: Exchange, known: dict[str, Any], ends: Ends) -> None:
         """Settle the quota reservation, update the metrics and queue the record."""

@@ -69,7 +69,7 @@ class GatewayApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ROUTES:
-            await self.hot_path(self.state.gateway, scope, receive, send)
+            await self.serve_hot(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
