@@ -90,11 +90,14 @@ class _Call:
     the client disconnects (uvicorn's ``send`` would drop the bytes silently). The waiter
     (a task of its own) starts :data:`WATCH_AFTER_S` into the request, so a request answered
     sooner never pays for it; a client that left earlier is seen then, as ``receive``
-    answers at once.
+    answers at once. The bookkeeping of a request on its way (the replica's share, the
+    record's known fields, the watch) waits until it is written (:meth:`_sent`): the
+    replica works meanwhile.
     """
 
     __slots__ = (
         "_answered",
+        "_receive",
         "_task",
         "_waiter",
         "_watch",
@@ -117,11 +120,22 @@ class _Call:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
+        self._receive = receive
         self._waiter: asyncio.Future[Message] | None = None
-        self._watch = task.get_loop().call_later(WATCH_AFTER_S, self._start_waiter, receive)
+        self._watch: asyncio.TimerHandle | None = None
 
-    def _start_waiter(self, receive: Receive) -> None:
-        self._waiter = asyncio.ensure_future(receive())
+    def _sent(self, replica: Replica) -> None:
+        """The request is written to ``replica``: begin its share of the replica's time,
+        encode its record's known fields, and watch the client."""
+        if self.replica is not replica or self.ex.context.get("metered"):
+            return  # that replica failed, or the request was metered, before this ran
+        self.gw.meter.start(self.ex, replica)
+        self.gw.meter.prepare(self.ex)
+        if not self._answered:
+            self._watch = self._task.get_loop().call_later(WATCH_AFTER_S, self._start_waiter)
+
+    def _start_waiter(self) -> None:
+        self._waiter = asyncio.ensure_future(self._receive())
         self._waiter.add_done_callback(self._on_receive)
 
     def _on_receive(self, waiter: asyncio.Future[Message]) -> None:
@@ -132,7 +146,8 @@ class _Call:
     def answered(self) -> None:
         """The answer is complete: a disconnect from now on is no abort."""
         self._answered = True
-        self._watch.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.cancel()
 
@@ -143,6 +158,7 @@ class _Call:
             self.replica = None
         if self.upstream is not None:
             self.upstream.close()  # a no-op once read to the end; else it cancels the generation
+            self.upstream = None
 
     async def open(self, path: str, body: bytes) -> Response:
         """Pick a replica and send; a replica that refuses the connection is skipped once."""
@@ -170,13 +186,12 @@ class _Call:
                 gw.finish(ex)
                 raise
             ex.replica = replica.spec.key
-            gw.meter.start(ex, replica)
             replica.outstanding += 1
             self.replica = replica
             try:
                 host, port = _address(replica.endpoint)
                 # runs once the request is written and this task waits for the answer
-                asyncio.get_running_loop().call_soon(gw.meter.prepare, ex)
+                asyncio.get_running_loop().call_soon(self._sent, replica)
                 self.upstream = await gw.wire.post(
                     host, port, path, body, headers, whole=not ex.stream
                 )
@@ -210,7 +225,7 @@ class _Call:
             ex.error = content[:500].decode(errors="replace")
         ex.close("ok" if status == 200 else "error", status)
         gw.finish(ex)
-        self.answered()
+        self.release()  # the worker connection is free before the client has its answer
         await send_json(send, status, content, [(b"x-request-id", ex.request_id.encode())])
 
     async def relay(self, upstream: Response, send: Send, include_usage: bool) -> None:

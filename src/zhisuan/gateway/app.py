@@ -130,6 +130,7 @@ def create_app(
             await the_backend.stop()
             await gw.client.close()
             gw.wire.close()
+            meter.flush()
             writer.close()
             if own_store:
                 the_store.close()

@@ -40,4 +40,5 @@ async def ready(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: requests, tokens, latency histograms, replicas, cost, energy."""
     gw = gateway_of(request)
+    gw.meter.flush()  # the requests that ended in the last moments too
     return Response(generate_latest(gw.meter.metrics.registry), media_type=CONTENT_TYPE_LATEST)

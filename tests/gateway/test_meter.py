@@ -1,0 +1,121 @@
+"""The meter's end of a request: journal and quota at once, metrics and store record later."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zhisuan.cluster import Replica, ReplicaSpec
+from zhisuan.gateway import _meter
+from zhisuan.gateway._exchange import Exchange
+from zhisuan.gateway._meter import Meter
+from zhisuan.gateway._metrics import Metrics
+from zhisuan.gateway._quota import Limits, QuotaLedger
+from zhisuan.gateway._writer import UsageWriter
+from zhisuan.settings import Settings
+
+SPEC = ReplicaSpec(
+    model="chat",
+    engine="transformers",
+    device="cpu",
+    model_path="/m",
+    options=(("price_input_per_mtok", 2.0), ("price_output_per_mtok", 6.0)),
+)
+SCOPE = ("tenant:team", Limits(tpm=10_000, budget=1.0))
+
+
+class _NoReplicas:
+    def replicas(self, model: str | None = None) -> list[Replica]:
+        return []
+
+
+class _Parts:
+    def __init__(self, tmp_path: Path) -> None:
+        self.stored: list[dict[str, Any]] = []
+        self.ledger = QuotaLedger(lambda sid, now: (0, 0.0))
+        self.writer = UsageWriter(self.stored.extend, linger_s=0.0)
+        settings = Settings(home=tmp_path)
+        self.meter = Meter(settings, Metrics(_NoReplicas()), self.ledger, self.writer)  # type: ignore[arg-type]
+
+    def request(self, n: int) -> Exchange:
+        """An admitted request that reserved 1,000 tokens and used 10 + 4."""
+        ex = Exchange(request_id=f"r{n}", endpoint="chat.completions", model="chat")
+        ex.context["tenant"] = "team"
+        ex.context["reservation"] = self.ledger.admit([SCOPE], 1000, 0.004)
+        self.meter.begin(ex)
+        self.meter.start(ex, Replica(SPEC))
+        ex.prompt_tokens, ex.completion_tokens = 10, 4
+        ex.close("ok", 200)
+        return ex
+
+    def requests_counted(self) -> float:
+        return sum(self.meter.metrics.requests.values())
+
+
+def test_quota_is_settled_at_once_and_the_rest_follows(tmp_path: Path) -> None:
+    parts = _Parts(tmp_path)
+
+    async def go() -> None:
+        parts.meter.finish(parts.request(1))
+        use = parts.ledger.snapshot("tenant:team")
+        assert use["tokens_last_minute"] == 14  # the actual use, not the 1,000 reserved
+        assert use["reserved_cost"] == 0 and use["concurrent"] == 0
+        assert use["cost_this_month"] == pytest.approx((10 * 2 + 4 * 6) / 1e6)
+        assert parts.requests_counted() == 0  # metrics and record wait
+        await asyncio.sleep(_meter.ACCOUNT_AFTER_S * 10)
+        assert parts.requests_counted() == 1
+
+    asyncio.run(go())
+    parts.writer.close()
+    assert [r["request_id"] for r in parts.stored] == ["r1"]
+    assert parts.stored[0]["cost"] == parts.ledger.snapshot("tenant:team")["cost_this_month"]
+
+
+def test_readers_on_other_threads_see_every_finished_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_meter, "ACCOUNT_AFTER_S", 3600.0)  # only a flush can account them
+    parts = _Parts(tmp_path)
+    seen: list[int] = []
+
+    async def go() -> None:
+        for n in range(3):
+            parts.meter.finish(parts.request(n))
+
+        def read() -> None:
+            parts.meter.sync()
+            seen.append(len(parts.stored))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        while reader.is_alive():  # keep the loop turning, as the gateway's does
+            await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+    assert seen == [3]
+    assert parts.requests_counted() == 3
+    parts.writer.close()
+
+
+def test_without_an_event_loop_a_request_is_accounted_at_once(tmp_path: Path) -> None:
+    parts = _Parts(tmp_path)
+    parts.meter.finish(parts.request(1))
+    assert parts.requests_counted() == 1
+    parts.meter.sync()
+    assert len(parts.stored) == 1
+    parts.writer.close()
+
+
+def test_finishing_twice_accounts_once(tmp_path: Path) -> None:
+    parts = _Parts(tmp_path)
+    ex = parts.request(1)
+    parts.meter.finish(ex)
+    parts.meter.finish(ex)
+    parts.meter.sync()
+    assert len(parts.stored) == 1
+    assert parts.ledger.snapshot("tenant:team")["tokens_today"] == 14
+    parts.writer.close()
