@@ -9,13 +9,14 @@ grouped in SQL; days are UTC days on both databases, whatever the session's time
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -294,14 +295,33 @@ def _usage_row(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 
 
 def _insert_sqlite(conn: Connection, rows: dict[str, dict[str, Any]]) -> int:
-    from sqlalchemy.dialects.sqlite import insert
+    # One prepared statement run by the driver's executemany, the rows bound by the columns'
+    # own processors: SQLAlchemy's multi-row VALUES with RETURNING handled each row in Python
+    # at twice the CPU (about 25 µs a record), all of it holding the GIL the gateway's event
+    # loop needs. The driver sums the rows each execution changed: a conflict changes none.
+    sql, names, binds = _sqlite_insert(conn.dialect)
+    params = []
+    for row in rows.values():
+        values = [row[name] for name in names]
+        for at, bind in binds:
+            values[at] = bind(values[at])
+        params.append(tuple(values))
+    return int(conn.exec_driver_sql(sql, params).rowcount)
 
-    stmt = (
-        insert(UsageRecord)
-        .on_conflict_do_nothing(index_elements=["request_id"])
-        .returning(UsageRecord.id)
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(dialect: Dialect) -> tuple[str, list[str], list[tuple[int, Any]]]:
+    """The insert of a usage row, its columns, and the binders of those that have one."""
+    columns = [c for c in UsageRecord.__table__.columns if c.name != "id"]
+    names = [c.name for c in columns]
+    binds = [
+        (at, c.type.dialect_impl(dialect).bind_processor(dialect)) for at, c in enumerate(columns)
+    ]
+    sql = (
+        f"INSERT INTO {UsageRecord.__tablename__} ({', '.join(names)}) "
+        f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT (request_id) DO NOTHING"
     )
-    return len(conn.execute(stmt, list(rows.values())).all())
+    return sql, names, [(at, bind) for at, bind in binds if bind is not None]
 
 
 def _insert_postgresql(conn: Connection, rows: dict[str, dict[str, Any]]) -> int:
