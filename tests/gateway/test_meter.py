@@ -119,3 +119,20 @@ def test_finishing_twice_accounts_once(tmp_path: Path) -> None:
     assert len(parts.stored) == 1
     assert parts.ledger.snapshot("tenant:team")["tokens_today"] == 14
     parts.writer.close()
+
+
+def test_a_timer_left_on_a_closed_loop_does_not_hold_records_back(tmp_path: Path) -> None:
+    parts = _Parts(tmp_path)
+
+    async def finish(n: int) -> None:
+        parts.meter.finish(parts.request(n))
+
+    asyncio.run(finish(1))  # its loop closes before the timer fires
+
+    async def finish_and_wait() -> None:
+        await finish(2)
+        await asyncio.sleep(_meter.ACCOUNT_AFTER_S * 10)
+
+    asyncio.run(finish_and_wait())
+    assert parts.requests_counted() == 2
+    parts.writer.close()

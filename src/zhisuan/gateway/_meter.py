@@ -224,7 +224,7 @@ class Meter:
             cost = cost_of(held[1]["rates"], ex.prompt_tokens, ex.completion_tokens, device_s)
             self._ledger.settle(reservation, tokens, cost)
         self._later.append((ex, held[1], ends))
-        if self._timer is None:
+        if self._timer is None or self._loop is None or self._loop.is_closed():
             try:
                 self._loop = asyncio.get_running_loop()
             except RuntimeError:  # no event loop: a direct caller
