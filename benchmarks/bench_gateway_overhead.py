@@ -13,14 +13,19 @@ serve`` keeps a core for the gateway and pins CPU replicas to the others
 (``zhisuan.cluster.cores``); run with ``ZHISUAN_CPU_PINNING=off`` to compare.
 ``--engine-threads`` overrides the engine's thread count.
 
-The load generator is aiohttp on uvloop. An httpx client at concurrency 64 took a whole
-core on two cores (about 10 ms of CPU per request), as much as the engine, and the
-ratios then measured the client's contention rather than the gateway. It runs on the
-gateway's cores (``--client-cores gateway``, the default when the gateway is pinned), as
-clients on other machines would leave the engine's cores to the engine: left anywhere,
-the scheduler puts it next to the engine in some rounds and not in others, and the
-rounds at 64 then differ by the client's share of the engine's core. ``--client-cores
-any`` leaves it to the scheduler.
+The load generator is ``_load.Client`` on uvloop: a prepared request written on a
+keep-alive connection, the answer parsed by ``httptools`` and timed in the parser's
+callback. It takes about 0.055 ms of CPU per request; aiohttp took 0.2 ms, and at 64 the
+direct path then ran 10-15% slower than with this client (the client, not the worker,
+set its pace). An httpx client took about 10 ms per request. The load generator runs on
+the gateway's cores (``--client-cores gateway``, the default when the gateway is
+pinned), as clients on other machines would leave the engine's cores to the engine: left
+anywhere, the scheduler puts it next to the engine in some rounds and not in others, and
+the rounds at 64 then differ by the client's share of the engine's core. ``--client-cores
+any`` leaves it to the scheduler. On a host this small it still shares the gateway's
+core: at 64, the gateway's work on a burst of answers (the engine ends a batch's
+fixed-length requests together) and the client's work on the same burst take turns on
+one core.
 
 At concurrency 1 each request goes to each path in turn, and the throughput ratio (mean
 latency over mean latency) comes with a 95% confidence interval from the paired
@@ -33,13 +38,18 @@ alike), and the throughput ratio at 64 comes with a 95% confidence interval from
 pairs' ratios. The latency at 64 is not taken from those rounds: a round's p50 moved by
 10 ms or more from one to the next on either path (how the 64 requests fall into the
 engine's batches differs), so paired rounds could not tell a 2 ms overhead from noise.
-It comes from rounds side by side instead (``--side-by-side``, 5 by default): 64 clients
-through the gateway and 64 straight to the worker at the same time, so both see the same
-engine, the same batches and the same machine, and what differs is the gateway. The
-added p50 and p99 at 64 are the mean of those rounds' differences, with a 95% confidence
-interval from them. (A bootstrap over the requests of all rounds gave intervals a few ms
-wide that the next run's figures fell far outside: latencies at 64 cluster on the
-engine's batch steps and rounds differ as wholes, so the rounds are the replicates.)
+It comes from clients that alternate instead (``--mixed`` seconds, in ``--window``
+windows): 128 clients, each sending its requests to the two paths in turn, so 64 are on
+each path at a time, both paths see the same engine, batches and machine, and a client's
+place in the engine's batches is shared by both paths. (Two groups of 64 side by side,
+one per path, locked into batches of their own, and the groups' places, not the gateway,
+moved their difference by ±10 ms from one round to the next.) ``--null`` checks the method:
+alternating between two identical direct paths, it found −0.05 (−0.1 to 0.1) ms at the
+p50 and −0.33 (−0.8 to 0.2) ms at the p99 without streaming, 0.12 (−0.2 to 0.5) and
+−0.05 (−0.2 to 0.1) ms streaming. The
+added p50 and p99 at 64 are the mean of the windows' differences, with a 95% confidence
+interval from them; the windows are the replicates, since latencies at 64 cluster on the
+engine's batch steps and a window's requests move together.
 
 Run: ``.venv/bin/python benchmarks/bench_gateway_overhead.py [--max-tokens 64]``
 """
@@ -55,11 +65,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
 import uvloop
 
 from _harness import CHAT, start_metered
+from _load import Client, LoadError
 
 BODY: dict[str, Any] = {
     "model": CHAT,
@@ -72,31 +82,20 @@ BODY: dict[str, Any] = {
 ERRORS: dict[str, int] = {}
 
 
-async def one(http: aiohttp.ClientSession, url: str, stream: bool) -> float | None:
+async def one(client: Client) -> float | None:
     """Seconds for one request, or None if it failed (counted in ``ERRORS``)."""
-    start = time.perf_counter()
     try:
-        async with http.post(url, json={**BODY, "stream": stream}) as resp:
-            async for _ in resp.content.iter_any():  # every event as it comes
-                pass
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        key = f"{url.split('/v1')[0]} {type(exc).__name__}"
+        return await client.send()
+    except (LoadError, OSError) as exc:
+        key = f"{client.host}:{client.port} {exc}"
         ERRORS[key] = ERRORS.get(key, 0) + 1
         return None
-    if resp.status != 200:
-        key = f"{url.split('/v1')[0]} HTTP {resp.status}"
-        ERRORS[key] = ERRORS.get(key, 0) + 1
-        return None
-    return time.perf_counter() - start
 
 
-def session(key: str | None, concurrency: int) -> aiohttp.ClientSession:
-    """A client with ``concurrency`` pooled connections and the key, if any."""
-    return aiohttp.ClientSession(
-        headers={"Authorization": f"Bearer {key}"} if key else {},
-        connector=aiohttp.TCPConnector(limit=concurrency),
-        timeout=aiohttp.ClientTimeout(total=120),
-    )
+def clients(base: str, key: str | None, stream: bool, n: int) -> list[Client]:
+    return [
+        Client(f"{base}/v1/chat/completions", {**BODY, "stream": stream}, key) for _ in range(n)
+    ]
 
 
 async def steady(
@@ -109,36 +108,69 @@ async def steady(
         ramp-up and the drain (when fewer than ``concurrency`` requests are left), which a
         fixed count of requests would include, stay out of the throughput.
     """
-    async with session(key, concurrency) as http:
-        url = f"{base}/v1/chat/completions"
-        await one(http, url, stream)  # warm the connection
-        begin = time.perf_counter() + warmup
-        end = begin + seconds
-        lat: list[float] = []
+    pool = clients(base, key, stream, concurrency)
+    await one(pool[0])  # the first answer after a pause is slow on either path
+    begin = time.perf_counter() + warmup
+    end = begin + seconds
+    lat: list[float] = []
 
-        async def client() -> None:
-            while time.perf_counter() < end:
-                x = await one(http, url, stream)
-                if x is not None and begin <= time.perf_counter() <= end:
-                    lat.append(x)
+    async def client(c: Client) -> None:
+        while time.perf_counter() < end:
+            x = await one(c)
+            if x is not None and begin <= time.perf_counter() <= end:
+                lat.append(x)
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        return lat
+    try:
+        await asyncio.gather(*(client(c) for c in pool))
+    finally:
+        for c in pool:
+            c.close()
+    return lat
 
 
-async def side_by_side(
+async def mixed(
     paths: list[tuple[str, str | None]],
     stream: bool,
     concurrency: int,
     seconds: float,
     warmup: float,
-) -> list[list[float]]:
-    """``concurrency`` clients on each path at once; latencies per path as :func:`steady`."""
-    return list(
-        await asyncio.gather(
-            *(steady(base, k, stream, concurrency, seconds, warmup) for base, k in paths)
-        )
-    )
+    window: float,
+) -> list[tuple[list[float], list[float]]]:
+    """``2 * concurrency`` clients, each sending its requests to the two ``paths`` in turn,
+    so about ``concurrency`` are on each path at a time, both paths see the same engine,
+    batches and machine, and a client's place in the engine's batches is shared by both.
+
+    Returns:
+        For each ``window`` seconds after ``warmup``, the latencies of the requests that
+        started in it, per path.
+    """
+    pool = [
+        [c for base, k in paths for c in clients(base, k, stream, 1)]
+        for _ in range(2 * concurrency)
+    ]
+    for c in pool[0]:
+        await one(c)  # the first answer after a pause is slow on either path
+    begin = time.perf_counter() + warmup
+    n = int(seconds / window)
+    end = begin + n * window
+    out: list[tuple[list[float], list[float]]] = [([], []) for _ in range(n)]
+
+    async def client(i: int) -> None:
+        path = i % 2  # half the clients start on each path
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            x = await one(pool[i][path])
+            if x is not None and begin <= start < end:
+                out[int((start - begin) / window)][path].append(x)
+            path ^= 1
+
+    try:
+        await asyncio.gather(*(client(i) for i in range(2 * concurrency)))
+    finally:
+        for pair in pool:
+            for c in pair:
+                c.close()
+    return out
 
 
 async def alternate(
@@ -149,24 +181,21 @@ async def alternate(
     Returns:
         Latencies per path, paired by index (a pair with a failed request is left out).
     """
-    clients = [session(k, 1) for _, k in paths]
+    pool = [clients(base, k, stream, 1)[0] for base, k in paths]
     lat: dict[str, list[float]] = {base: [] for base, _ in paths}
     try:
-        for http, (base, _) in zip(clients, paths, strict=True):
+        for c in pool:
             for _ in range(5):  # warm up
-                await one(http, f"{base}/v1/chat/completions", stream)
+                await one(c)
         for _ in range(n):
-            pair = [
-                await one(http, f"{base}/v1/chat/completions", stream)
-                for http, (base, _) in zip(clients, paths, strict=True)
-            ]
+            pair = [await one(c) for c in pool]
             got = [x for x in pair if x is not None]
             if len(got) == len(pair):
                 for (base, _), x in zip(paths, got, strict=True):
                     lat[base].append(x)
     finally:
-        for http in clients:
-            await http.close()
+        for c in pool:
+            c.close()
     return lat
 
 
@@ -205,7 +234,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds first")
     parser.add_argument("--rounds", type=int, default=10, help="rounds per path at concurrency 64")
     parser.add_argument(
-        "--side-by-side", type=int, default=5, help="rounds with both paths at once, at 64"
+        "--mixed",
+        type=float,
+        default=60,
+        help="seconds of clients alternating between the paths, for the latency at 64",
+    )
+    parser.add_argument(
+        "--window", type=float, default=3, help="seconds per window of the alternating clients"
+    )
+    parser.add_argument(
+        "--null",
+        action="store_true",
+        help="check the method: alternate between two direct paths at 64 (expect 0 added)",
     )
     parser.add_argument(
         "--max-tokens", type=int, default=4, help="tokens generated per request (ignore_eos)"
@@ -236,19 +276,22 @@ def main() -> None:
             if args.client_cores == "gateway" and len(gateway_cores) < (os.cpu_count() or 1):
                 os.sched_setaffinity(0, gateway_cores)
             print(f"load generator on cores {sorted(os.sched_getaffinity(0))}", flush=True)
+            if args.null:
+                null_check(direct, args)
+                return
             rows = []
             for stream in (False, True):
                 for conc in (1, 64):
                     lat: dict[str, list[float]] = {"direct": [], "gateway": []}
                     wall: dict[str, float] = {"direct": 0.0, "gateway": 0.0}
                     rounds: dict[str, list[list[float]]] = {"direct": [], "gateway": []}
-                    both: dict[str, list[list[float]]] = {"direct": [], "gateway": []}
+                    windows: list[tuple[list[float], list[float]]] = []
                     before = sum(gateway_proc.cpu_times()[:2])
                     if conc == 1:
-                        both = uvloop.run(
+                        got = uvloop.run(
                             alternate([(direct, None), (srv.url, key)], stream, args.n1)
                         )
-                        lat = {"direct": both[direct], "gateway": both[srv.url]}
+                        lat = {"direct": got[direct], "gateway": got[srv.url]}
                         wall = {path: sum(xs) for path, xs in lat.items()}
                     else:
                         pair = [("direct", direct, None), ("gateway", srv.url, key)]
@@ -266,18 +309,15 @@ def main() -> None:
                     _show(f"{mode} c={conc:<3}", lat["direct"], lat["gateway"])
                     if conc > 1:
                         paths = [(direct, None), (srv.url, key)]
-                        for _ in range(args.side_by_side):
-                            d_r, g_r = uvloop.run(
-                                side_by_side(paths, stream, conc, args.seconds, args.warmup)
-                            )
-                            both["direct"].append(d_r)
-                            both["gateway"].append(g_r)
-                        _show(
-                            f"{mode} c={conc}+{conc} side by side",
-                            [x for r in both["direct"] for x in r],
-                            [x for r in both["gateway"] for x in r],
+                        windows = uvloop.run(
+                            mixed(paths, stream, conc, args.mixed, args.warmup, args.window)
                         )
-                    rows.append((stream, conc, lat, wall, rounds, both, per_request))
+                        _show(
+                            f"{mode} c={conc}+{conc} alternating",
+                            [x for d_w, _ in windows for x in d_w],
+                            [x for _, g_w in windows for x in g_w],
+                        )
+                    rows.append((stream, conc, lat, wall, rounds, windows, per_request))
         finally:
             srv.stop()
     print(f"\nworker threads: {args.engine_threads or 'default'}, {args.max_tokens} tokens")
@@ -286,7 +326,7 @@ def main() -> None:
         "| gateway CPU per request (ms) |"
     )
     print("|---|---|---|---|---|---|")
-    for stream, conc, lat, wall, rounds, both, cpu_per_request in rows:
+    for stream, conc, lat, wall, rounds, windows, cpu_per_request in rows:
         d, g = lat["direct"], lat["gateway"]
         if conc == 1:
             ratio, low, high = paired_ratio(d, g)
@@ -295,21 +335,37 @@ def main() -> None:
             ratio = (len(g) / wall["gateway"]) / (len(d) / wall["direct"])
             pairs = list(zip(rounds["direct"], rounds["gateway"], strict=True))
             _, low, high = mean_ci([len(y) / len(x) for x, y in pairs])
-            added = []
-            for q in (50, 99):
-                side = zip(both["direct"], both["gateway"], strict=True)
-                mean, lo, hi = mean_ci([(pct(y, q) - pct(x, q)) * 1e3 for x, y in side])
-                added.append(f"{mean:.2f} ({lo:.1f} to {hi:.1f})")
+            added = added_in(windows)
         print(
             f"| {'stream' if stream else 'non-stream'} | {conc} | {added[0]} | {added[1]} | "
             f"{ratio:.1%} ({low:.1%}–{high:.1%}) | {cpu_per_request * 1e3:.2f} |"
         )
     print(
         "in brackets: 95% confidence intervals (at 1 from the paired requests; at 64 the"
-        " latency from the rounds side by side, the throughput from the paired rounds)"
+        " latency from the windows of alternating clients, the throughput from the paired"
+        " rounds)"
     )
     print(f"failed requests: {ERRORS or 'none'}")
     print("\ntargets: added p50 <= 2 ms, added p99 <= 10 ms, throughput >= 95% of direct")
+
+
+def added_in(windows: list[tuple[list[float], list[float]]]) -> list[str]:
+    """The added p50 and p99 (ms) of :func:`mixed`'s windows, with 95% intervals."""
+    out = []
+    for q in (50, 99):
+        mean, lo, hi = mean_ci([(pct(g, q) - pct(d, q)) * 1e3 for d, g in windows])
+        out.append(f"{mean:.2f} ({lo:.1f} to {hi:.1f})")
+    return out
+
+
+def null_check(direct: str, args: argparse.Namespace) -> None:
+    """:func:`mixed` between two identical paths: what the method finds with no gateway."""
+    for stream in (False, True):
+        paths: list[tuple[str, str | None]] = [(direct, None), (direct, None)]
+        windows = uvloop.run(mixed(paths, stream, 64, args.mixed, args.warmup, args.window))
+        p50, p99 = added_in(windows)
+        print(f"{'stream' if stream else 'non-stream'}, direct against direct at 64+64:")
+        print(f"  'added' p50 {p50} ms, p99 {p99} ms", flush=True)
 
 
 def _show(label: str, d: list[float], g: list[float]) -> None:
