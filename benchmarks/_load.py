@@ -97,13 +97,12 @@ class Client:
         Raises:
             LoadError: the request failed (the next call reconnects).
         """
+        loop = asyncio.get_running_loop()
         conn = self.conn
         if conn is None or conn.transport is None:
-            loop = asyncio.get_running_loop()
             _, conn = await loop.create_connection(_Conn, self.host, self.port)
             self.conn = conn
         assert conn.transport is not None
-        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[float] = loop.create_future()
         conn.waiter = waiter
         timer = loop.call_later(TIMEOUT_S, conn._fail, LoadError("timed out"))
