@@ -8,7 +8,9 @@ stream readers), more than the gateway itself, so at concurrency 64 the figures 
 more about the client than the gateway. This one writes a request prepared once and
 times the answer from the write to the parser's end of message, in the protocol's own
 callback, so the client's task scheduling stays out of the latency. Both paths of a
-benchmark use it alike.
+benchmark use it alike. It also reads the worker's own time on each request, from the
+answer's ``server-timing: worker;dur=<ms>`` header or, on a stream, the same in the
+``[DONE]`` event's comment line (see ``zhisuan.engines.worker._format``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 import httptools
 
 TIMEOUT_S = 120.0
+_DUR = b"worker;dur="
 
 
 class LoadError(Exception):
@@ -35,6 +38,8 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[float] | None = None
         self.sent = 0.0
         self.body = 0
+        self.timing = b""  # the server-timing header, or a stream's tail
+        self.worker_s: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -49,11 +54,18 @@ class _Conn(asyncio.Protocol):
         self.transport = None
         self._fail(LoadError(f"connection lost: {exc}"))
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"server-timing":
+            self.timing = value
+
     def on_body(self, body: bytes) -> None:
         self.body += len(body)
+        if _DUR in body:
+            self.timing = body[body.rfind(_DUR) :]
 
     def on_message_complete(self) -> None:
         elapsed = time.perf_counter() - self.sent
+        self.worker_s = _worker_s(self.timing)
         waiter, self.waiter = self.waiter, None
         if waiter is None or waiter.done():
             return
@@ -69,6 +81,17 @@ class _Conn(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+
+
+def _worker_s(timing: bytes) -> float | None:
+    at = timing.find(_DUR)
+    if at < 0:
+        return None
+    value = timing[at + len(_DUR) :].split(b"\n", 1)[0].split(b",", 1)[0].split(b";", 1)[0]
+    try:
+        return float(value) / 1e3
+    except ValueError:
+        return None
 
 
 class Client:
@@ -90,6 +113,8 @@ class Client:
             f"content-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n"
         ).encode() + data
         self.conn: _Conn | None = None
+        self.worker_s: float | None = None
+        """The worker's own seconds on the last request, if its answer said."""
 
     async def send(self) -> float:
         """Seconds from writing the request to the end of the answer.
@@ -107,10 +132,14 @@ class Client:
         conn.waiter = waiter
         timer = loop.call_later(TIMEOUT_S, conn._fail, LoadError("timed out"))
         conn.body = 0
+        conn.timing = b""
+        conn.worker_s = None
         conn.sent = time.perf_counter()
         conn.transport.write(self.request)
         try:
-            return await waiter
+            elapsed = await waiter
+            self.worker_s = conn.worker_s
+            return elapsed
         except LoadError:
             self.close()
             raise

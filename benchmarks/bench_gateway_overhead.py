@@ -63,39 +63,25 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import uvloop
 
-from _harness import CHAT, start_metered
-from _load import Client, LoadError
-
-BODY: dict[str, Any] = {
-    "model": CHAT,
-    "messages": [{"role": "user", "content": "Hi"}],
-    "max_tokens": 4,
-    "temperature": 0,
-}
-
-
-ERRORS: dict[str, int] = {}
-
-
-async def one(client: Client) -> float | None:
-    """Seconds for one request, or None if it failed (counted in ``ERRORS``)."""
-    try:
-        return await client.send()
-    except (LoadError, OSError) as exc:
-        key = f"{client.host}:{client.port} {exc}"
-        ERRORS[key] = ERRORS.get(key, 0) + 1
-        return None
-
-
-def clients(base: str, key: str | None, stream: bool, n: int) -> list[Client]:
-    return [
-        Client(f"{base}/v1/chat/completions", {**BODY, "stream": stream}, key) for _ in range(n)
-    ]
+from _alternating import (
+    BODY,
+    ERRORS,
+    Window,
+    added_in,
+    clients,
+    control,
+    mean_ci,
+    mixed,
+    null_check,
+    one,
+    pct,
+)
+from _harness import start_metered
+from _load import Client
 
 
 async def steady(
@@ -128,51 +114,6 @@ async def steady(
     return lat
 
 
-async def mixed(
-    paths: list[tuple[str, str | None]],
-    stream: bool,
-    concurrency: int,
-    seconds: float,
-    warmup: float,
-    window: float,
-) -> list[tuple[list[float], list[float]]]:
-    """``2 * concurrency`` clients, each sending its requests to the two ``paths`` in turn,
-    so about ``concurrency`` are on each path at a time, both paths see the same engine,
-    batches and machine, and a client's place in the engine's batches is shared by both.
-
-    Returns:
-        For each ``window`` seconds after ``warmup``, the latencies of the requests that
-        started in it, per path.
-    """
-    pool = [
-        [c for base, k in paths for c in clients(base, k, stream, 1)]
-        for _ in range(2 * concurrency)
-    ]
-    for c in pool[0]:
-        await one(c)  # the first answer after a pause is slow on either path
-    begin = time.perf_counter() + warmup
-    n = int(seconds / window)
-    end = begin + n * window
-    out: list[tuple[list[float], list[float]]] = [([], []) for _ in range(n)]
-
-    async def client(i: int) -> None:
-        path = i % 2  # half the clients start on each path
-        while time.perf_counter() < end:
-            start = time.perf_counter()
-            x = await one(pool[i][path])
-            if x is not None and begin <= start < end:
-                out[int((start - begin) / window)][path].append(x)
-            path ^= 1
-
-    try:
-        await asyncio.gather(*(client(i) for i in range(2 * concurrency)))
-    finally:
-        for pair in pool:
-            for c in pair:
-                c.close()
-    return out
-
-
 async def alternate(
     paths: list[tuple[str, str | None]], stream: bool, n: int
 ) -> dict[str, list[float]]:
@@ -197,25 +138,6 @@ async def alternate(
         for c in pool:
             c.close()
     return lat
-
-
-def pct(xs: list[float], q: float) -> float:
-    return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1]
-
-
-_T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14)
-"""Student's t, 97.5th percentile, for 1..14 degrees of freedom (then 2.1 down to 1.96)."""
-
-
-def mean_ci(xs: list[float]) -> tuple[float, float, float]:
-    """Mean of ``xs`` and its 95% confidence interval (Student's t)."""
-    mean = statistics.fmean(xs)
-    if len(xs) < 2:
-        return mean, mean, mean
-    df = len(xs) - 1
-    t = _T975[df - 1] if df <= len(_T975) else (2.1 if df < 30 else 1.96)
-    half = t * statistics.stdev(xs) / len(xs) ** 0.5
-    return mean, mean - half, mean + half
 
 
 def paired_ratio(direct: list[float], gateway: list[float]) -> tuple[float, float, float]:
@@ -246,6 +168,11 @@ def main() -> None:
         "--null",
         action="store_true",
         help="check the method: alternate between two direct paths at 64 (expect 0 added)",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="at 64, against a minimal relay (_relay.py): relay vs direct, gateway vs relay",
     )
     parser.add_argument(
         "--max-tokens", type=int, default=4, help="tokens generated per request (ignore_eos)"
@@ -279,13 +206,17 @@ def main() -> None:
             if args.null:
                 null_check(direct, args)
                 return
+            if args.control:
+                pinned = len(gateway_cores) < (os.cpu_count() or 1)
+                control(direct, srv.url, key, gateway_cores if pinned else [], args)
+                return
             rows = []
             for stream in (False, True):
                 for conc in (1, 64):
                     lat: dict[str, list[float]] = {"direct": [], "gateway": []}
                     wall: dict[str, float] = {"direct": 0.0, "gateway": 0.0}
                     rounds: dict[str, list[list[float]]] = {"direct": [], "gateway": []}
-                    windows: list[tuple[list[float], list[float]]] = []
+                    windows: list[Window] = []
                     before = sum(gateway_proc.cpu_times()[:2])
                     if conc == 1:
                         got = uvloop.run(
@@ -314,8 +245,8 @@ def main() -> None:
                         )
                         _show(
                             f"{mode} c={conc}+{conc} alternating",
-                            [x for d_w, _ in windows for x in d_w],
-                            [x for _, g_w in windows for x in g_w],
+                            [x for d_w, _ in windows for x, _ in d_w],
+                            [x for _, g_w in windows for x, _ in g_w],
                         )
                     rows.append((stream, conc, lat, wall, rounds, windows, per_request))
         finally:
@@ -323,49 +254,34 @@ def main() -> None:
     print(f"\nworker threads: {args.engine_threads or 'default'}, {args.max_tokens} tokens")
     print(
         "| mode | concurrency | added p50 (ms) | added p99 (ms) | throughput vs direct "
-        "| gateway CPU per request (ms) |"
+        "| gateway CPU per request (ms) | latency difference p50 / p99 (ms) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for stream, conc, lat, wall, rounds, windows, cpu_per_request in rows:
         d, g = lat["direct"], lat["gateway"]
         if conc == 1:
             ratio, low, high = paired_ratio(d, g)
             added = [f"{(pct(g, q) - pct(d, q)) * 1e3:.2f}" for q in (50, 99)]
+            plain = added
         else:
             ratio = (len(g) / wall["gateway"]) / (len(d) / wall["direct"])
             pairs = list(zip(rounds["direct"], rounds["gateway"], strict=True))
             _, low, high = mean_ci([len(y) / len(x) for x, y in pairs])
             added = added_in(windows)
+            plain = added_in(windows, own=False)
         print(
             f"| {'stream' if stream else 'non-stream'} | {conc} | {added[0]} | {added[1]} | "
-            f"{ratio:.1%} ({low:.1%}–{high:.1%}) | {cpu_per_request * 1e3:.2f} |"
+            f"{ratio:.1%} ({low:.1%}–{high:.1%}) | {cpu_per_request * 1e3:.2f} | "
+            f"{plain[0]} / {plain[1]} |"
         )
     print(
         "in brackets: 95% confidence intervals (at 1 from the paired requests; at 64 the"
         " latency from the windows of alternating clients, the throughput from the paired"
-        " rounds)"
+        " rounds). At 64 the added latency is that of the latency less the worker's own"
+        " time (its server-timing); the last column is of the latency itself."
     )
     print(f"failed requests: {ERRORS or 'none'}")
     print("\ntargets: added p50 <= 2 ms, added p99 <= 10 ms, throughput >= 95% of direct")
-
-
-def added_in(windows: list[tuple[list[float], list[float]]]) -> list[str]:
-    """The added p50 and p99 (ms) of :func:`mixed`'s windows, with 95% intervals."""
-    out = []
-    for q in (50, 99):
-        mean, lo, hi = mean_ci([(pct(g, q) - pct(d, q)) * 1e3 for d, g in windows])
-        out.append(f"{mean:.2f} ({lo:.1f} to {hi:.1f})")
-    return out
-
-
-def null_check(direct: str, args: argparse.Namespace) -> None:
-    """:func:`mixed` between two identical paths: what the method finds with no gateway."""
-    for stream in (False, True):
-        paths: list[tuple[str, str | None]] = [(direct, None), (direct, None)]
-        windows = uvloop.run(mixed(paths, stream, 64, args.mixed, args.warmup, args.window))
-        p50, p99 = added_in(windows)
-        print(f"{'stream' if stream else 'non-stream'}, direct against direct at 64+64:")
-        print(f"  'added' p50 {p50} ms, p99 {p99} ms", flush=True)
 
 
 def _show(label: str, d: list[float], g: list[float]) -> None:

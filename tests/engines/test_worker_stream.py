@@ -82,6 +82,29 @@ def test_gateway_header_puts_the_counts_of_a_whole_answer_in_a_header(chat_url: 
     assert metered.headers["x-zhisuan-usage"] == counts
 
 
+def _worker_ms(timing: str) -> float:
+    name, _, dur = timing.partition(";dur=")
+    assert name == "worker", timing
+    return float(dur)
+
+
+def test_answers_carry_the_workers_time(chat_url: str) -> None:
+    body = {"model": "fake-chat", "messages": MESSAGES, "max_tokens": 2}
+    started = time.perf_counter()
+    whole = httpx.post(f"{chat_url}/v1/chat/completions", json=body)
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    assert 0 < _worker_ms(whole.headers["server-timing"]) <= elapsed_ms
+    started = time.perf_counter()
+    stream = httpx.post(f"{chat_url}/v1/chat/completions", json={**body, "stream": True})
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    # the stream's time comes last, as a comment line of its [DONE] event
+    last = stream.text.split("\n\n")[-2]
+    comment, done = last.split("\n")
+    assert done == "data: [DONE]" and comment.startswith(": server-timing ")
+    assert 0 < _worker_ms(comment.removeprefix(": server-timing ")) <= elapsed_ms
+    assert _events(stream)[-1] == "[DONE]"
+
+
 def test_completion_stream(client: openai.OpenAI) -> None:
     chunks = list(
         client.completions.create(

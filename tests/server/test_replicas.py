@@ -134,6 +134,19 @@ def test_client_disconnect_frees_the_slot(server: Server) -> None:
     wait_for(lambda: httpx.get(f"{endpoint}/health").json()["active"] == 0, timeout=5)
 
 
+def test_answers_through_the_gateway_carry_the_workers_time(server: Server) -> None:
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+    with httpx.Client(timeout=60) as http:
+        started = time.perf_counter()
+        whole = http.post(f"{server.url}/v1/chat/completions", json=body)
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        name, _, dur = whole.headers["server-timing"].partition(";dur=")
+        assert name == "worker" and 0 < float(dur) <= elapsed_ms
+        stream = http.post(f"{server.url}/v1/chat/completions", json={**body, "stream": True})
+    comment, done = stream.text.split("\n\n")[-2].split("\n")
+    assert done == "data: [DONE]" and comment.startswith(": server-timing worker;dur=")
+
+
 def test_deploy_and_undeploy_while_serving(server: Server) -> None:
     out = server.cli("deploy", "zhisuan-tiny-chat-copy", check=False)
     assert out.returncode == 2

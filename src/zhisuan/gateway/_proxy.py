@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 USAGE_HEADER = "X-Zhisuan-Usage"
 _USAGE_BYTES = USAGE_HEADER.lower().encode()  # the answer's counts: ``<prompt> <completion>``
 REQUEST_ID_HEADER = "X-Request-Id"
+_TIMING_BYTES = b"server-timing"  # the worker's time on the request, passed on
 _background: set[asyncio.Task[None]] = set()
 WATCH_AFTER_S = 0.05
 """How far into a request the gateway starts watching for the client leaving."""
@@ -225,8 +226,12 @@ class _Call:
             ex.error = content[:500].decode(errors="replace")
         ex.close("ok" if status == 200 else "error", status)
         gw.finish(ex)
+        headers = [(b"x-request-id", ex.request_id.encode())]
+        timing = upstream.headers.get(_TIMING_BYTES)
+        if timing is not None:
+            headers.append((_TIMING_BYTES, timing))
         self.release()  # the worker connection is free before the client has its answer
-        await send_json(send, status, content, [(b"x-request-id", ex.request_id.encode())])
+        await send_json(send, status, content, headers)
 
     async def relay(self, upstream: Response, send: Send, include_usage: bool) -> None:
         """Relay an SSE stream event by event; its record is committed before ``[DONE]``."""

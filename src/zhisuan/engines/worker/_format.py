@@ -10,11 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 DONE = b"data: [DONE]\n\n"
 USAGE_HEADER = "x-zhisuan-usage"
+TIMING_HEADER = "server-timing"
+"""A whole answer's ``server-timing: worker;dur=<ms>`` (W3C Server-Timing): the worker's
+time on the request, from its job's start to the answer. A stream carries the same in a
+comment line of its ``[DONE]`` event. Callers tell the worker's time from the rest of
+the latency with it: the gateway's benchmark measures the gateway's share this way."""
 
 Kind = Literal["chat", "completion"]
 
@@ -33,6 +39,7 @@ class Job:
         request_id: the gateway's ``X-Request-Id`` (else ``id``), for logs and metering.
         usage_comments: prefix every event with ``: usage <prompt> <completion>`` (an SSE
             comment clients ignore) so the gateway can meter a stream that breaks.
+        started: ``time.perf_counter()`` when the job began (see :data:`TIMING_HEADER`).
     """
 
     kind: Kind
@@ -43,6 +50,7 @@ class Job:
     usage_field: bool = False
     request_id: str = ""
     usage_comments: bool = False
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def object(self) -> str:
@@ -66,13 +74,25 @@ def sse(obj: dict[str, Any], counts: tuple[int, int] | None = None) -> bytes:
     return data + b"\n\n"
 
 
-def usage_headers(job: Job, answer: dict[str, Any]) -> dict[str, str] | None:
-    """``x-zhisuan-usage: <prompt> <completion>`` on a whole answer for the gateway, which
-    then reads the counts without parsing the body."""
-    if not job.usage_comments:
-        return None
-    use = answer.get("usage") or {}
-    return {USAGE_HEADER: f"{use.get('prompt_tokens', 0)} {use.get('completion_tokens', 0)}"}
+def answer_headers(job: Job, answer: dict[str, Any]) -> dict[str, str]:
+    """A whole answer's headers: its :data:`TIMING_HEADER`, and ``x-zhisuan-usage:
+    <prompt> <completion>`` for the gateway, which then reads the counts without parsing
+    the body."""
+    headers = {TIMING_HEADER: timing(job)}
+    if job.usage_comments:
+        use = answer.get("usage") or {}
+        headers[USAGE_HEADER] = f"{use.get('prompt_tokens', 0)} {use.get('completion_tokens', 0)}"
+    return headers
+
+
+def timing(job: Job) -> str:
+    """The Server-Timing value of ``job`` so far."""
+    return f"worker;dur={(time.perf_counter() - job.started) * 1e3:.3f}"
+
+
+def done(job: Job) -> bytes:
+    """A stream's last event: ``[DONE]``, led by the worker's time as a comment line."""
+    return f": {TIMING_HEADER} {timing(job)}\n".encode() + DONE
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

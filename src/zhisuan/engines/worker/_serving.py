@@ -263,7 +263,7 @@ class Serving:
         if not stream:
             work = _collect(engine, job, prompt, params, echo, record)
             answer = await self._tracked(request, work)
-            return JSONResponse(answer, headers=fmt.usage_headers(job, answer))
+            return JSONResponse(answer, headers=fmt.answer_headers(job, answer))
         self.load.enter()
         deltas: AsyncIterator[Delta] | None = None
         try:

@@ -112,7 +112,7 @@ async def completion_events(
     except Exception as exc:
         record.end("failed")
         yield event(engine_failure(exc, job.request_id).to_body())
-    yield fmt.DONE
+    yield fmt.done(job)
 
 
 async def relay(first: bytes, rest: AsyncIterator[bytes], request_id: str) -> AsyncIterator[bytes]:

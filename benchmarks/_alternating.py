@@ -1,0 +1,200 @@
+"""The gateway overhead benchmark's clients, and its method at concurrency 64.
+
+:func:`mixed` runs clients that alternate between two paths, so both see the same
+engine, batches and machine. A window's added p50 and p99 (:func:`added_in`) come either
+from the latencies or from the latencies less the worker's own time on each request (the
+``server-timing`` of its answer), which leaves out where a request fell in the engine's
+batches and the worker's queues. :func:`null_check` runs the method between two identical
+direct paths; :func:`control` between a minimal relay (``_relay.py``) and the worker, and
+between the gateway and that relay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import uvloop
+
+from _harness import CHAT
+from _load import Client, LoadError
+
+BODY: dict[str, Any] = {
+    "model": CHAT,
+    "messages": [{"role": "user", "content": "Hi"}],
+    "max_tokens": 4,
+    "temperature": 0,
+}
+
+
+ERRORS: dict[str, int] = {}
+"""Failed requests by client address and error."""
+Sample = tuple[float, float | None]
+"""A request's latency, and its latency less the worker's own time (None: not told)."""
+Window = tuple[list[Sample], list[Sample]]
+"""The requests of one window of :func:`mixed`, per path."""
+
+
+async def one(client: Client) -> float | None:
+    """Seconds for one request, or None if it failed (counted in ``ERRORS``)."""
+    try:
+        return await client.send()
+    except (LoadError, OSError) as exc:
+        key = f"{client.host}:{client.port} {exc}"
+        ERRORS[key] = ERRORS.get(key, 0) + 1
+        return None
+
+
+def clients(base: str, key: str | None, stream: bool, n: int) -> list[Client]:
+    return [
+        Client(f"{base}/v1/chat/completions", {**BODY, "stream": stream}, key) for _ in range(n)
+    ]
+
+
+async def mixed(
+    paths: list[tuple[str, str | None]],
+    stream: bool,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    window: float,
+) -> list[Window]:
+    """``2 * concurrency`` clients, each sending its requests to the two ``paths`` in turn,
+    so about ``concurrency`` are on each path at a time, both paths see the same engine,
+    batches and machine, and a client's place in the engine's batches is shared by both.
+
+    Returns:
+        For each ``window`` seconds after ``warmup``, the requests that started in it, per
+        path: their latencies, and their latencies less the worker's own time.
+    """
+    pool = [
+        [c for base, k in paths for c in clients(base, k, stream, 1)]
+        for _ in range(2 * concurrency)
+    ]
+    for c in pool[0]:
+        await one(c)  # the first answer after a pause is slow on either path
+    begin = time.perf_counter() + warmup
+    n = int(seconds / window)
+    end = begin + n * window
+    out: list[Window] = [([], []) for _ in range(n)]
+
+    async def client(i: int) -> None:
+        path = i % 2  # half the clients start on each path
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            c = pool[i][path]
+            x = await one(c)
+            if x is not None and begin <= start < end:
+                own = None if c.worker_s is None else x - c.worker_s
+                out[int((start - begin) / window)][path].append((x, own))
+            path ^= 1
+
+    try:
+        await asyncio.gather(*(client(i) for i in range(2 * concurrency)))
+    finally:
+        for pair in pool:
+            for c in pair:
+                c.close()
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1]
+
+
+_T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14)
+"""Student's t, 97.5th percentile, for 1..14 degrees of freedom (then 2.1 down to 1.96)."""
+
+
+def mean_ci(xs: list[float]) -> tuple[float, float, float]:
+    """Mean of ``xs`` and its 95% confidence interval (Student's t)."""
+    mean = statistics.fmean(xs)
+    if len(xs) < 2:
+        return mean, mean, mean
+    df = len(xs) - 1
+    t = _T975[df - 1] if df <= len(_T975) else (2.1 if df < 30 else 1.96)
+    half = t * statistics.stdev(xs) / len(xs) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def added_in(windows: list[Window], own: bool = True) -> list[str]:
+    """The added p50 and p99 (ms) of :func:`mixed`'s windows, with 95% intervals.
+
+    With ``own``, of the latency less the worker's own time (the gateway's share: the
+    hops, the gateway's work and its queues), else of the latency itself.
+    """
+    out = []
+    for q in (50, 99):
+        diffs = []
+        for d_w, g_w in windows:
+            d, g = (_values(w, own) for w in (d_w, g_w))
+            if d and g:
+                diffs.append((pct(g, q) - pct(d, q)) * 1e3)
+        mean, lo, hi = mean_ci(diffs)
+        out.append(f"{mean:.2f} ({lo:.1f} to {hi:.1f})")
+    return out
+
+
+def _values(window: list[Sample], own: bool) -> list[float]:
+    if not own:
+        return [latency for latency, _ in window]
+    return [rest for _, rest in window if rest is not None]
+
+
+def null_check(direct: str, args: argparse.Namespace) -> None:
+    """:func:`mixed` between two identical paths: what the method finds with no gateway."""
+    for stream in (False, True):
+        paths: list[tuple[str, str | None]] = [(direct, None), (direct, None)]
+        windows = uvloop.run(mixed(paths, stream, 64, args.mixed, args.warmup, args.window))
+        print(f"{'stream' if stream else 'non-stream'}, direct against direct at 64+64:")
+        for own in (True, False):
+            p50, p99 = added_in(windows, own)
+            what = "less the worker's time" if own else "latency"
+            print(f"  'added' p50 {p50} ms, p99 {p99} ms ({what})", flush=True)
+
+
+def control(
+    direct: str, gateway: str, key: str, cores: list[int], args: argparse.Namespace
+) -> None:
+    """:func:`mixed` with a minimal relay (``_relay.py``) for a control, non-stream: the
+    relay against the worker directly, and the gateway against the relay."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = urlsplit(direct)
+    script = Path(__file__).with_name("_relay.py")
+    argv = [sys.executable, str(script), worker.hostname or "", str(worker.port), str(port)]
+    relay = subprocess.Popen(argv)
+    try:
+        if cores:
+            os.sched_setaffinity(relay.pid, cores)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        via = f"http://127.0.0.1:{port}"
+        runs: list[tuple[str, list[tuple[str, str | None]]]] = [
+            ("relay against direct", [(direct, None), (via, None)]),
+            ("gateway against relay", [(via, None), (gateway, key)]),
+        ]
+        for label, paths in runs:
+            windows = uvloop.run(mixed(paths, False, 64, args.mixed, args.warmup, args.window))
+            print(f"non-stream, {label} at 64+64:")
+            for own in (True, False):
+                p50, p99 = added_in(windows, own)
+                what = "less the worker's time" if own else "latency"
+                print(f"  added p50 {p50} ms, p99 {p99} ms ({what})", flush=True)
+    finally:
+        relay.kill()
+        relay.wait()
