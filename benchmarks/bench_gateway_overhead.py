@@ -179,7 +179,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--client-cores",
-        choices=["gateway", "any"],
+        choices=["gateway", "engine", "any"],
         default="gateway",
         help="where the load generator runs: on the gateway's cores, or anywhere",
     )
@@ -200,14 +200,16 @@ def main() -> None:
         try:
             gateway_proc = psutil.Process(srv.proc.pid)
             gateway_cores = gateway_proc.cpu_affinity() or []
-            if args.client_cores == "gateway" and len(gateway_cores) < (os.cpu_count() or 1):
+            pinned = len(gateway_cores) < (os.cpu_count() or 1)
+            if args.client_cores == "gateway" and pinned:
                 os.sched_setaffinity(0, gateway_cores)
+            elif args.client_cores == "engine" and pinned:
+                os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - set(gateway_cores))
             print(f"load generator on cores {sorted(os.sched_getaffinity(0))}", flush=True)
             if args.null:
                 null_check(direct, args)
                 return
             if args.control:
-                pinned = len(gateway_cores) < (os.cpu_count() or 1)
                 control(direct, srv.url, key, gateway_cores if pinned else [], args)
                 return
             rows = []

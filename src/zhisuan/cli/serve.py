@@ -108,7 +108,7 @@ def serve(
         port=settings.port,
         log_level=log_level,
         access_log=access_log,
-        http=protocol_for(app.serve_hot),
+        http=protocol_for(app.serve_hot, app.serve_now),
     )
 
 

@@ -66,6 +66,14 @@ class Admission:
         self._contexts: dict[str, tuple[ReplicaSpec, int]] = {}
 
     async def __call__(self, principal: Principal, ex: Exchange) -> None:
+        self.check(principal, ex)
+
+    def check(self, principal: Principal, ex: Exchange) -> None:
+        """Admit the request or raise the refusal (metered as ``rejected``).
+
+        Raises:
+            ZhisuanError: a model outside the key's allow-list, or a quota exceeded.
+        """
         ex.context["tenant"] = principal.tenant
         ex.context["key_prefix"] = principal.key_prefix
         try:

@@ -8,7 +8,10 @@ middleware and the app's dispatch, and its answers are written by :class:`_HotCy
 The gateway wrote those answers' headers itself, so they are not checked again against
 uvicorn's header patterns, and a whole answer's head and body go out in one ``write``
 (uvicorn writes them in two). Everything else (keep-alive, pipelining, flow control,
-disconnects, shutdown) is uvicorn's. The subclass leans on uvicorn's internals
+disconnects, shutdown) is uvicorn's. With :func:`protocol_for`'s ``now``, a hot request
+whose ``content-length`` is at most :data:`EXPRESS_BODY` starts no task at its headers:
+once its body is in, the parser's callback hands it to ``now`` (``HotPath.now``), which
+answers it there (``_express``) or starts its task. The subclass leans on uvicorn's internals
 (``tests/gateway/test_protocol.py`` checks it against the installed version), hence the
 project's floor on uvicorn.
 
@@ -20,6 +23,7 @@ suggest; ``benchmarks/bench_gateway_overhead.py`` measures the difference.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httptools
@@ -31,9 +35,12 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
-from zhisuan.gateway._serving import ROUTES
+from zhisuan.gateway._serving import ROUTES, Cycle, Start
 
 _HOT_PATHS = frozenset(path.encode() for path in ROUTES)
+EXPRESS_BODY = 65536
+"""Bodies up to this size (uvicorn's read buffer) are read whole before a request starts."""
+Now = Callable[[Cycle, Start], None]
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -41,6 +48,28 @@ class GatewayProtocol(HttpToolsProtocol):
 
     hot_app: ClassVar[tuple[ASGIApp, ...]] = ()
     """The app that serves the hot path's requests, if any (set by :func:`protocol_for`)."""
+    now: ClassVar[tuple[Now, ...]] = ()
+    """Serves a hot path's request with its whole body in, if set (see ``_express``)."""
+    _deferred: _HotCycle | None = None  # waits for its body, then goes to ``now``
+    _waiting: _HotCycle | None = None  # on the express lane, its answer not written yet
+
+    def on_message_begin(self) -> None:
+        self._unset_keepalive_if_required()  # an answer written in a parser callback armed it
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle, self._deferred = self._deferred, None
+        if cycle is None or cycle.response_complete or cycle is not self.cycle:
+            return
+        self._waiting = cycle
+        self.now[0](cycle, lambda app: self._start_asgi_task(cycle, app))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        waiting, self._waiting = self._waiting, None
+        super().connection_lost(exc)
+        if waiting is not None and waiting.on_lost is not None and not waiting.response_complete:
+            waiting.on_lost()
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -78,12 +107,24 @@ class GatewayProtocol(HttpToolsProtocol):
             keep_alive=parser.should_keep_alive(),
             on_response=self.on_response_complete,
         )
+        if self.now and _small(self.headers):
+            self._deferred = self.cycle
+            return
         self._start_asgi_task(self.cycle, self.hot_app[0])  # type: ignore[arg-type]
 
 
-def protocol_for(hot_app: ASGIApp) -> type[GatewayProtocol]:
-    """The protocol class for a uvicorn server whose hot path's requests go to ``hot_app``."""
-    return type("GatewayProtocol", (GatewayProtocol,), {"hot_app": (hot_app,)})
+def _small(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-length":
+            return value.isdigit() and int(value) <= EXPRESS_BODY
+    return False
+
+
+def protocol_for(hot_app: ASGIApp, now: Now | None = None) -> type[GatewayProtocol]:
+    """The protocol class for a uvicorn server whose hot path's requests go to ``hot_app``,
+    or, once their whole body is in, to ``now``."""
+    attrs = {"hot_app": (hot_app,), "now": (now,) if now is not None else ()}
+    return type("GatewayProtocol", (GatewayProtocol,), attrs)
 
 
 class _HotCycle(RequestResponseCycle):
@@ -104,6 +145,25 @@ class _HotCycle(RequestResponseCycle):
             self._body(message.get("body", b""), message.get("more_body", False))
         else:
             raise RuntimeError(f"Unexpected ASGI message '{kind}' at this point of the answer.")
+
+    on_lost: Callable[[], None] | None = None
+    """Called if the client goes away before the answer is complete (see ``_express``)."""
+
+    def take_body(self) -> bytes:
+        """The whole body, read: ``receive`` then waits for a disconnect, as after a
+        task read the body itself."""
+        body = bytes(self.body)
+        self.body = bytearray()
+        self.message_event.clear()
+        return body
+
+    def answer(self, status: int, headers: Any, body: bytes) -> None:
+        """Write a whole answer at once, from a callback (the client may have gone)."""
+        self.on_lost = None
+        if self.disconnected or self.response_started:
+            return
+        self._start(status, headers)
+        self._body(body, False)
 
     def _start(self, status: int, headers: Any) -> None:
         self.response_started = True

@@ -9,7 +9,8 @@ How a request ends decides its usage record: a finished answer is recorded durab
 (streaming or not) cancels the request's task, which closes the worker connection and so
 cancels the generation there, and the record takes the worker's final count; a worker
 that dies mid-stream becomes an error event on the client's stream and the record keeps
-the tokens relayed until then.
+the tokens relayed until then. The express lane (``_express``) meters a whole answer and
+a client that leaves with the same functions (:func:`answered`, :func:`settle_abort`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -164,11 +166,7 @@ class _Call:
     async def open(self, path: str, body: bytes) -> Response:
         """Pick a replica and send; a replica that refuses the connection is skipped once."""
         gw, ex = self.gw, self.ex
-        headers = {
-            "content-type": "application/json",
-            USAGE_HEADER: "always",
-            REQUEST_ID_HEADER: ex.request_id,
-        }
+        headers = worker_headers(ex)
         tried: set[str] = set()
         while True:
             try:
@@ -190,7 +188,7 @@ class _Call:
             replica.outstanding += 1
             self.replica = replica
             try:
-                host, port = _address(replica.endpoint)
+                host, port = address(replica.endpoint)
                 # runs once the request is written and this task waits for the answer
                 asyncio.get_running_loop().call_soon(self._sent, replica)
                 self.upstream = await gw.wire.post(
@@ -216,22 +214,9 @@ class _Call:
             self.answered()
             await send_error(send, EngineUnavailable(f"The replica serving '{ex.model}' failed."))
             return
-        status = upstream.status
-        if status == 200:
-            counts = upstream.headers.get(_USAGE_BYTES)
-            if counts is None or not take_counts(ex, counts):
-                take_usage(ex, content)
-            ex.mark_first_token()
-        else:
-            ex.error = content[:500].decode(errors="replace")
-        ex.close("ok" if status == 200 else "error", status)
-        gw.finish(ex)
-        headers = [(b"x-request-id", ex.request_id.encode())]
-        timing = upstream.headers.get(_TIMING_BYTES)
-        if timing is not None:
-            headers.append((_TIMING_BYTES, timing))
+        headers = answered(gw, ex, upstream.status, upstream.headers, content)
         self.release()  # the worker connection is free before the client has its answer
-        await send_json(send, status, content, headers)
+        await send_json(send, upstream.status, content, headers)
 
     async def relay(self, upstream: Response, send: Send, include_usage: bool) -> None:
         """Relay an SSE stream event by event; its record is committed before ``[DONE]``."""
@@ -285,17 +270,50 @@ class _Call:
         if self.stream is not None:
             self.stream.count()
         ex.close("client_abort", 499)
-        endpoint = None if self.replica is None else self.replica.endpoint
-        if endpoint is None:
-            self.gw.finish(ex)
-            return
-        task = asyncio.get_running_loop().create_task(_settle_abort(self.gw, endpoint, ex))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        settle_abort(self.gw, None if self.replica is None else self.replica.endpoint, ex)
+
+
+def worker_headers(ex: Exchange) -> dict[str, str]:
+    """The headers of a request to a worker."""
+    return {
+        "content-type": "application/json",
+        USAGE_HEADER: "always",
+        REQUEST_ID_HEADER: ex.request_id,
+    }
+
+
+def answered(
+    gw: Gateway, ex: Exchange, status: int, headers: Mapping[bytes, bytes], content: bytes
+) -> list[tuple[bytes, bytes]]:
+    """Meter a whole answer (its record is durable on return); the headers to pass on."""
+    if status == 200:
+        counts = headers.get(_USAGE_BYTES)
+        if counts is None or not take_counts(ex, counts):
+            take_usage(ex, content)
+        ex.mark_first_token()
+    else:
+        ex.error = content[:500].decode(errors="replace")
+    ex.close("ok" if status == 200 else "error", status)
+    gw.finish(ex)
+    passed = [(b"x-request-id", ex.request_id.encode())]
+    timing = headers.get(_TIMING_BYTES)
+    if timing is not None:
+        passed.append((_TIMING_BYTES, timing))
+    return passed
+
+
+def settle_abort(gw: Gateway, endpoint: str | None, ex: Exchange) -> None:
+    """Meter a request its client left: with the worker's final count, once it has it."""
+    if endpoint is None:
+        gw.finish(ex)
+        return
+    task = asyncio.get_running_loop().create_task(_settle_abort(gw, endpoint, ex))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 @functools.lru_cache(maxsize=256)
-def _address(endpoint: str | None) -> tuple[str, int]:
+def address(endpoint: str | None) -> tuple[str, int]:
     if endpoint is None:
         raise OSError("the replica has no endpoint yet")
     url = urlsplit(endpoint)

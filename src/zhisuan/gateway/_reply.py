@@ -30,7 +30,7 @@ async def send_json(send: Send, status: int, body: bytes, headers: Sequence[Head
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [JSON_TYPE, (b"content-length", b"%d" % len(body)), *headers],
+            "headers": json_headers(body, headers),
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -38,5 +38,15 @@ async def send_json(send: Send, status: int, body: bytes, headers: Sequence[Head
 
 async def send_error(send: Send, err: ZhisuanError) -> None:
     """Send ``err`` as an OpenAI error body with its status and headers."""
+    await send_json(send, *error_parts(err))
+
+
+def error_parts(err: ZhisuanError) -> tuple[int, bytes, list[Header]]:
+    """The status, OpenAI error body and headers of ``err``."""
     headers = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
-    await send_json(send, err.status_code, json.dumps(err.to_body()).encode(), headers)
+    return err.status_code, json.dumps(err.to_body()).encode(), headers
+
+
+def json_headers(body: bytes, headers: Sequence[Header] = ()) -> list[Header]:
+    """The headers of a complete JSON answer."""
+    return [JSON_TYPE, (b"content-length", b"%d" % len(body)), *headers]

@@ -6,8 +6,10 @@ middleware, routing and dependency machinery: every proxied request pays the gat
 CPU, and on a small machine that CPU is taken from the engines. It applies the guards the
 rest of the app applies (the key check, the body limit), validates against the shared
 :mod:`zhisuan.protocol` models (a bad field is a 400 naming its ``param``), forwards the
-raw bytes unchanged and answers through ASGI ``send``. The routes in
-``routers/openai.py`` declare the same endpoints for the OpenAPI schema.
+raw bytes unchanged and answers through ASGI ``send``. :meth:`HotPath.now` does the same
+for a request whose whole body is in, from the protocol's parser callback: on the express
+lane (``_express``) for a whole answer, else on a task with what it already did. The routes
+in ``routers/openai.py`` declare the same endpoints for the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ import contextlib
 import itertools
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zhisuan.errors import InvalidParameter, ZhisuanError
 from zhisuan.gateway._auth import OFF, Authenticator, Principal
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._errors import invalid_from_validation
 from zhisuan.gateway._exchange import Exchange
-from zhisuan.gateway._limits import ClientGone, read_body
+from zhisuan.gateway._express import Express
+from zhisuan.gateway._limits import ClientGone, read_body, too_large
 from zhisuan.gateway._proxy import forward
-from zhisuan.gateway._reply import send_error
+from zhisuan.gateway._reply import Header, error_parts, json_headers, send_error
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 logger = logging.getLogger(__name__)
@@ -44,6 +49,19 @@ _INTERNAL = ZhisuanError("internal server error")
 _PROCESS_ID = secrets.token_hex(8)
 _REQUEST_IDS = (f"req-{_PROCESS_ID}{n:08x}" for n in itertools.count(1))
 """Request ids: random per process, then a counter (the id is the usage record's key)."""
+Start = Callable[[ASGIApp], None]
+"""Starts a request's task with an ASGI app (see ``_protocol``)."""
+
+
+class Cycle(Protocol):
+    """A request whose whole body is in (``_protocol._HotCycle``)."""
+
+    scope: Any
+    on_lost: Callable[[], None] | None
+
+    def take_body(self) -> bytes: ...
+
+    def answer(self, status: int, headers: Any, body: bytes) -> None: ...
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -64,23 +82,59 @@ class HotPath:
         self._limit = body_limit
 
     async def __call__(self, gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint, model = ROUTES[scope["path"]]
-        try:
+        async def serve() -> None:
             principal = OFF if self._auth is None else self._auth.check(scope)
             body = await read_body(scope, receive, self._limit)
-            try:
-                parsed = model.model_validate_json(body)
-            except ValidationError as exc:
-                raise _invalid(exc) from None
+            endpoint, parsed = self._parse(scope, body)
             await handle(gw, principal, endpoint, parsed, body, receive, send)
-        except ZhisuanError as err:  # raised only before the answer starts
-            await send_error(send, err)
-        except ClientGone:
-            pass
+
+        await _guarded(scope, send, serve())
+
+    def now(self, gw: Gateway, cycle: Cycle, start: Start) -> None:
+        """Serve a request whose whole body is in, from the parser's callback that
+        completed it: a whole answer on the express lane (``_express``) when it can,
+        else on a task (``start``), with nothing done twice."""
+        scope, body = cycle.scope, cycle.take_body()
+        try:
+            principal = OFF if self._auth is None else self._auth.check(scope)
+            if len(body) > self._limit:
+                raise too_large(self._limit)
+            endpoint, parsed = self._parse(scope, body)
+            check = getattr(gw.admit, "check", None)
+            if getattr(parsed, "stream", False) or (gw.admit is not None and check is None):
+                start(_task(lambda r, s: handle(gw, principal, endpoint, parsed, body, r, s)))
+                return
+            ex = exchange(endpoint, parsed)
+            if check is not None:
+                check(principal, ex)
+            else:
+                gw.meter.begin(ex)
+        except ZhisuanError as err:
+            cycle.answer(*_error(err))
+            return
         except Exception:
             logger.exception("unhandled error on POST %s", scope["path"])
-            with contextlib.suppress(RuntimeError):  # the answer had started: uvicorn closes it
-                await send_error(send, _INTERNAL)
+            cycle.answer(*_error(_INTERNAL))
+            return
+        path = PATHS[endpoint]
+
+        def on_task() -> None:
+            cycle.on_lost = None  # the task watches the client itself
+            start(_task(lambda r, s: forward(gw, path, body, ex, r, s)))
+
+        lane = Express(gw, ex, path, body, cycle.answer, on_task)
+        if lane.start():
+            cycle.on_lost = lane.client_gone
+        else:
+            on_task()
+
+    @staticmethod
+    def _parse(scope: Scope, body: bytes) -> tuple[str, BaseModel]:
+        endpoint, model = ROUTES[scope["path"]]
+        try:
+            return endpoint, model.model_validate_json(body)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
 
 
 async def handle(
@@ -105,6 +159,17 @@ async def handle(
     Raises:
         ZhisuanError: the request was refused before anything was sent.
     """
+    ex = exchange(endpoint, parsed)
+    if gw.admit is not None:
+        await gw.admit(principal, ex)
+    else:
+        gw.meter.begin(ex)
+    include_usage = bool(getattr(parsed, "include_usage", False))
+    await forward(gw, PATHS[endpoint], body, ex, receive, send, include_usage=include_usage)
+
+
+def exchange(endpoint: str, parsed: BaseModel) -> Exchange:
+    """The record of a new request to ``endpoint``."""
     ex = Exchange(
         request_id=next(_REQUEST_IDS),
         endpoint=endpoint,
@@ -112,12 +177,35 @@ async def handle(
         stream=bool(getattr(parsed, "stream", False)),
     )
     ex.context["request"] = parsed
-    if gw.admit is not None:
-        await gw.admit(principal, ex)
-    else:
-        gw.meter.begin(ex)
-    include_usage = bool(getattr(parsed, "include_usage", False))
-    await forward(gw, PATHS[endpoint], body, ex, receive, send, include_usage=include_usage)
+    return ex
+
+
+def _task(work: Callable[[Receive, Send], Awaitable[None]]) -> ASGIApp:
+    """An ASGI app that does ``work`` on the task path, its errors answered."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _guarded(scope, send, work(receive, send))
+
+    return app
+
+
+async def _guarded(scope: Scope, send: Send, work: Awaitable[None]) -> None:
+    """Await ``work``, answering a refusal or an unexpected error as an OpenAI error."""
+    try:
+        await work
+    except ZhisuanError as err:  # raised only before the answer starts
+        await send_error(send, err)
+    except ClientGone:
+        pass
+    except Exception:
+        logger.exception("unhandled error on POST %s", scope["path"])
+        with contextlib.suppress(RuntimeError):  # the answer had started: uvicorn closes it
+            await send_error(send, _INTERNAL)
+
+
+def _error(err: ZhisuanError) -> tuple[int, list[Header], bytes]:
+    status, body, headers = error_parts(err)
+    return status, json_headers(body, headers), body
 
 
 def _invalid(exc: ValidationError) -> InvalidParameter:

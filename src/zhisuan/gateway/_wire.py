@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import httptools
@@ -48,6 +48,8 @@ class _Conn(asyncio.Protocol):
         self.lost = False
         self.whole = False  # wake the reader only when the answer is complete
         self.waiter: asyncio.Future[None] | None = None
+        self.callback: Callable[[], None] | None = None
+        """Called instead of waking a waiter (see :meth:`Pool.send`)."""
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,6 +92,9 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
+        if self.callback is not None:
+            self.callback()
+            return
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -115,6 +120,7 @@ class _Conn(asyncio.Protocol):
         self.chunks.clear()
         self.buffered = 0
         self.complete = self.received = self.headers_done = self.whole = False
+        self.callback = None
 
 
 class Response:
@@ -192,10 +198,7 @@ class Pool:
             WireError, OSError, TimeoutError: the worker could not be reached, or closed
                 the connection before answering.
         """
-        head = [f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-length: {len(body)}\r\n"]
-        head += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        head.append("\r\n")
-        request = "".join(head).encode("latin-1") + body
+        request = post_request(host, port, path, body, headers)
         conn, reused = await self._acquire(host, port)
         try:
             return await self._exchange(conn, request, whole)
@@ -222,15 +225,32 @@ class Pool:
             raise
         return Response(self, conn)
 
-    async def _acquire(self, host: str, port: int, fresh: bool = False) -> tuple[_Conn, bool]:
+    def idle(self, host: str, port: int) -> _Conn | None:
+        """A pooled connection to the worker, taken for a request, if one is idle."""
         idle = self._idle.get((host, port))
         now = time.monotonic()
-        while idle and not fresh:
+        while idle:
             conn = idle.pop()
             if not conn.lost and now - conn.idle_since < IDLE_S:
                 conn.in_use = True
-                return conn, True
+                return conn
             self._drop(conn)
+        return None
+
+    @staticmethod
+    def send(conn: _Conn, request: bytes, callback: Callable[[], None]) -> None:
+        """Write ``request`` on ``conn`` (from :meth:`idle`) and call ``callback`` once the
+        whole answer is in (``conn.complete``) or the connection is lost (``conn.lost``;
+        ``conn.received`` tells whether the worker had begun to answer)."""
+        assert conn.transport is not None
+        conn.whole = True
+        conn.callback = callback
+        conn.transport.write(request)
+
+    async def _acquire(self, host: str, port: int, fresh: bool = False) -> tuple[_Conn, bool]:
+        pooled = None if fresh else self.idle(host, port)
+        if pooled is not None:
+            return pooled, True
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: _Conn((host, port)), host, port), CONNECT_TIMEOUT_S
@@ -238,6 +258,7 @@ class Pool:
         return conn, False
 
     def release(self, conn: _Conn) -> None:
+        """Give a connection back once its answer was read to the end, else close it."""
         if not conn.in_use:
             return  # released or dropped already
         if not conn.complete or conn.lost or not conn.keep_alive:
@@ -251,6 +272,7 @@ class Pool:
     @staticmethod
     def _drop(conn: _Conn) -> None:
         conn.in_use = False
+        conn.callback = None
         if conn.transport is not None:
             conn.transport.close()
 
@@ -260,3 +282,11 @@ class Pool:
             for conn in conns:
                 self._drop(conn)
         self._idle.clear()
+
+
+def post_request(host: str, port: int, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+    """The bytes of a ``POST`` of ``body`` to a worker."""
+    head = [f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-length: {len(body)}\r\n"]
+    head += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    head.append("\r\n")
+    return "".join(head).encode("latin-1") + body

@@ -28,7 +28,7 @@ from zhisuan.gateway._limits import BodyLimit
 from zhisuan.gateway._meter import Meter
 from zhisuan.gateway._metrics import Metrics
 from zhisuan.gateway._quota import QuotaLedger
-from zhisuan.gateway._serving import ROUTES, HotPath
+from zhisuan.gateway._serving import ROUTES, Cycle, HotPath, Start
 from zhisuan.gateway._writer import UsageWriter
 from zhisuan.gateway.routers import admin, health, openai, plan, usage
 from zhisuan.settings import Settings
@@ -76,6 +76,10 @@ class GatewayApp(FastAPI):
     async def serve_hot(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a request to the hot path that is known to be one (see ``_protocol``)."""
         await self.hot_path(self.state.gateway, scope, receive, send)
+
+    def serve_now(self, cycle: Cycle, start: Start) -> None:
+        """Serve a hot path's request whose whole body is in (see ``_protocol``)."""
+        self.hot_path.now(self.state.gateway, cycle, start)
 
 
 def create_app(

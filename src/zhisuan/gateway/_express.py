@@ -1,0 +1,150 @@
+"""The express lane: a whole (non-stream) answer proxied in callbacks, with no task.
+
+At concurrency the engine ends a batch's requests together, and the gateway gets their
+answers in a burst while the clients' next requests arrive. On the task path every one
+of them waits in the event loop's queue twice: behind the parsing of every socket read
+in the same turn of the loop before its task starts, and behind the other tasks before
+its task resumes with the answer. Here a request is sent to the worker from the parser's
+callback that completes it, and the answer is metered and written from the callback that
+completes the worker's answer, so each waits only for the requests read before it.
+
+It takes a request only when it has everything at hand: a complete body, a non-stream
+request, a ready replica and an idle pooled connection to it. Anything else, and a
+pooled connection the worker had closed, goes on the task path (``_proxy.forward``)
+with the exchange as it is. The metering is the task path's (:func:`_proxy.answered`,
+:func:`_proxy.settle_abort`): a client that leaves closes the worker connection, which
+cancels the generation, and the record takes the worker's final count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from zhisuan.cluster import Replica
+from zhisuan.errors import EngineUnavailable, ZhisuanError
+from zhisuan.gateway._context import Gateway
+from zhisuan.gateway._exchange import Exchange
+from zhisuan.gateway._proxy import address, answered, settle_abort, worker_headers
+from zhisuan.gateway._reply import error_parts, json_headers
+from zhisuan.gateway._routing import pick_replica
+from zhisuan.gateway._wire import _Conn, post_request
+
+logger = logging.getLogger(__name__)
+
+Answer = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+"""Writes a whole answer to the client: status, headers, body."""
+Retry = Callable[[], None]
+"""Sends the request on the task path instead."""
+
+
+class Express:
+    """One request on the express lane.
+
+    Args:
+        gw: the gateway state.
+        ex: the admitted request's exchange.
+        path: the worker path.
+        body: the request body, forwarded unchanged.
+        answer: writes the answer to the client.
+        retry: puts the request on the task path (a stale pooled connection).
+    """
+
+    __slots__ = ("_answer", "_body", "_conn", "_path", "_replica", "_retry", "ex", "gw")
+
+    def __init__(
+        self, gw: Gateway, ex: Exchange, path: str, body: bytes, answer: Answer, retry: Retry
+    ) -> None:
+        self.gw = gw
+        self.ex = ex
+        self._path = path
+        self._body = body
+        self._answer = answer
+        self._retry = retry
+        self._replica: Replica | None = None
+        self._conn: _Conn | None = None
+
+    def start(self) -> bool:
+        """Send the request to a replica over an idle pooled connection.
+
+        Returns:
+            False, with nothing done, if no replica is ready or none has an idle
+            connection: the task path takes the request (and answers its errors).
+        """
+        gw, ex = self.gw, self.ex
+        try:
+            replica = pick_replica(gw.backend, ex.model)
+            host, port = address(replica.endpoint)
+        except (ZhisuanError, OSError):
+            return False
+        conn = gw.wire.idle(host, port)
+        if conn is None:
+            return False
+        ex.replica = replica.spec.key
+        replica.outstanding += 1
+        self._replica, self._conn = replica, conn
+        request = post_request(host, port, self._path, self._body, worker_headers(ex))
+        gw.wire.send(conn, request, self._done)
+        asyncio.get_running_loop().call_soon(self._sent, replica)
+        return True
+
+    def client_gone(self) -> None:
+        """The client went away before its answer: cancel the generation, meter it."""
+        conn, replica = self._conn, self._replica
+        if conn is None:
+            return
+        self._conn = self._replica = None
+        self.gw.wire.release(conn)  # mid-answer: closed, so the worker cancels
+        if replica is not None:
+            replica.outstanding -= 1
+        ex = self.ex
+        if ex.context.get("metered"):
+            return
+        ex.close("client_abort", 499)
+        settle_abort(self.gw, None if replica is None else replica.endpoint, ex)
+
+    def _sent(self, replica: Replica) -> None:
+        if self._replica is replica and not self.ex.context.get("metered"):
+            self.gw.meter.start(self.ex, replica)
+            self.gw.meter.prepare(self.ex)
+
+    def _done(self) -> None:
+        """The worker's answer is complete, or its connection was lost."""
+        conn, replica = self._conn, self._replica
+        if conn is None:
+            return
+        conn.callback = None
+        self._conn = self._replica = None
+        gw, ex = self.gw, self.ex
+        try:
+            if conn.complete:
+                content = conn.take()
+                status = conn.parser.get_status_code()
+                headers = answered(gw, ex, status, conn.headers, content)
+                self._release(conn, replica)  # free before the client has its answer
+                self._answer(status, json_headers(content, headers), content)
+                return
+            self._release(conn, replica)
+            if not conn.received:  # a pooled connection the worker had just closed
+                gw.meter.abandon(ex)
+                self._retry()
+                return
+            err = EngineUnavailable(f"The replica serving '{ex.model}' failed.")
+            ex.error = "worker connection lost mid-answer"
+            ex.close("worker_error", err.status_code)
+            gw.finish(ex)
+            status, body, extra = error_parts(err)
+            self._answer(status, json_headers(body, extra), body)
+        except Exception:  # in a parser's callback: never let it reach the parser
+            logger.exception("request %s: the express lane failed", ex.request_id)
+            if not ex.context.get("metered"):
+                ex.close("error", 500)
+                gw.finish(ex)
+            status, body, extra = error_parts(ZhisuanError("internal server error"))
+            self._answer(status, json_headers(body, extra), body)
+
+    def _release(self, conn: _Conn, replica: Replica | None) -> None:
+        self.gw.wire.release(conn)
+        if replica is not None:
+            replica.outstanding -= 1

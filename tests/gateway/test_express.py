@@ -1,0 +1,204 @@
+"""The express lane against a real worker socket: answers, no idle connection, a stale
+connection, and a client that leaves (the gateway's backend and meter are stand-ins)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+
+from zhisuan.cluster import Replica, ReplicaSpec, ReplicaState
+from zhisuan.gateway._exchange import Exchange
+from zhisuan.gateway._express import Express
+from zhisuan.gateway._wire import Pool
+
+MODEL = "m"
+
+
+class Worker:
+    """A worker socket: ``mode`` says how it treats the next POST."""
+
+    def __init__(self) -> None:
+        self.mode = "answer"
+        self.gone = asyncio.Event()
+        self.port = 0
+
+    async def start(self) -> asyncio.Server:
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+                return
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            if head.startswith(b"GET /zhisuan/requests/"):
+                self._write(writer, 200, json.dumps({"completion_tokens": 2}).encode(), b"")
+            elif self.mode == "close":
+                writer.close()
+                return
+            elif self.mode == "hang":
+                await reader.read()  # until the gateway closes the connection
+                self.gone.set()
+                writer.close()
+                return
+            else:
+                extra = b"x-zhisuan-usage: 3 5\r\nserver-timing: worker;dur=1.5\r\n"
+                self._write(writer, 200, b'{"usage":{}}', extra)
+            await writer.drain()
+
+    @staticmethod
+    def _write(writer: asyncio.StreamWriter, status: int, body: bytes, extra: bytes) -> None:
+        head = b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n%b\r\n" % (status, len(body), extra)
+        writer.write(head + body)
+
+
+class Meter:
+    """Records what the lane asks of the meter."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def start(self, ex: Exchange, replica: Replica) -> None:
+        self.calls.append("start")
+
+    def prepare(self, ex: Exchange) -> None:
+        self.calls.append("prepare")
+
+    def abandon(self, ex: Exchange) -> None:
+        self.calls.append("abandon")
+
+
+def _gateway(port: int, client: aiohttp.ClientSession | None = None) -> Any:
+    spec = ReplicaSpec(model=MODEL, engine="transformers", device="cpu", model_path=None)
+    replica = Replica(spec, state=ReplicaState.READY, endpoint=f"http://127.0.0.1:{port}")
+    finished: list[Exchange] = []
+    return SimpleNamespace(
+        backend=SimpleNamespace(replicas=lambda model=None: [replica]),
+        wire=Pool(),
+        meter=Meter(),
+        client=client,
+        finish=finished.append,
+        finished=finished,
+        replica=replica,
+    )
+
+
+def _lane(gw: Any, answers: list[Any], retries: list[int]) -> tuple[Express, Exchange]:
+    ex = Exchange(request_id="req-1", endpoint="chat.completions", model=MODEL)
+    lane = Express(
+        gw,
+        ex,
+        "/v1/chat/completions",
+        b"{}",
+        lambda status, headers, body: answers.append((status, dict(headers), body)),
+        lambda: retries.append(1),
+    )
+    return lane, ex
+
+
+async def _warm(gw: Any, port: int) -> None:
+    """One request on the task path, so the pool holds an idle connection."""
+    resp = await gw.wire.post("127.0.0.1", port, "/v1/chat/completions", b"{}", {}, whole=True)
+    await resp.read()
+    resp.close()
+
+
+async def _until(check: Any) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def test_answers_from_the_workers_callback() -> None:
+    async def main() -> None:
+        worker = Worker()
+        server = await worker.start()
+        gw = _gateway(worker.port)
+        await _warm(gw, worker.port)
+        answers: list[Any] = []
+        lane, ex = _lane(gw, answers, [])
+        assert lane.start()
+        assert gw.replica.outstanding == 1
+        await _until(lambda: answers)
+        status, headers, body = answers[0]
+        assert (status, body) == (200, b'{"usage":{}}')
+        assert headers[b"x-request-id"] == b"req-1"
+        assert headers[b"server-timing"] == b"worker;dur=1.5"
+        assert headers[b"content-length"] == b"12"
+        assert (ex.status, ex.prompt_tokens, ex.completion_tokens) == ("ok", 3, 5)
+        assert gw.finished == [ex] and gw.meter.calls == ["start", "prepare"]
+        assert gw.replica.outstanding == 0
+        assert gw.wire.idle("127.0.0.1", worker.port) is not None  # back in the pool
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_without_an_idle_connection_the_task_path_takes_it() -> None:
+    async def main() -> None:
+        worker = Worker()
+        server = await worker.start()
+        gw = _gateway(worker.port)
+        lane, ex = _lane(gw, [], [])
+        assert not lane.start()
+        assert (ex.replica, gw.replica.outstanding, gw.finished) == (None, 0, [])
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_stale_connection_goes_to_the_task_path() -> None:
+    async def main() -> None:
+        worker = Worker()
+        server = await worker.start()
+        gw = _gateway(worker.port)
+        await _warm(gw, worker.port)
+        worker.mode = "close"
+        answers: list[Any] = []
+        retries: list[int] = []
+        lane, _ = _lane(gw, answers, retries)
+        assert lane.start()
+        await _until(lambda: retries)
+        assert answers == [] and gw.finished == []
+        assert gw.meter.calls == ["start", "prepare", "abandon"]
+        assert gw.replica.outstanding == 0
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
+    async def main() -> None:
+        worker = Worker()
+        server = await worker.start()
+        async with aiohttp.ClientSession() as client:
+            gw = _gateway(worker.port, client)
+            await _warm(gw, worker.port)
+            worker.mode = "hang"
+            answers: list[Any] = []
+            lane, ex = _lane(gw, answers, [])
+            assert lane.start()
+            await asyncio.sleep(0.05)
+            lane.client_gone()
+            await asyncio.wait_for(worker.gone.wait(), 2)  # the worker saw the disconnect
+            await _until(lambda: gw.finished)
+        assert answers == [] and gw.finished == [ex]
+        assert (ex.status, ex.http_status, ex.completion_tokens) == ("client_abort", 499, 2)
+        assert gw.replica.outstanding == 0
+        server.close()
+
+    asyncio.run(main())
