@@ -25,13 +25,23 @@ class Worker:
         self.mode = "answer"
         self.gone = asyncio.Event()
         self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
 
     async def start(self) -> asyncio.Server:
-        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        server = self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
         return server
 
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await asyncio.sleep(0.05)  # the handlers see their connections close
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -44,7 +54,8 @@ class Worker:
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
             if head.startswith(b"GET /zhisuan/requests/"):
-                self._write(writer, 200, json.dumps({"completion_tokens": 2}).encode(), b"")
+                count = json.dumps({"completion_tokens": 2}).encode()
+                self._write(writer, 200, count, b"content-type: application/json\r\n")
             elif self.mode == "close":
                 writer.close()
                 return
@@ -126,7 +137,7 @@ async def _until(check: Any) -> None:
 def test_answers_from_the_workers_callback() -> None:
     async def main() -> None:
         worker = Worker()
-        server = await worker.start()
+        await worker.start()
         gw = _gateway(worker.port)
         await _warm(gw, worker.port)
         answers: list[Any] = []
@@ -142,8 +153,11 @@ def test_answers_from_the_workers_callback() -> None:
         assert (ex.status, ex.prompt_tokens, ex.completion_tokens) == ("ok", 3, 5)
         assert gw.finished == [ex] and gw.meter.calls == ["start", "prepare"]
         assert gw.replica.outstanding == 0
-        assert gw.wire.idle("127.0.0.1", worker.port) is not None  # back in the pool
-        server.close()
+        pooled = gw.wire.idle("127.0.0.1", worker.port)
+        assert pooled is not None  # back in the pool
+        gw.wire.release(pooled)
+        gw.wire.close()
+        await worker.stop()
 
     asyncio.run(main())
 
@@ -151,12 +165,13 @@ def test_answers_from_the_workers_callback() -> None:
 def test_without_an_idle_connection_the_task_path_takes_it() -> None:
     async def main() -> None:
         worker = Worker()
-        server = await worker.start()
+        await worker.start()
         gw = _gateway(worker.port)
         lane, ex = _lane(gw, [], [])
         assert not lane.start()
         assert (ex.replica, gw.replica.outstanding, gw.finished) == (None, 0, [])
-        server.close()
+        gw.wire.close()
+        await worker.stop()
 
     asyncio.run(main())
 
@@ -164,7 +179,7 @@ def test_without_an_idle_connection_the_task_path_takes_it() -> None:
 def test_a_stale_connection_goes_to_the_task_path() -> None:
     async def main() -> None:
         worker = Worker()
-        server = await worker.start()
+        await worker.start()
         gw = _gateway(worker.port)
         await _warm(gw, worker.port)
         worker.mode = "close"
@@ -176,7 +191,8 @@ def test_a_stale_connection_goes_to_the_task_path() -> None:
         assert answers == [] and gw.finished == []
         assert gw.meter.calls == ["start", "prepare", "abandon"]
         assert gw.replica.outstanding == 0
-        server.close()
+        gw.wire.close()
+        await worker.stop()
 
     asyncio.run(main())
 
@@ -184,7 +200,7 @@ def test_a_stale_connection_goes_to_the_task_path() -> None:
 def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
     async def main() -> None:
         worker = Worker()
-        server = await worker.start()
+        await worker.start()
         async with aiohttp.ClientSession() as client:
             gw = _gateway(worker.port, client)
             await _warm(gw, worker.port)
@@ -199,6 +215,7 @@ def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
         assert answers == [] and gw.finished == [ex]
         assert (ex.status, ex.http_status, ex.completion_tokens) == ("client_abort", 499, 2)
         assert gw.replica.outstanding == 0
-        server.close()
+        gw.wire.close()
+        await worker.stop()
 
     asyncio.run(main())
