@@ -22,10 +22,11 @@ the gateway's cores (``--client-cores gateway``, the default when the gateway is
 pinned), as clients on other machines would leave the engine's cores to the engine: left
 anywhere, the scheduler puts it next to the engine in some rounds and not in others, and
 the rounds at 64 then differ by the client's share of the engine's core. ``--client-cores
-any`` leaves it to the scheduler. On a host this small it still shares the gateway's
-core: at 64, the gateway's work on a burst of answers (the engine ends a batch's
-fixed-length requests together) and the client's work on the same burst take turns on
-one core.
+any`` leaves it to the scheduler, and ``--client-cores engine`` puts it on the engine's
+cores, where at 64 it slows both paths alike instead of taking turns with the gateway. On a
+host this small it shares a core either way: at 64, the gateway's work on a burst of
+answers (the engine ends a batch's fixed-length requests together) and the client's work
+on the same burst take turns on one core.
 
 At concurrency 1 each request goes to each path in turn, and the throughput ratio (mean
 latency over mean latency) comes with a 95% confidence interval from the paired
@@ -49,7 +50,13 @@ p50 and −0.33 (−0.8 to 0.2) ms at the p99 without streaming, 0.12 (−0.2 to
 −0.05 (−0.2 to 0.1) ms streaming. The
 added p50 and p99 at 64 are the mean of the windows' differences, with a 95% confidence
 interval from them; the windows are the replicates, since latencies at 64 cluster on the
-engine's batch steps and a window's requests move together.
+engine's batch steps and a window's requests move together. They are given twice: of the
+latency itself, and of the latency less the worker's own time on the request (its
+``server-timing``), which leaves out where a request fell in the engine's batches but not
+how the worker's event loop treated it. ``--control`` runs the method against a minimal
+relay (``_relay.py``, 0.08 ms of CPU per request): the relay against the worker directly
+shows what the method attributes to a hop that does almost nothing, and the gateway
+against the relay the gateway's own work beyond such a hop.
 
 Run: ``.venv/bin/python benchmarks/bench_gateway_overhead.py [--max-tokens 64]``
 """
