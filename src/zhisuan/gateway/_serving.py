@@ -123,7 +123,15 @@ class HotPath:
             start(_task(lambda r, s: forward(gw, path, body, ex, r, s)))
 
         lane = Express(gw, ex, path, body, cycle.answer, on_task)
-        if lane.start():
+        try:
+            taken = lane.start()
+        except Exception:  # in a parser's callback: never let it reach the parser
+            logger.exception("unhandled error on POST %s", scope["path"])
+            ex.close("error", 500)
+            gw.finish(ex)
+            cycle.answer(*_error(_INTERNAL))
+            return
+        if taken:
             cycle.on_lost = lane.client_gone
         else:
             on_task()
