@@ -155,11 +155,7 @@ def null_check(direct: str, args: argparse.Namespace) -> None:
     for stream in (False, True):
         paths: list[tuple[str, str | None]] = [(direct, None), (direct, None)]
         windows = uvloop.run(mixed(paths, stream, 64, args.mixed, args.warmup, args.window))
-        print(f"{'stream' if stream else 'non-stream'}, direct against direct at 64+64:")
-        for own in (True, False):
-            p50, p99 = added_in(windows, own)
-            what = "less the worker's time" if own else "latency"
-            print(f"  'added' p50 {p50} ms, p99 {p99} ms ({what})", flush=True)
+        _report(f"{'stream' if stream else 'non-stream'}, direct against direct", windows)
 
 
 def control(
@@ -190,11 +186,15 @@ def control(
         ]
         for label, paths in runs:
             windows = uvloop.run(mixed(paths, False, 64, args.mixed, args.warmup, args.window))
-            print(f"non-stream, {label} at 64+64:")
-            for own in (True, False):
-                p50, p99 = added_in(windows, own)
-                what = "less the worker's time" if own else "latency"
-                print(f"  added p50 {p50} ms, p99 {p99} ms ({what})", flush=True)
+            _report(f"non-stream, {label}", windows)
     finally:
         relay.kill()
         relay.wait()
+
+
+def _report(label: str, windows: list[Window]) -> None:
+    print(f"{label} at 64+64:")
+    for own in (True, False):
+        p50, p99 = added_in(windows, own)
+        what = "less the worker's time" if own else "latency"
+        print(f"  added p50 {p50} ms, p99 {p99} ms ({what})", flush=True)

@@ -6,14 +6,12 @@ import asyncio
 import json
 import logging
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from _uvicorn_server import serve
 from uvicorn.protocols.http.flow_control import FlowControl
 
 from zhisuan.gateway._protocol import _HotCycle, protocol_for
@@ -71,19 +69,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, http=protocol_for(hot_app), log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(10)
+    yield from serve(app, protocol_for(hot_app))
 
 
 @pytest.fixture(autouse=True)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
+from _uvicorn_server import serve
 
 from zhisuan.gateway._protocol import EXPRESS_BODY, protocol_for
 
@@ -77,24 +76,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        http=protocol_for(hot_app, now),
-        log_level="warning",
-        timeout_keep_alive=0.2,  # type: ignore[arg-type]  # shorter than the "later" answers
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(10)
+    # keep-alive shorter than the "later" answers
+    yield from serve(app, protocol_for(hot_app, now), timeout_keep_alive=0.2)
 
 
 @pytest.fixture(autouse=True)
