@@ -10,6 +10,14 @@ from typing import Any
 import uvicorn
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    """Answer uvicorn's lifespan messages (the test apps keep no state)."""
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 def serve(app: Any, http: Any, **config: Any) -> Iterator[int]:
     """Run ``app`` with the protocol class ``http`` on a free port; yields the port."""
     server = uvicorn.Server(

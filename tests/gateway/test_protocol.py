@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _uvicorn_server import serve
+from _uvicorn_server import lifespan, serve
 from uvicorn.protocols.http.flow_control import FlowControl
 
 from zhisuan.gateway._protocol import _HotCycle, protocol_for
@@ -54,10 +54,7 @@ async def hot_app(scope: Any, receive: Any, send: Any) -> None:
 async def app(scope: Any, receive: Any, send: Any) -> None:
     """The rest of the app: everything the protocol does not hand to ``hot_app``."""
     if scope["type"] == "lifespan":
-        await receive()
-        await send({"type": "lifespan.startup.complete"})
-        await receive()
-        await send({"type": "lifespan.shutdown.complete"})
+        await lifespan(receive, send)
         return
     SEEN.append(f"app {scope['method']} {scope['path']}")
     body = await _read(receive)

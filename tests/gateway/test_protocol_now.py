@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _uvicorn_server import serve
+from _uvicorn_server import lifespan, serve
 
 from zhisuan.gateway._protocol import EXPRESS_BODY, protocol_for
 
@@ -68,10 +68,7 @@ def now(cycle: Any, start: Any) -> None:
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        await receive()
-        await send({"type": "lifespan.startup.complete"})
-        await receive()
-        await send({"type": "lifespan.shutdown.complete"})
+        await lifespan(receive, send)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from zhisuan.errors import EngineUnavailable, ZhisuanError
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._proxy import address, answered, settle_abort, worker_headers
-from zhisuan.gateway._reply import error_parts, json_headers
+from zhisuan.gateway._reply import error_answer, json_headers
 from zhisuan.gateway._routing import pick_replica
 from zhisuan.gateway._wire import _Conn, post_request
 
@@ -134,15 +134,13 @@ class Express:
             ex.error = "worker connection lost mid-answer"
             ex.close("worker_error", err.status_code)
             gw.finish(ex)
-            status, body, extra = error_parts(err)
-            self._answer(status, json_headers(body, extra), body)
+            self._answer(*error_answer(err))
         except Exception:  # in a parser's callback: never let it reach the parser
             logger.exception("request %s: the express lane failed", ex.request_id)
             if not ex.context.get("metered"):
                 ex.close("error", 500)
                 gw.finish(ex)
-            status, body, extra = error_parts(ZhisuanError("internal server error"))
-            self._answer(status, json_headers(body, extra), body)
+            self._answer(*error_answer(ZhisuanError("internal server error")))
 
     def _release(self, conn: _Conn, replica: Replica | None) -> None:
         self.gw.wire.release(conn)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import httptools
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -38,8 +39,9 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from zhisuan.gateway._serving import ROUTES, Cycle, Start
 
 _HOT_PATHS = frozenset(path.encode() for path in ROUTES)
-EXPRESS_BODY = 65536
-"""Bodies up to this size (uvicorn's read buffer) are read whole before a request starts."""
+EXPRESS_BODY = HIGH_WATER_LIMIT
+"""Bodies up to uvicorn's read buffer are read whole before a request starts (a larger one
+would pause reading with no task to resume it)."""
 Now = Callable[[Cycle, Start], None]
 
 

@@ -47,6 +47,12 @@ def error_parts(err: ZhisuanError) -> tuple[int, bytes, list[Header]]:
     return err.status_code, json.dumps(err.to_body()).encode(), headers
 
 
+def error_answer(err: ZhisuanError) -> tuple[int, list[Header], bytes]:
+    """``err`` as a whole answer: status, headers and OpenAI error body."""
+    status, body, headers = error_parts(err)
+    return status, json_headers(body, headers), body
+
+
 def json_headers(body: bytes, headers: Sequence[Header] = ()) -> list[Header]:
     """The headers of a complete JSON answer."""
     return [JSON_TYPE, (b"content-length", b"%d" % len(body)), *headers]

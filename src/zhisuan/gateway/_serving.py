@@ -33,7 +33,7 @@ from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._express import Express
 from zhisuan.gateway._limits import ClientGone, read_body, too_large
 from zhisuan.gateway._proxy import forward
-from zhisuan.gateway._reply import Header, error_parts, json_headers, send_error
+from zhisuan.gateway._reply import error_answer, send_error
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 logger = logging.getLogger(__name__)
@@ -110,11 +110,11 @@ class HotPath:
             else:
                 gw.meter.begin(ex)
         except ZhisuanError as err:
-            cycle.answer(*_error(err))
+            cycle.answer(*error_answer(err))
             return
         except Exception:
             logger.exception("unhandled error on POST %s", scope["path"])
-            cycle.answer(*_error(_INTERNAL))
+            cycle.answer(*error_answer(_INTERNAL))
             return
         path = PATHS[endpoint]
 
@@ -129,7 +129,7 @@ class HotPath:
             logger.exception("unhandled error on POST %s", scope["path"])
             ex.close("error", 500)
             gw.finish(ex)
-            cycle.answer(*_error(_INTERNAL))
+            cycle.answer(*error_answer(_INTERNAL))
             return
         if taken:
             cycle.on_lost = lane.client_gone
@@ -209,11 +209,6 @@ async def _guarded(scope: Scope, send: Send, work: Awaitable[None]) -> None:
         logger.exception("unhandled error on POST %s", scope["path"])
         with contextlib.suppress(RuntimeError):  # the answer had started: uvicorn closes it
             await send_error(send, _INTERNAL)
-
-
-def _error(err: ZhisuanError) -> tuple[int, list[Header], bytes]:
-    status, body, headers = error_parts(err)
-    return status, json_headers(body, headers), body
 
 
 def _invalid(exc: ValidationError) -> InvalidParameter:
