@@ -4,7 +4,9 @@ connection, and a client that leaves (the gateway's backend and meter are stand-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -106,6 +108,21 @@ def _gateway(port: int, client: aiohttp.ClientSession | None = None) -> Any:
     )
 
 
+@contextlib.asynccontextmanager
+async def _running(
+    client: aiohttp.ClientSession | None = None,
+) -> AsyncIterator[tuple[Worker, Any]]:
+    """A worker socket and a gateway state whose pool reaches it, both closed after."""
+    worker = Worker()
+    await worker.start()
+    gw = _gateway(worker.port, client)
+    try:
+        yield worker, gw
+    finally:
+        gw.wire.close()
+        await worker.stop()
+
+
 def _lane(gw: Any, answers: list[Any], retries: list[int]) -> tuple[Express, Exchange]:
     ex = Exchange(request_id="req-1", endpoint="chat.completions", model=MODEL)
     lane = Express(
@@ -136,73 +153,58 @@ async def _until(check: Any) -> None:
 
 def test_answers_from_the_workers_callback() -> None:
     async def main() -> None:
-        worker = Worker()
-        await worker.start()
-        gw = _gateway(worker.port)
-        await _warm(gw, worker.port)
-        answers: list[Any] = []
-        lane, ex = _lane(gw, answers, [])
-        assert lane.start()
-        assert gw.replica.outstanding == 1
-        await _until(lambda: answers)
-        status, headers, body = answers[0]
-        assert (status, body) == (200, b'{"usage":{}}')
-        assert headers[b"x-request-id"] == b"req-1"
-        assert headers[b"server-timing"] == b"worker;dur=1.5"
-        assert headers[b"content-length"] == b"12"
-        assert (ex.status, ex.prompt_tokens, ex.completion_tokens) == ("ok", 3, 5)
-        assert gw.finished == [ex] and gw.meter.calls == ["start", "prepare"]
-        assert gw.replica.outstanding == 0
-        pooled = gw.wire.idle("127.0.0.1", worker.port)
-        assert pooled is not None  # back in the pool
-        gw.wire.release(pooled)
-        gw.wire.close()
-        await worker.stop()
+        async with _running() as (worker, gw):
+            await _warm(gw, worker.port)
+            answers: list[Any] = []
+            lane, ex = _lane(gw, answers, [])
+            assert lane.start()
+            assert gw.replica.outstanding == 1
+            await _until(lambda: answers)
+            status, headers, body = answers[0]
+            assert (status, body) == (200, b'{"usage":{}}')
+            assert headers[b"x-request-id"] == b"req-1"
+            assert headers[b"server-timing"] == b"worker;dur=1.5"
+            assert headers[b"content-length"] == b"12"
+            assert (ex.status, ex.prompt_tokens, ex.completion_tokens) == ("ok", 3, 5)
+            assert gw.finished == [ex] and gw.meter.calls == ["start", "prepare"]
+            assert gw.replica.outstanding == 0
+            pooled = gw.wire.idle("127.0.0.1", worker.port)
+            assert pooled is not None  # back in the pool
+            gw.wire.release(pooled)
 
     asyncio.run(main())
 
 
 def test_without_an_idle_connection_the_task_path_takes_it() -> None:
     async def main() -> None:
-        worker = Worker()
-        await worker.start()
-        gw = _gateway(worker.port)
-        lane, ex = _lane(gw, [], [])
-        assert not lane.start()
-        assert (ex.replica, gw.replica.outstanding, gw.finished) == (None, 0, [])
-        gw.wire.close()
-        await worker.stop()
+        async with _running() as (_, gw):
+            lane, ex = _lane(gw, [], [])
+            assert not lane.start()
+            assert (ex.replica, gw.replica.outstanding, gw.finished) == (None, 0, [])
 
     asyncio.run(main())
 
 
 def test_a_stale_connection_goes_to_the_task_path() -> None:
     async def main() -> None:
-        worker = Worker()
-        await worker.start()
-        gw = _gateway(worker.port)
-        await _warm(gw, worker.port)
-        worker.mode = "close"
-        answers: list[Any] = []
-        retries: list[int] = []
-        lane, _ = _lane(gw, answers, retries)
-        assert lane.start()
-        await _until(lambda: retries)
-        assert answers == [] and gw.finished == []
-        assert gw.meter.calls == ["start", "prepare", "abandon"]
-        assert gw.replica.outstanding == 0
-        gw.wire.close()
-        await worker.stop()
+        async with _running() as (worker, gw):
+            await _warm(gw, worker.port)
+            worker.mode = "close"
+            answers: list[Any] = []
+            retries: list[int] = []
+            lane, _ = _lane(gw, answers, retries)
+            assert lane.start()
+            await _until(lambda: retries)
+            assert answers == [] and gw.finished == []
+            assert gw.meter.calls == ["start", "prepare", "abandon"]
+            assert gw.replica.outstanding == 0
 
     asyncio.run(main())
 
 
 def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
     async def main() -> None:
-        worker = Worker()
-        await worker.start()
-        async with aiohttp.ClientSession() as client:
-            gw = _gateway(worker.port, client)
+        async with aiohttp.ClientSession() as client, _running(client) as (worker, gw):
             await _warm(gw, worker.port)
             worker.mode = "hang"
             answers: list[Any] = []
@@ -212,10 +214,8 @@ def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
             lane.client_gone()
             await asyncio.wait_for(worker.gone.wait(), 2)  # the worker saw the disconnect
             await _until(lambda: gw.finished)
-        assert answers == [] and gw.finished == [ex]
-        assert (ex.status, ex.http_status, ex.completion_tokens) == ("client_abort", 499, 2)
-        assert gw.replica.outstanding == 0
-        gw.wire.close()
-        await worker.stop()
+            assert answers == [] and gw.finished == [ex]
+            assert (ex.status, ex.http_status, ex.completion_tokens) == ("client_abort", 499, 2)
+            assert gw.replica.outstanding == 0
 
     asyncio.run(main())
