@@ -58,7 +58,14 @@ def test_failed_load_reports_why() -> None:
     def loader() -> FakeEngine:
         raise OSError("no such file: weights.safetensors")
 
-    app = create_app(loader, model_name="m", engine_kind="fake", on_load_failed=reasons.append)
+    loaded: list[int] = []
+    app = create_app(
+        loader,
+        model_name="m",
+        engine_kind="fake",
+        on_load_failed=reasons.append,
+        on_loaded=lambda: loaded.append(1),
+    )
     with serve(app, wait_ready=False) as url:
         deadline = time.monotonic() + 5
         while not reasons:
@@ -67,6 +74,20 @@ def test_failed_load_reports_why() -> None:
         body = httpx.get(f"{url}/health").json()
     assert body["status"] == "failed"
     assert body["error"] == "OSError: no such file: weights.safetensors"
+    assert loaded == []  # a failed load is never settled as loaded
+
+
+def test_loaded_hook_runs_once_before_the_engine_serves() -> None:
+    serving_at_call: list[bool] = []
+    app = create_app(
+        lambda: FakeEngine("m"),
+        model_name="m",
+        engine_kind="fake",
+        on_loaded=lambda: serving_at_call.append(app.state.worker.serving is not None),
+    )
+    with serve(app) as url:
+        assert httpx.get(f"{url}/health").status_code == 200
+    assert serving_at_call == [False]
 
 
 def test_subprocess_worker_serves_and_stops_on_sigterm() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from zhisuan._heap import settle_heap
 from zhisuan.cli._common import console, err_console, fail, gateway_url, user_errors
 from zhisuan.settings import Settings
 
@@ -102,6 +103,7 @@ def serve(
             f"CPU replicas on {cores.describe(layout.workers)} (--cpu-pinning off to stop)",
             highlight=False,
         )
+    settle_heap()
     uvicorn.run(
         app,
         host=settings.host,

@@ -24,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from zhisuan._heap import settle_heap
 from zhisuan.engines.worker._app import create_app
 from zhisuan.engines.worker._registry import ENGINES, load_engine
 
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         model_name=args.model_name,
         engine_kind=args.engine,
         on_load_failed=on_load_failed,
+        on_loaded=settle_heap,
     )
     config = uvicorn.Config(
         app,

@@ -113,6 +113,7 @@ def create_app(
     model_name: str,
     engine_kind: str,
     on_load_failed: Callable[[str], None] | None = None,
+    on_loaded: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The worker application for one model.
 
@@ -122,6 +123,8 @@ def create_app(
         engine_kind: reported by ``/health`` while loading.
         on_load_failed: called with a one-line reason if ``loader`` raises (the CLI
             stops the server and exits non-zero).
+        on_loaded: called once the engine is loaded, before the worker serves it (the
+            CLI settles the heap: :func:`zhisuan._heap.settle_heap`).
 
     Returns:
         The FastAPI app; ``app.state.worker`` is its :class:`WorkerState`.
@@ -141,6 +144,8 @@ def create_app(
             if on_load_failed is not None:
                 on_load_failed(state.error)
             return
+        if on_loaded is not None:
+            on_loaded()
         state.serving = Serving(engine)
         logger.info("model %s loaded (%s, %s)", model_name, engine.info.engine, engine.info.device)
 
