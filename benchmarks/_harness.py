@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.server._serve import Server, start_server
+from tests.server._serve import free_port as free_port  # for the benchmarks
 
 ADMIN = "zs-bench-admin-key-0000000000"
 CHAT = "zhisuan-tiny-chat"
