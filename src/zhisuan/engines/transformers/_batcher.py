@@ -21,6 +21,7 @@ with 0 on left padding. Each row carries its own position counter, passed explic
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
@@ -84,6 +85,16 @@ class EngineStats:
     requests_finished: int
 
 
+def cache_keyword(model: Any) -> str:
+    """The name of the KV cache's argument of ``model``'s forward pass: ``cache`` from
+    transformers 5.25 (which warns on the old name), ``past_key_values`` before."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class Batcher:
     """The scheduler thread over one causal LM.
 
@@ -100,6 +111,7 @@ class Batcher:
         self, model: Any, device: Any, *, max_batch: int, max_prefill_tokens: int, pad_id: int
     ) -> None:
         self._model = model
+        self._cache_kw = cache_keyword(model)
         self._device = device
         self._max_batch = max_batch
         self._max_prefill_tokens = max_prefill_tokens
@@ -218,11 +230,11 @@ class Batcher:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_kw: cache},
         )
-        self._merge(out.past_key_values, mask, joiners)
+        self._merge(cache, mask, joiners)  # filled in place by the forward pass
         for seq, token in zip(joiners, _choose(out.logits[:, -1, :], joiners), strict=True):
             self._accept(seq, token)
 
@@ -253,8 +265,8 @@ class Batcher:
             input_ids=ids.to(self._device),
             attention_mask=mask,
             position_ids=positions.to(self._device),
-            past_key_values=self._cache,
             use_cache=True,
+            **{self._cache_kw: self._cache},
         )
         self._mask = mask
         for seq, token in zip(
