@@ -17,7 +17,6 @@ import contextlib
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ import uvloop
 from _alternating import BODY, pct
 from _harness import CHAT, demo_path, free_port
 from bench_gateway_overhead import steady
+from zhisuan.cluster import ReplicaSpec
+from zhisuan.cluster.local import worker_command
 
 UNSETTLED = (
     "import runpy, zhisuan._heap as heap; heap.settle_heap = lambda: None; "
@@ -40,12 +41,13 @@ UNSETTLED = (
 def worker(settled: bool, core: int, logs: Path) -> Iterator[str]:
     """A demo chat worker on ``core``; its base URL."""
     port = free_port()
-    head = ["-m", "zhisuan.engines.worker"] if settled else ["-c", UNSETTLED]
-    args = ["--engine", "transformers", "--model-name", CHAT, "--model-path", demo_path()]
-    args += ["--port", str(port), "--options", '{"max_batch": 64}']
+    spec = ReplicaSpec(CHAT, "transformers", "cpu", demo_path(), options=(("max_batch", 64),))
+    cmd = worker_command(spec, port)  # the platform's own: python -m zhisuan.engines.worker ...
+    if not settled:
+        cmd[1:3] = ["-c", UNSETTLED]
     log = (logs / f"worker-{port}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, *head, *args],
+        cmd,
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=lambda: os.sched_setaffinity(0, {core}),
