@@ -81,13 +81,28 @@ class Express:
         conn = gw.wire.idle(host, port)
         if conn is None:
             return False
-        ex.replica = replica.spec.key
         replica.outstanding += 1
         self._replica, self._conn = replica, conn
         request = post_request(host, port, self._path, self._body, worker_headers(ex))
         gw.wire.send(conn, request, self._done)
         asyncio.get_running_loop().call_soon(self._sent, replica)
         return True
+
+    def to_task(self) -> None:
+        """Put the request on the task path (the lane did not take it)."""
+        self._retry()
+
+    def withdraw(self) -> None:
+        """Take back a request sent ahead of its checks, which refused it: its worker
+        connection is closed, which cancels it there. Nothing is metered here (the
+        refusal is)."""
+        conn, replica = self._conn, self._replica
+        self._conn = self._replica = None
+        if conn is not None:
+            conn.callback = None
+            self.gw.wire.release(conn)  # mid-answer: closed
+        if replica is not None:
+            replica.outstanding -= 1
 
     def client_gone(self) -> None:
         """The client went away before its answer: cancel the generation, meter it."""
@@ -106,6 +121,7 @@ class Express:
 
     def _sent(self, replica: Replica) -> None:
         if self._replica is replica and not self.ex.context.get("metered"):
+            self.ex.replica = replica.spec.key  # here: a refused request had no replica
             self.gw.meter.start(self.ex, replica)
             self.gw.meter.prepare(self.ex)
 

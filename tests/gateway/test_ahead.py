@@ -1,0 +1,210 @@
+"""A request sent to the replica ahead of its checks, against a real worker socket: the
+checks run once it is on its way, a refusal withdraws it, and the refused caller's next
+requests are checked first (the admission, key check and meter are stand-ins)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from _worker_stub import Worker
+
+from zhisuan.cluster import Replica, ReplicaSpec, ReplicaState
+from zhisuan.errors import RateLimited, ZhisuanError
+from zhisuan.gateway._auth import Principal
+from zhisuan.gateway._exchange import Exchange
+from zhisuan.gateway._serving import HotPath
+from zhisuan.gateway._standing import WARY_S, Standing, peek_model
+from zhisuan.gateway._wire import Pool
+
+MODEL = "m"
+CHAT = "/v1/chat/completions"
+CALLER = Principal(tenant="team", key_prefix="zs-team", admin=False, models=(frozenset({MODEL}),))
+
+
+def _body(**fields: Any) -> bytes:
+    return json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]} | fields
+    ).encode()
+
+
+class Admit:
+    """The admission: records what it saw of each request, refuses with ``refusal``."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.refusal: ZhisuanError | None = None
+        self.seen: list[tuple[str, str | None, int]] = []  # model, replica, outstanding
+
+    async def __call__(self, principal: Principal, ex: Exchange) -> None:
+        self.check(principal, ex)
+
+    def check(self, principal: Principal, ex: Exchange) -> None:
+        self.seen.append((ex.model, ex.replica, self.replica.outstanding))
+        if not principal.allows(ex.model):
+            raise ZhisuanError("not allowed")  # 500, as a stand-in only
+        if self.refusal is not None:
+            raise self.refusal
+
+
+class Meter:
+    def begin(self, ex: Exchange) -> None: ...
+
+    def start(self, ex: Exchange, replica: Replica) -> None: ...
+
+    def prepare(self, ex: Exchange) -> None: ...
+
+
+class Cycle:
+    """A request with its whole body in, as the protocol hands it over."""
+
+    def __init__(self, body: bytes, path: str = CHAT) -> None:
+        self.scope = {"path": path, "headers": []}
+        self.body = body
+        self.answers: list[tuple[int, dict[str, Any]]] = []
+        self.on_lost: Any = None
+        self.done = asyncio.Event()
+
+    def take_body(self) -> bytes:
+        return self.body
+
+    def answer(self, status: int, headers: Any, body: bytes) -> None:
+        self.answers.append((status, json.loads(body)))
+        self.done.set()
+
+
+@contextlib.asynccontextmanager
+async def _running(caller: Principal = CALLER) -> AsyncIterator[tuple[Worker, Any, HotPath]]:
+    worker = Worker()
+    await worker.start()
+    spec = ReplicaSpec(model=MODEL, engine="transformers", device="cpu", model_path=None)
+    endpoint = f"http://127.0.0.1:{worker.port}"
+    replica = Replica(spec, state=ReplicaState.READY, endpoint=endpoint)
+    gw = SimpleNamespace(
+        backend=SimpleNamespace(replicas=lambda model=None: [replica]),
+        wire=Pool(),
+        meter=Meter(),
+        admit=Admit(replica),
+        finished=[],
+        replica=replica,
+    )
+    gw.finish = gw.finished.append
+    hot = HotPath(SimpleNamespace(check=lambda scope: caller), 1 << 20)  # type: ignore[arg-type]
+    resp = await gw.wire.post("127.0.0.1", worker.port, CHAT, b"{}", {}, whole=True)
+    await resp.read()  # the pool holds an idle connection
+    resp.close()
+    try:
+        yield worker, gw, hot
+    finally:
+        gw.wire.close()
+        await worker.stop()
+
+
+async def _serve(hot: HotPath, gw: Any, body: bytes, path: str = CHAT) -> Cycle:
+    cycle = Cycle(body, path)
+    tasks: list[Any] = []
+    hot.now(gw, cycle, tasks.append)
+    assert not tasks  # nothing here goes on the task path
+    await asyncio.wait_for(cycle.done.wait(), 2)
+    return cycle
+
+
+def test_the_checks_run_once_the_request_is_on_its_way() -> None:
+    async def main() -> None:
+        async with _running() as (worker, gw, hot):
+            cycle = await _serve(hot, gw, _body())
+            assert cycle.answers == [(200, {"usage": {}})]
+            assert gw.admit.seen == [(MODEL, None, 1)]  # sent, and no replica on the record yet
+            assert worker.posts == 2  # the warm-up's and this one
+            assert [ex.replica for ex in gw.finished] == ["m#0"]
+
+    asyncio.run(main())
+
+
+def test_a_refusal_withdraws_the_request_and_the_caller_is_checked_first_after() -> None:
+    async def main() -> None:
+        async with _running() as (worker, gw, hot):
+            worker.mode = "hang"
+            gw.admit.refusal = RateLimited("Too many requests.", retry_after=3)
+            cycle = await _serve(hot, gw, _body())
+            assert cycle.answers[0][0] == 429
+            await asyncio.wait_for(worker.gone.wait(), 2)  # sent, then its connection closed
+            assert worker.posts == 2 and gw.replica.outstanding == 0
+            cycle = await _serve(hot, gw, _body())  # checked first: never sent
+            assert cycle.answers[0][0] == 429
+            await asyncio.sleep(0.05)
+            assert worker.posts == 2
+            assert [seen[2] for seen in gw.admit.seen] == [1, 0]
+
+    asyncio.run(main())
+
+
+def test_an_invalid_request_is_withdrawn_and_answered_with_its_400() -> None:
+    async def main() -> None:
+        async with _running() as (worker, gw, hot):
+            worker.mode = "hang"
+            cycle = await _serve(hot, gw, _body(temperature="hot"))
+            status, error = cycle.answers[0]
+            assert (status, error["error"]["param"]) == (400, "temperature")
+            await asyncio.wait_for(worker.gone.wait(), 2)
+            assert gw.admit.seen == [] and gw.replica.outstanding == 0
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _body(model="other"),  # outside the caller's allow-list
+        _body(stream=True),  # a stream
+        b'{"model": 3, "messages": []}',  # no model to route by
+        b"not json",
+    ],
+)
+def test_requests_that_are_not_sent_ahead(body: bytes) -> None:
+    async def main() -> None:
+        async with _running() as (worker, gw, hot):
+            cycle = Cycle(body)
+            tasks: list[Any] = []
+            hot.now(gw, cycle, tasks.append)
+            if tasks:  # a stream: on the task path, with nothing sent
+                assert json.loads(body)["stream"] is True
+            else:
+                await asyncio.wait_for(cycle.done.wait(), 2)
+                assert cycle.answers[0][0] in (400, 500)
+            assert gw.replica.outstanding == 0
+            assert all(seen[2] == 0 for seen in gw.admit.seen)
+            assert worker.posts == 1
+
+    asyncio.run(main())
+
+
+def test_standing_is_lost_for_a_while_by_a_refusal_of_the_caller() -> None:
+    now = [100.0]
+    standing = Standing(clock=lambda: now[0])
+    other = Principal(tenant="other", key_prefix=None, admin=False)
+    standing.refused(CALLER, ZhisuanError("the gateway failed"))  # a 500: no mark
+    assert standing.good(CALLER)
+    standing.refused(CALLER, RateLimited("Too many requests.", retry_after=1))
+    assert not standing.good(CALLER) and standing.good(other)
+    now[0] += WARY_S - 0.1
+    standing.refused(CALLER, RateLimited("Too many requests.", retry_after=1))  # again
+    now[0] += WARY_S - 0.1
+    assert not standing.good(CALLER)
+    now[0] += 0.2
+    assert standing.good(CALLER)
+
+
+def test_peek_model() -> None:
+    assert peek_model(_body()) == MODEL
+    assert peek_model(_body(stream=False)) == MODEL
+    assert peek_model(_body(stream=True)) is None
+    assert peek_model(b'{"model": null}') is None
+    assert peek_model(b"[1, 2]") is None
+    assert peek_model(b"\xff\xfe") is None
+    assert peek_model(b"[" * 100_000) is None  # too deep for the parser
