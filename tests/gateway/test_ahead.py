@@ -16,6 +16,7 @@ from _worker_stub import Worker
 
 from zhisuan.cluster import Replica, ReplicaSpec, ReplicaState
 from zhisuan.errors import RateLimited, ZhisuanError
+from zhisuan.gateway import _serving
 from zhisuan.gateway._auth import Principal
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._serving import HotPath
@@ -180,6 +181,30 @@ def test_requests_that_are_not_sent_ahead(body: bytes) -> None:
             assert gw.replica.outstanding == 0
             assert all(seen[2] == 0 for seen in gw.admit.seen)
             assert worker.posts == 1
+
+    asyncio.run(main())
+
+
+def test_a_peek_the_validation_contradicts_takes_the_careful_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_serving, "peek_model", lambda body: "elsewhere")
+
+    anyone = Principal(tenant="team", key_prefix=None, admin=False)  # every model
+
+    async def main() -> None:
+        async with _running(anyone) as (worker, gw, hot):
+            tasks: list[Any] = []
+            hot.now(gw, Cycle(_body()), tasks.append)
+            # withdrawn, then checked and, its pooled connection closed, on the task path
+            assert len(tasks) == 1
+            assert gw.admit.seen == [(MODEL, None, 0)]
+            assert gw.replica.outstanding == 0
+            for _ in range(100):
+                if worker.posts == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert worker.posts == 2  # the warm-up and the withdrawn one
 
     asyncio.run(main())
 

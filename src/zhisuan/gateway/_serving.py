@@ -191,8 +191,9 @@ class HotPath:
             return False
         try:
             _, parsed = self._parse(scope, body)
-            if getattr(parsed, "model", None) != model:  # two parsers read it differently
-                raise InvalidParameter("The request must name one model.", param="model")
+            if getattr(parsed, "model", None) != model or getattr(parsed, "stream", False):
+                lane.withdraw()  # the peek was misled (a nested or escaped key)
+                return False
             ex.context["request"] = parsed
             if check is not None:
                 check(principal, ex)
