@@ -46,7 +46,8 @@ class Worker:
             if head.startswith(b"GET /zhisuan/requests/"):
                 count = json.dumps({"completion_tokens": 2}).encode()
                 self._write(writer, 200, count, b"content-type: application/json\r\n")
-            elif self.mode == "close":
+            elif self.mode in ("close", "close once"):
+                self.mode = "answer" if self.mode == "close once" else self.mode
                 writer.close()
                 return
             elif self.mode == "hang":

@@ -20,7 +20,7 @@ from zhisuan.gateway import _serving
 from zhisuan.gateway._auth import Principal
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._serving import HotPath
-from zhisuan.gateway._standing import WARY_S, Standing, peek_model
+from zhisuan.gateway._standing import WARY_S, Standing, peek
 from zhisuan.gateway._wire import Pool
 
 MODEL = "m"
@@ -59,6 +59,8 @@ class Meter:
     def start(self, ex: Exchange, replica: Replica) -> None: ...
 
     def prepare(self, ex: Exchange) -> None: ...
+
+    def abandon(self, ex: Exchange) -> None: ...
 
 
 class Cycle:
@@ -115,6 +117,20 @@ async def _serve(hot: HotPath, gw: Any, body: bytes, path: str = CHAT) -> Cycle:
     return cycle
 
 
+async def _run(task: Any) -> list[Any]:
+    """Run a task the hot path started; what it sent the client."""
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        await asyncio.sleep(5)  # the client stays
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(task({"path": CHAT}, receive, send), 2)
+    return sent
+
+
 def test_the_checks_run_once_the_request_is_on_its_way() -> None:
     async def main() -> None:
         async with _running() as (worker, gw, hot):
@@ -162,7 +178,6 @@ def test_an_invalid_request_is_withdrawn_and_answered_with_its_400() -> None:
     "body",
     [
         _body(model="other"),  # outside the caller's allow-list
-        _body(stream=True),  # a stream
         b'{"model": 3, "messages": []}',  # no model to route by
         b"not json",
     ],
@@ -173,11 +188,9 @@ def test_requests_that_are_not_sent_ahead(body: bytes) -> None:
             cycle = Cycle(body)
             tasks: list[Any] = []
             hot.now(gw, cycle, tasks.append)
-            if tasks:  # a stream: on the task path, with nothing sent
-                assert json.loads(body)["stream"] is True
-            else:
-                await asyncio.wait_for(cycle.done.wait(), 2)
-                assert cycle.answers[0][0] in (400, 500)
+            assert not tasks
+            await asyncio.wait_for(cycle.done.wait(), 2)
+            assert cycle.answers[0][0] in (400, 500)
             assert gw.replica.outstanding == 0
             assert all(seen[2] == 0 for seen in gw.admit.seen)
             assert worker.posts == 1
@@ -185,10 +198,51 @@ def test_requests_that_are_not_sent_ahead(body: bytes) -> None:
     asyncio.run(main())
 
 
+def test_a_stream_is_sent_before_its_checks_and_its_task_reads_the_answer() -> None:
+    async def main() -> None:
+        async with _running() as (worker, gw, hot):
+            tasks: list[Any] = []
+            hot.now(gw, Cycle(_body(stream=True)), tasks.append)
+            assert gw.admit.seen == [(MODEL, None, 1)]  # already sent
+            sent = await _run(tasks[0])
+            assert sent[0]["status"] == 200 and sent[-1]["more_body"] is False
+            assert worker.posts == 2 and gw.replica.outstanding == 0
+            assert [(ex.stream, ex.replica) for ex in gw.finished] == [(True, "m#0")]
+
+    asyncio.run(main())
+
+
+def test_a_stream_sent_on_a_connection_the_worker_had_closed_is_sent_again() -> None:
+    async def main() -> None:
+        async with _running() as (worker, gw, hot):
+            worker.mode = "close once"
+            tasks: list[Any] = []
+            hot.now(gw, Cycle(_body(stream=True)), tasks.append)
+            sent = await _run(tasks[0])
+            assert sent[0]["status"] == 200 and sent[-1]["more_body"] is False
+            assert worker.posts == 3 and gw.replica.outstanding == 0
+            assert [ex.status for ex in gw.finished] == ["ok"]
+
+    asyncio.run(main())
+
+
+def test_a_refused_stream_is_withdrawn() -> None:
+    async def main() -> None:
+        async with _running() as (worker, gw, hot):
+            worker.mode = "hang"
+            gw.admit.refusal = RateLimited("Too many requests.", retry_after=3)
+            cycle = await _serve(hot, gw, _body(stream=True))
+            assert cycle.answers[0][0] == 429
+            await asyncio.wait_for(worker.gone.wait(), 2)
+            assert worker.posts == 2 and gw.replica.outstanding == 0
+
+    asyncio.run(main())
+
+
 def test_a_peek_the_validation_contradicts_takes_the_careful_way(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_serving, "peek_model", lambda body: "elsewhere")
+    monkeypatch.setattr(_serving, "peek", lambda body: ("elsewhere", False))
 
     anyone = Principal(tenant="team", key_prefix=None, admin=False)  # every model
 
@@ -225,11 +279,12 @@ def test_standing_is_lost_for_a_while_by_a_refusal_of_the_caller() -> None:
     assert standing.good(CALLER)
 
 
-def test_peek_model() -> None:
-    assert peek_model(_body()) == MODEL
-    assert peek_model(_body(stream=False)) == MODEL
-    assert peek_model(_body(stream=True)) is None
-    assert peek_model(b'{"model": null}') is None
-    assert peek_model(b"[1, 2]") is None
-    assert peek_model(b"\xff\xfe") is None
-    assert peek_model(b"[" * 100_000) is None  # too deep for the parser
+def test_peek() -> None:
+    assert peek(_body()) == (MODEL, False)
+    assert peek(_body(stream=False)) == (MODEL, False)
+    assert peek(_body(stream=True)) == (MODEL, True)
+    assert peek(_body(stream="yes")) is None
+    assert peek(b'{"model": null}') is None
+    assert peek(b"[1, 2]") is None
+    assert peek(b"\xff\xfe") is None
+    assert peek(b"[" * 100_000) is None  # too deep for the parser

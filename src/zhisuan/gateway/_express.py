@@ -162,3 +162,36 @@ class Express:
         self.gw.wire.release(conn)
         if replica is not None:
             replica.outstanding -= 1
+
+
+Sent = tuple[Replica, _Conn]
+"""A stream's request written to a replica from a callback, its answer not read yet."""
+
+
+def send_stream(gw: Gateway, ex: Exchange, path: str, body: bytes) -> Sent | None:
+    """Write a stream's request to a ready replica over an idle pooled connection, from
+    the parser's callback (see ``HotPath._ahead``); its task reads the answer
+    (``_proxy.forward``'s ``sent``).
+
+    Returns:
+        None, with nothing done, if no replica is ready or none has an idle connection.
+    """
+    try:
+        replica = pick_replica(gw.backend, ex.model)
+        host, port = address(replica.endpoint)
+    except (ZhisuanError, OSError):
+        return None
+    conn = gw.wire.idle(host, port)
+    if conn is None:
+        return None
+    replica.outstanding += 1
+    gw.wire.write(conn, post_request(host, port, path, body, worker_headers(ex)), whole=False)
+    return replica, conn
+
+
+def take_back(gw: Gateway, sent: Sent) -> None:
+    """Withdraw a stream's request sent ahead of its checks, which refused it: its
+    connection is closed, which cancels it on the worker."""
+    replica, conn = sent
+    gw.wire.release(conn)  # not answered: closed
+    replica.outstanding -= 1

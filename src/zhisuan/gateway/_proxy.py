@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,6 +34,9 @@ from zhisuan.gateway._reply import SSE_HEADERS, send_error, send_json
 from zhisuan.gateway._routing import pick_replica
 from zhisuan.gateway._sse import DONE_EVENT, StreamMeter, take_counts, take_usage
 from zhisuan.gateway._wire import Response
+
+if TYPE_CHECKING:
+    from zhisuan.gateway._express import Sent
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ async def forward(
     send: Send,
     *,
     include_usage: bool = False,
+    sent: Sent | None = None,
 ) -> None:
     """Send ``body`` to ``path`` on a replica of ``ex.model`` and relay the answer.
 
@@ -64,13 +69,15 @@ async def forward(
         ex: the exchange record; it is metered exactly once, however the request ends.
         receive, send: the client's ASGI channels (the body already read).
         include_usage: the client asked for the usage chunk on a stream.
+        sent: the replica and connection the request was already written to, if it was
+            (``_express.send_stream``).
 
     Raises:
         NotFound, EngineUnavailable: no replica could take the request (nothing was sent).
     """
     call = _Call(gw, ex, receive)
     try:
-        upstream = await call.open(path, body)
+        upstream = await call.open(path, body, sent)
         if upstream.status == 200 and ex.stream:
             await call.relay(upstream, send, include_usage)
         else:
@@ -149,8 +156,12 @@ class _Call:
     def answered(self) -> None:
         """The answer is complete: a disconnect from now on is no abort."""
         self._answered = True
+        self._unwatch()
+
+    def _unwatch(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
+            self._watch = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.cancel()
 
@@ -163,11 +174,29 @@ class _Call:
             self.upstream.close()  # a no-op once read to the end; else it cancels the generation
             self.upstream = None
 
-    async def open(self, path: str, body: bytes) -> Response:
-        """Pick a replica and send; a replica that refuses the connection is skipped once."""
+    async def open(self, path: str, body: bytes, sent: Sent | None = None) -> Response:
+        """Pick a replica and send; a replica that refuses the connection is skipped once.
+        A request already ``sent`` waits for its answer there first; a pooled connection
+        the worker had just closed sends it again."""
         gw, ex = self.gw, self.ex
         headers = worker_headers(ex)
         tried: set[str] = set()
+        if sent is not None:
+            replica, conn = sent
+            ex.replica = replica.spec.key
+            self.replica = replica
+            self._sent(replica)
+            try:
+                self.upstream = await gw.wire.answer(conn)
+                return self.upstream
+            except OSError as exc:
+                replica.outstanding -= 1
+                self.replica = None
+                gw.meter.abandon(ex)
+                self._unwatch()
+                if conn.received:  # the replica failed: another one, if there is one
+                    tried.add(replica.spec.key)
+                    logger.warning("request %s: replica failed: %s", ex.request_id, exc)
         while True:
             try:
                 replica = pick_replica(gw.backend, ex.model, exclude=tried)

@@ -8,9 +8,9 @@ rest of the app applies (the key check, the body limit), validates against the s
 :mod:`zhisuan.protocol` models (a bad field is a 400 naming its ``param``), forwards the
 raw bytes unchanged and answers through ASGI ``send``. :meth:`HotPath.now` does the same
 for a request whose whole body is in, from the protocol's parser callback: on the express
-lane (``_express``) for a whole answer, else on a task with what it already did. On the
-express lane, a caller in good standing (``_standing``) has its request sent to the
-replica before the validation and the admission, which then run while the replica works
+lane (``_express``) for a whole answer, else on a task with what it already did. A caller
+in good standing (``_standing``) has its request sent to the replica before the
+validation and the admission, which then run while the replica works
 (:meth:`HotPath._ahead`). The routes in ``routers/openai.py`` declare the same endpoints
 for the OpenAPI schema.
 """
@@ -33,11 +33,11 @@ from zhisuan.gateway._auth import OFF, Authenticator, Principal
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._errors import invalid_from_validation
 from zhisuan.gateway._exchange import Exchange
-from zhisuan.gateway._express import Express
+from zhisuan.gateway._express import Express, Sent, send_stream, take_back
 from zhisuan.gateway._limits import ClientGone, read_body, too_large
 from zhisuan.gateway._proxy import forward
 from zhisuan.gateway._reply import error_answer, send_error
-from zhisuan.gateway._standing import Standing, peek_model
+from zhisuan.gateway._standing import Standing, peek
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class HotPath:
         body: bytes,
         start: Start,
     ) -> bool:
-        """Send a non-stream request to a replica first, then validate and admit it.
+        """Send a request to a replica first, then validate and admit it.
 
         At concurrency 1 the gateway's core sleeps between requests, and what it does
         before the request reaches the replica adds to the request's latency on cold
@@ -169,7 +169,9 @@ class HotPath:
         to the replica at once; the validation and the admission follow in the same
         callback, with no other request in between, so quotas hold as before. A refusal
         withdraws the request (its worker connection is closed, which cancels it there)
-        and puts the caller on the careful way, checks first, for :data:`WARY_S`.
+        and puts the caller on the careful way, checks first, for :data:`WARY_S`. A
+        whole answer then comes on the express lane; a stream's, on a task
+        (``forward``'s ``sent``).
 
         Returns:
             True if the request was sent ahead; False, with nothing done, if it takes
@@ -181,18 +183,24 @@ class HotPath:
         check = getattr(gw.admit, "check", None)
         if (gw.admit is not None and check is None) or not self._standing.good(principal):
             return False
-        model = peek_model(body)
-        if model is None or not principal.allows(model):
+        peeked = peek(body)
+        if peeked is None or not principal.allows(peeked[0]):
             return False
+        model, stream = peeked
         endpoint = ROUTES[scope["path"]][0]
-        ex = Exchange(request_id=next(_REQUEST_IDS), endpoint=endpoint, model=model)
-        lane = _lane(gw, cycle, start, ex, body)
-        if not lane.start():
+        path = PATHS[endpoint]
+        ex = Exchange(next(_REQUEST_IDS), endpoint, model, stream=stream)
+        lane = sent = None
+        if stream:
+            sent = send_stream(gw, ex, path, body)
+        else:
+            lane = _lane(gw, cycle, start, ex, body)
+        if sent is None and (lane is None or not lane.start()):
             return False
         try:
             _, parsed = self._parse(scope, body)
-            if getattr(parsed, "model", None) != model or getattr(parsed, "stream", False):
-                lane.withdraw()  # the peek was misled (a nested or escaped key)
+            if getattr(parsed, "model", None) != model or _stream(parsed) != stream:
+                _withdraw(gw, lane, sent)  # the two parsers read the body differently
                 return False
             ex.context["request"] = parsed
             if check is not None:
@@ -200,9 +208,17 @@ class HotPath:
             else:
                 gw.meter.begin(ex)
         except Exception:
-            lane.withdraw()
+            _withdraw(gw, lane, sent)
             raise
-        cycle.on_lost = lane.client_gone
+        if lane is not None:
+            cycle.on_lost = lane.client_gone
+            return True
+        usage = bool(getattr(parsed, "include_usage", False))
+
+        def relay(r: Receive, s: Send) -> Awaitable[None]:
+            return forward(gw, path, body, ex, r, s, include_usage=usage, sent=sent)
+
+        start(_task(relay))
         return True
 
     @staticmethod
@@ -251,6 +267,18 @@ async def handle(
         gw.meter.begin(ex)
     include_usage = bool(getattr(parsed, "include_usage", False))
     await forward(gw, PATHS[endpoint], body, ex, receive, send, include_usage=include_usage)
+
+
+def _stream(parsed: BaseModel) -> bool:
+    return bool(getattr(parsed, "stream", False))
+
+
+def _withdraw(gw: Gateway, lane: Express | None, sent: Sent | None) -> None:
+    """Take back a request sent ahead of its checks."""
+    if lane is not None:
+        lane.withdraw()
+    if sent is not None:
+        take_back(gw, sent)
 
 
 def _lane(gw: Gateway, cycle: Cycle, start: Start, ex: Exchange, body: bytes) -> Express:

@@ -50,18 +50,22 @@ class Standing:
             self._wary[principal.tenant] = self._clock() + WARY_S
 
 
-def peek_model(body: bytes) -> str | None:
-    """The model a non-stream request names, read without validating the request.
+def peek(body: bytes) -> tuple[str, bool] | None:
+    """The model a request names and whether it asks for a stream, read without
+    validating the request.
 
     Returns:
-        None if the body is no JSON object naming a model as a string, or asks for a
-        stream: such a request takes the careful way, where its errors are answered.
+        None if the body is no JSON object naming a model as a string, with a boolean
+        ``stream`` if any: such a request takes the careful way, where its errors are
+        answered.
     """
     try:
-        peek = json.loads(body)
+        request = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(peek, dict) or peek.get("stream") not in (None, False):
+    if not isinstance(request, dict):
         return None
-    model = peek.get("model")
-    return model if isinstance(model, str) else None
+    model, stream = request.get("model"), request.get("stream")
+    if not isinstance(model, str) or stream not in (None, False, True):
+        return None
+    return model, bool(stream)

@@ -210,10 +210,30 @@ class Pool:
         return await self._exchange(conn, request, whole)
 
     async def _exchange(self, conn: _Conn, request: bytes, whole: bool) -> Response:
+        try:
+            self.write(conn, request, whole)
+        except BaseException:
+            self._drop(conn)
+            raise
+        return await self.answer(conn)
+
+    @staticmethod
+    def write(conn: _Conn, request: bytes, whole: bool) -> None:
+        """Write ``request`` on ``conn`` (from :meth:`idle`); :meth:`answer` waits for
+        the answer (whole, or its status and headers)."""
         assert conn.transport is not None
         conn.whole = whole
+        conn.transport.write(request)
+
+    async def answer(self, conn: _Conn) -> Response:
+        """Wait for the answer to the request written on ``conn``: whole, or its status
+        and headers (see :meth:`post`).
+
+        Raises:
+            WireError: the connection closed before the answer began.
+        """
+        whole = conn.whole
         try:
-            conn.transport.write(request)
             while not (conn.complete if whole else conn.headers_done):
                 if conn.lost:
                     if conn.headers_done:
