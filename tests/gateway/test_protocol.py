@@ -31,7 +31,8 @@ async def _read(receive: Any) -> bytes:
 
 async def hot_app(scope: Any, receive: Any, send: Any) -> None:
     """What the gateway's hot path would be: answers a whole JSON body or an SSE stream."""
-    SEEN.append(f"hot {scope['method']} {scope['path']}")
+    query = scope["query_string"].decode()
+    SEEN.append(f"hot {scope['method']} {scope['path']}" + (f"?{query}" if query else ""))
     body = await _read(receive)
     if body == b"stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -106,7 +107,12 @@ def test_hot_requests_skip_the_app_and_the_rest_do_not(port: int) -> None:
         get = client.get(HOT)
         hot_again = client.post(f"{HOT}?a=1", content=b"again")  # same connection
     assert (other.text, get.text, hot_again.json()) == ("app:x", "app:", {"echo": "again"})
-    assert [f"hot POST {HOT}", "app POST /v1/models", f"app GET {HOT}", f"hot POST {HOT}"] == SEEN
+    assert [
+        f"hot POST {HOT}",
+        "app POST /v1/models",
+        f"app GET {HOT}",
+        f"hot POST {HOT}?a=1",
+    ] == SEEN
 
 
 class _Transport:

@@ -87,15 +87,19 @@ class GatewayProtocol(HttpToolsProtocol):
         ):
             super().on_headers_complete()
             return
-        url = httptools.parse_url(self.url)
-        if url.path not in _HOT_PATHS:
-            super().on_headers_complete()
-            return
+        if self.url in _HOT_PATHS:  # the usual request line: no parsing needed
+            path, query = self.url, b""
+        else:
+            url = httptools.parse_url(self.url)
+            path, query = url.path, url.query or b""
+            if path not in _HOT_PATHS:
+                super().on_headers_complete()
+                return
         scope: Any = self.scope
         scope["method"] = "POST"
-        scope["path"] = url.path.decode("ascii")
-        scope["raw_path"] = url.path
-        scope["query_string"] = url.query or b""
+        scope["path"] = path.decode("ascii")
+        scope["raw_path"] = path
+        scope["query_string"] = query
         self.cycle = _HotCycle(
             scope=scope,
             transport=self.transport,
