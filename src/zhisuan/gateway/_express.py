@@ -73,17 +73,11 @@ class Express:
             connection: the task path takes the request (and answers its errors).
         """
         gw, ex = self.gw, self.ex
-        try:
-            replica = pick_replica(gw.backend, ex.model)
-            host, port = address(replica.endpoint)
-        except (ZhisuanError, OSError):
+        taken = _take(gw, ex, self._path, self._body)
+        if taken is None:
             return False
-        conn = gw.wire.idle(host, port)
-        if conn is None:
-            return False
-        replica.outstanding += 1
+        replica, conn, request = taken
         self._replica, self._conn = replica, conn
-        request = post_request(host, port, self._path, self._body, worker_headers(ex))
         gw.wire.send(conn, request, self._done)
         asyncio.get_running_loop().call_soon(self._sent, replica)
         return True
@@ -176,6 +170,17 @@ def send_stream(gw: Gateway, ex: Exchange, path: str, body: bytes) -> Sent | Non
     Returns:
         None, with nothing done, if no replica is ready or none has an idle connection.
     """
+    taken = _take(gw, ex, path, body)
+    if taken is None:
+        return None
+    replica, conn, request = taken
+    gw.wire.write(conn, request, whole=False)
+    return replica, conn
+
+
+def _take(gw: Gateway, ex: Exchange, path: str, body: bytes) -> tuple[Replica, _Conn, bytes] | None:
+    """A ready replica with an idle pooled connection, counted as busy with the request,
+    and the request to write on it; None, with nothing done, if there is none."""
     try:
         replica = pick_replica(gw.backend, ex.model)
         host, port = address(replica.endpoint)
@@ -185,8 +190,7 @@ def send_stream(gw: Gateway, ex: Exchange, path: str, body: bytes) -> Sent | Non
     if conn is None:
         return None
     replica.outstanding += 1
-    gw.wire.write(conn, post_request(host, port, path, body, worker_headers(ex)), whole=False)
-    return replica, conn
+    return replica, conn, post_request(host, port, path, body, worker_headers(ex))
 
 
 def take_back(gw: Gateway, sent: Sent) -> None:
