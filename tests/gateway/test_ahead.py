@@ -54,6 +54,12 @@ class Admit:
 
 
 class Meter:
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+    def idle(self) -> bool:
+        return self.in_flight == 0
+
     def begin(self, ex: Exchange) -> None: ...
 
     def start(self, ex: Exchange, replica: Replica) -> None: ...
@@ -194,6 +200,17 @@ def test_requests_that_are_not_sent_ahead(body: bytes) -> None:
             assert gw.replica.outstanding == 0
             assert all(seen[2] == 0 for seen in gw.admit.seen)
             assert worker.posts == 1
+
+    asyncio.run(main())
+
+
+def test_a_busy_gateway_checks_first() -> None:
+    async def main() -> None:
+        async with _running() as (_, gw, hot):
+            gw.meter.in_flight = 3
+            cycle = await _serve(hot, gw, _body())
+            assert cycle.answers == [(200, {"usage": {}})]
+            assert gw.admit.seen == [(MODEL, None, 0)]  # checked, then sent
 
     asyncio.run(main())
 

@@ -133,6 +133,10 @@ class Meter:
     def pricing(self, spec: ReplicaSpec) -> Pricing:
         return self._replica(spec)[2]
 
+    def idle(self) -> bool:
+        """Whether no admitted request is in flight."""
+        return not self._live
+
     def begin(self, ex: Exchange) -> None:
         """The request is admitted (counts as in flight and queued until its first token)."""
         self._live[ex.request_id] = ex
