@@ -1,7 +1,7 @@
 """Which callers may have a request sent to a replica before it is validated and admitted.
 
-The hot path sends a non-stream request ahead of its checks (``HotPath._ahead``) only
-for a caller in good standing: one the gateway has not refused lately. A caller refused
+The hot path sends a request ahead of its checks (``HotPath._ahead``, on an idle gateway)
+only for a caller in good standing: one the gateway has not refused lately. A caller refused
 for its own request (4xx: an invalid body, a model outside its allow-list, a quota
 exceeded) takes the careful way, checks first, for :data:`WARY_S`, and every refusal
 there starts the wait again, so a caller over its quota keeps costing the replicas
