@@ -92,11 +92,9 @@ class Express:
         refusal is)."""
         conn, replica = self._conn, self._replica
         self._conn = self._replica = None
-        if conn is not None:
+        if conn is not None and replica is not None:
             conn.callback = None
-            self.gw.wire.release(conn)  # mid-answer: closed
-        if replica is not None:
-            replica.outstanding -= 1
+            take_back(self.gw, (replica, conn))
 
     def client_gone(self) -> None:
         """The client went away before its answer: cancel the generation, meter it."""
@@ -194,8 +192,8 @@ def _take(gw: Gateway, ex: Exchange, path: str, body: bytes) -> tuple[Replica, _
 
 
 def take_back(gw: Gateway, sent: Sent) -> None:
-    """Withdraw a stream's request sent ahead of its checks, which refused it: its
-    connection is closed, which cancels it on the worker."""
+    """Withdraw a request sent ahead of its checks, which refused it: its connection is
+    closed, which cancels it on the worker."""
     replica, conn = sent
     gw.wire.release(conn)  # not answered: closed
     replica.outstanding -= 1

@@ -119,7 +119,7 @@ class HotPath:
                 return
             endpoint, parsed = self._parse(scope, body)
             check = getattr(gw.admit, "check", None)
-            if getattr(parsed, "stream", False) or (gw.admit is not None and check is None):
+            if _stream(parsed) or (gw.admit is not None and check is None):
                 standing = self._standing
 
                 def work(r: Receive, s: Send) -> Awaitable[None]:
