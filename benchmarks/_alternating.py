@@ -1,12 +1,13 @@
-"""The gateway overhead benchmark's clients, and its method at concurrency 64.
+"""The gateway overhead benchmark's clients, and its method at concurrency 1 and 64.
 
-:func:`mixed` runs clients that alternate between two paths, so both see the same
-engine, batches and machine. A window's added p50 and p99 (:func:`added_in`) come either
-from the latencies or from the latencies less the worker's own time on each request (the
+:func:`alternate` sends one request to each path in turn at concurrency 1. At 64,
+:func:`mixed` runs clients that alternate between two paths, so both see the same engine,
+batches and machine. A window's added p50 and p99 (:func:`added_in`) come either from the
+latencies or from the latencies less the worker's own time on each request (the
 ``server-timing`` of its answer), which leaves out where a request fell in the engine's
-batches and the worker's queues. :func:`null_check` runs the method between two identical
-direct paths; :func:`control` between a minimal relay (``_relay.py``) and the worker, and
-between the gateway and that relay.
+batches and the worker's queues. :func:`null_check` runs the method at 64 between two
+identical direct paths; :func:`control` compares a minimal relay (``_relay.py``) with the
+worker and the gateway, at 1 and at 64.
 """
 
 from __future__ import annotations
@@ -150,6 +151,41 @@ def _values(window: list[Sample], own: bool) -> list[float]:
     return [rest for _, rest in window if rest is not None]
 
 
+async def alternate(
+    paths: list[tuple[str, str | None]], stream: bool, n: int
+) -> dict[str, list[float]]:
+    """Concurrency 1, one request to each path in turn, so drift hits both alike.
+
+    Returns:
+        Latencies per path, paired by index (a pair with a failed request is left out).
+    """
+    pool = [clients(base, k, stream, 1)[0] for base, k in paths]
+    lat: dict[str, list[float]] = {base: [] for base, _ in paths}
+    try:
+        for c in pool:
+            for _ in range(5):  # warm up
+                await one(c)
+        for _ in range(n):
+            pair = [await one(c) for c in pool]
+            got = [x for x in pair if x is not None]
+            if len(got) == len(pair):
+                for (base, _), x in zip(paths, got, strict=True):
+                    lat[base].append(x)
+    finally:
+        for c in pool:
+            c.close()
+    return lat
+
+
+def paired_ratio(direct: list[float], gateway: list[float]) -> tuple[float, float, float]:
+    """Throughput through the gateway over direct at concurrency 1 (mean latency over mean
+    latency), and its 95% confidence interval from the paired differences."""
+    d = statistics.fmean(direct)
+    diffs = [g - x for g, x in zip(gateway, direct, strict=True)]
+    mean, half = statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return d / (d + mean), d / (d + mean + half), d / (d + mean - half)
+
+
 def null_check(direct: str, args: argparse.Namespace) -> None:
     """:func:`mixed` between two identical paths: what the method finds with no gateway."""
     for stream in (False, True):
@@ -161,8 +197,11 @@ def null_check(direct: str, args: argparse.Namespace) -> None:
 def control(
     direct: str, gateway: str, key: str, cores: list[int], args: argparse.Namespace
 ) -> None:
-    """:func:`mixed` with a minimal relay (``_relay.py``) for a control, non-stream: the
-    relay against the worker directly, and the gateway against the relay."""
+    """A minimal relay (``_relay.py``) for a control, non-stream: at 1, the worker
+    directly, the relay and the gateway in turn (:func:`alternate`), so the relay's
+    throughput shows what a hop that does nothing costs on this machine at this moment;
+    at 64, :func:`mixed` between the relay and the worker directly, and between the
+    gateway and the relay."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -180,6 +219,16 @@ def control(
                     break
             time.sleep(0.1)
         via = f"http://127.0.0.1:{port}"
+        got = uvloop.run(alternate([(direct, None), (via, None), (gateway, key)], False, args.n1))
+        for label, path in (("relay", via), ("gateway", gateway)):
+            ratio, low, high = paired_ratio(got[direct], got[path])
+            added = [b - a for a, b in zip(got[direct], got[path], strict=True)]
+            print(
+                f"non-stream at 1, {label} against direct: added mean "
+                f"{statistics.fmean(added) * 1e3:.3f} ms, p50 {pct(added, 50) * 1e3:.3f} ms, "
+                f"throughput {ratio:.1%} ({low:.1%}–{high:.1%})",
+                flush=True,
+            )
         runs: list[tuple[str, list[tuple[str, str | None]]]] = [
             ("relay against direct", [(direct, None), (via, None)]),
             ("gateway against relay", [(via, None), (gateway, key)]),

@@ -56,7 +56,11 @@ latency itself, and of the latency less the worker's own time on the request (it
 how the worker's event loop treated it. ``--control`` runs the method against a minimal
 relay (``_relay.py``, 0.08 ms of CPU per request): the relay against the worker directly
 shows what the method attributes to a hop that does almost nothing, and the gateway
-against the relay the gateway's own work beyond such a hop.
+against the relay the gateway's own work beyond such a hop. At 1 it sends each request to
+the worker, the relay and the gateway in turn: what a hop costs at 1 moves with the
+machine's load from run to run (the gateway added 0.13 to 0.44 ms on the same code across
+a day on this host), and the relay's figure taken at the same moment tells the machine's
+part from the gateway's.
 
 Run: ``.venv/bin/python benchmarks/bench_gateway_overhead.py [--max-tokens 64]``
 """
@@ -66,7 +70,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -79,12 +82,14 @@ from _alternating import (
     ERRORS,
     Window,
     added_in,
+    alternate,
     clients,
     control,
     mean_ci,
     mixed,
     null_check,
     one,
+    paired_ratio,
     pct,
 )
 from _harness import start_metered
@@ -121,41 +126,6 @@ async def steady(
     return lat
 
 
-async def alternate(
-    paths: list[tuple[str, str | None]], stream: bool, n: int
-) -> dict[str, list[float]]:
-    """Concurrency 1, one request to each path in turn, so drift hits both alike.
-
-    Returns:
-        Latencies per path, paired by index (a pair with a failed request is left out).
-    """
-    pool = [clients(base, k, stream, 1)[0] for base, k in paths]
-    lat: dict[str, list[float]] = {base: [] for base, _ in paths}
-    try:
-        for c in pool:
-            for _ in range(5):  # warm up
-                await one(c)
-        for _ in range(n):
-            pair = [await one(c) for c in pool]
-            got = [x for x in pair if x is not None]
-            if len(got) == len(pair):
-                for (base, _), x in zip(paths, got, strict=True):
-                    lat[base].append(x)
-    finally:
-        for c in pool:
-            c.close()
-    return lat
-
-
-def paired_ratio(direct: list[float], gateway: list[float]) -> tuple[float, float, float]:
-    """Throughput through the gateway over direct at concurrency 1 (mean latency over mean
-    latency), and its 95% confidence interval from the paired differences."""
-    d = statistics.fmean(direct)
-    diffs = [g - x for g, x in zip(gateway, direct, strict=True)]
-    mean, half = statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return d / (d + mean), d / (d + mean + half), d / (d + mean - half)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n1", type=int, default=2000, help="requests per path at concurrency 1")
@@ -179,7 +149,8 @@ def main() -> None:
     parser.add_argument(
         "--control",
         action="store_true",
-        help="at 64, against a minimal relay (_relay.py): relay vs direct, gateway vs relay",
+        help="against a minimal relay (_relay.py): at 1, direct, relay and gateway in turn; "
+        "at 64, relay vs direct and gateway vs relay",
     )
     parser.add_argument(
         "--max-tokens", type=int, default=4, help="tokens generated per request (ignore_eos)"
