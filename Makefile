@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy benchmarks
 
 pg:
 	bash scripts/pg-up.sh

@@ -26,7 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    fresh, warm, rss = [], [], []
+    fresh: list[float] = []
+    warm: list[float] = []
+    rss: list[float] = []
     workers: dict[str, float] = {}
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
