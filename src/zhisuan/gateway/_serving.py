@@ -115,10 +115,10 @@ class HotPath:
         try:
             if len(body) > self._limit:
                 raise too_large(self._limit)
-            if self._ahead(gw, cycle, principal, scope, body, start):
+            check = getattr(gw.admit, "check", None)
+            if self._ahead(gw, cycle, principal, scope, body, start, check):
                 return
             endpoint, parsed = self._parse(scope, body)
-            check = getattr(gw.admit, "check", None)
             if _stream(parsed) or (gw.admit is not None and check is None):
                 standing = self._standing
 
@@ -159,8 +159,10 @@ class HotPath:
         scope: Scope,
         body: bytes,
         start: Start,
+        check: Callable[[Principal, Exchange], None] | None,
     ) -> bool:
-        """Send a request to a replica first, then validate and admit it.
+        """Send a request to a replica first, then validate and admit it (``check``: the
+        admission's synchronous step, if it has one).
 
         A gateway with no request in flight has likely slept since the last one: what
         it does before the request reaches the replica adds to the request's latency on
@@ -183,7 +185,6 @@ class HotPath:
         Raises:
             ZhisuanError: the checks refused the request (withdrawn, not answered).
         """
-        check = getattr(gw.admit, "check", None)
         if (gw.admit is not None and check is None) or not gw.meter.idle():
             return False
         if not self._standing.good(principal):
@@ -192,8 +193,8 @@ class HotPath:
         if peeked is None or not principal.allows(peeked[0]):
             return False
         model, stream = peeked
-        endpoint = ROUTES[scope["path"]][0]
-        path = PATHS[endpoint]
+        path = scope["path"]
+        endpoint = ROUTES[path][0]
         ex = Exchange(next(_REQUEST_IDS), endpoint, model, stream=stream)
         lane = sent = None
         if stream:
