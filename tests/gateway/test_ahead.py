@@ -304,4 +304,16 @@ def test_peek() -> None:
     assert peek(b'{"model": null}') is None
     assert peek(b"[1, 2]") is None
     assert peek(b"\xff\xfe") is None
-    assert peek(b"[" * 100_000) is None  # too deep for the parser
+    assert peek(b"[" * 100_000) is None
+    assert peek(b'{"model" : "a",\n "stream":true}') == ("a", True)
+    assert peek(b'{"stream": null, "model": "a"}') == ("a", False)
+    assert peek(b'{"model": "a\\"b"}') is None  # an escape: the careful way
+    assert peek(b'{"model": "\xff"}') is None
+    assert peek(b'{"model": "a", "stream": 1}') is None
+    # a guess, which the validation checks: quoted text in a string is escaped, so it is
+    # not taken; a nested key of that name first is, and the body then goes the careful way
+    assert peek(b'{"messages": [{"content": "\\"model\\": \\"b\\""}], "model": "a"}') == (
+        "a",
+        False,
+    )
+    assert peek(b'{"metadata": {"model": "b"}, "model": "a"}') == ("b", False)

@@ -11,7 +11,7 @@ other keys share.
 
 from __future__ import annotations
 
-import json
+import re
 import time
 from collections.abc import Callable
 
@@ -50,22 +50,35 @@ class Standing:
             self._wary[principal.tenant] = self._clock() + WARY_S
 
 
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]*)"')
+_STREAM = re.compile(rb'"stream"\s*:\s*([a-z]*)')
+_FLAGS = {b"true": True, b"false": False, b"null": False}
+
+
 def peek(body: bytes) -> tuple[str, bool] | None:
-    """The model a request names and whether it asks for a stream, read without
-    validating the request.
+    """The model a request names and whether it asks for a stream, read from the body's
+    bytes without parsing them.
+
+    The first ``"model": "..."`` and ``"stream": ...`` pairs in the bytes are taken. That
+    is a guess the validation then checks (``HotPath._ahead``): a body it reads
+    differently (a nested key of that name first, a duplicate key) has its request
+    withdrawn and sent the careful way. Reading the bytes costs a fourth of parsing the
+    JSON (0.5 against 1.9 µs warm), and on an idle gateway's cold caches it took 20 ± 13
+    and 5 ± 9 µs off a request at concurrency 1 (two paired runs, ``README.md``).
 
     Returns:
-        None if the body is no JSON object naming a model as a string, with a boolean
-        ``stream`` if any: such a request takes the careful way, where its errors are
-        answered.
+        None if no model is named as a plain string (no escapes), or ``stream`` is not
+        ``true``, ``false`` or ``null``: such a request takes the careful way, where its
+        errors are answered.
     """
+    found = _MODEL.search(body)
+    if found is None:
+        return None
+    flag = _STREAM.search(body)
+    stream = False if flag is None else _FLAGS.get(flag.group(1))
+    if stream is None:
+        return None
     try:
-        request = json.loads(body)
-    except (ValueError, RecursionError):
+        return found.group(1).decode(), stream
+    except UnicodeDecodeError:
         return None
-    if not isinstance(request, dict):
-        return None
-    model, stream = request.get("model"), request.get("stream")
-    if not isinstance(model, str) or stream not in (None, False, True):
-        return None
-    return model, bool(stream)
