@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from _worker_fakes import FakeEngine, free_port, serve
 
 from zhisuan.engines.worker import create_app
@@ -90,17 +92,23 @@ def test_loaded_hook_runs_once_before_the_engine_serves() -> None:
     assert serving_at_call == [False]
 
 
-def test_subprocess_worker_serves_and_stops_on_sigterm() -> None:
-    port = free_port()
+@pytest.mark.parametrize("inherited", [False, True], ids=["port", "fd"])
+def test_subprocess_worker_serves_and_stops_on_sigterm(inherited: bool) -> None:
+    # with --fd the port stays bound here as well: a worker binding it itself would fail
+    held = socket.create_server(("127.0.0.1", 0)) if inherited else None
+    port = held.getsockname()[1] if held else free_port()
+    fds = [held.fileno()] if held else []
     options = json.dumps({"fake": {"eos_after": 3}})
     proc = subprocess.Popen(
         _worker(
             *("--engine", "_worker_fakes:load", "--model-name", "fake-cli"),
             *("--port", str(port), "--options", options),
+            *(["--fd", str(fds[0])] if fds else []),
         ),
         env=_env(),
         stderr=subprocess.PIPE,
         text=True,
+        pass_fds=fds,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -128,6 +136,8 @@ def test_subprocess_worker_serves_and_stops_on_sigterm() -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+        if held is not None:
+            held.close()
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,8 @@ fuzzed deployments never spawn workers or reach the network.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import socket
 import tempfile
 import threading
@@ -41,7 +43,8 @@ class NullBackend:
         return None
 
 
-HOME = Path(tempfile.mkdtemp(prefix="zhisuan-fuzz-"))
+HOME = Path(tempfile.mkdtemp(prefix="zhisuan-fuzz-"))  # the schema is needed at collection
+atexit.register(shutil.rmtree, HOME, ignore_errors=True)
 APP = create_app(Settings(home=HOME, auth="off"), backend=NullBackend())
 schema = schemathesis.openapi.from_dict(APP.openapi())
 

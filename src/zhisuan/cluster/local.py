@@ -1,11 +1,12 @@
 """The ``local`` backend: one worker process per replica on this machine.
 
-Each replica has a supervisor task that starts ``python -m zhisuan.engines.worker``,
-waits for ``GET /health`` to answer 200, then waits for the process to exit. A worker that
-exits while it is wanted is restarted with exponential backoff (reset once a run has been
-healthy for ``STABLE_S``). Workers get ``PR_SET_PDEATHSIG`` so they never outlive a gateway
-killed with ``kill -9``. Given a :class:`~zhisuan.cluster.cores.CoreLayout`, each worker
-starts on its cores, and running workers move when the set of CPU replicas changes.
+Each replica has a supervisor task that starts ``python -m zhisuan.engines.worker`` on a
+listening socket it binds and hands over, waits for ``GET /health`` to answer 200, then
+waits for the process to exit. A worker that exits while it is wanted is restarted with
+exponential backoff (reset once a run has been healthy for ``STABLE_S``). Workers get
+``PR_SET_PDEATHSIG`` so they never outlive a gateway killed with ``kill -9``. Given a
+:class:`~zhisuan.cluster.cores.CoreLayout`, each worker starts on its cores, and running
+workers move when the set of CPU replicas changes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from zhisuan.settings import Settings
 logger = logging.getLogger(__name__)
 
 STABLE_S = 60.0
+LISTEN_BACKLOG = 2048  # uvicorn's own default
 _PR_SET_PDEATHSIG = 1
 
 
@@ -51,15 +53,25 @@ def _child_setup(cores: frozenset[int] | None) -> Callable[[], None]:
     return setup
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def listener(host: str = "127.0.0.1") -> socket.socket:
+    """A socket listening on a free port of ``host``, for a worker to inherit.
+
+    Bound here and handed over open, the port is the worker's from the start: a port
+    picked free and bound later by the worker could be taken in between (by another
+    worker, or by a server whose ``/health`` would then answer for it).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
-def worker_command(spec: ReplicaSpec, port: int) -> list[str]:
-    """The command line that starts a worker for ``spec`` on ``port``."""
+def worker_command(spec: ReplicaSpec, port: int, fd: int | None = None) -> list[str]:
+    """The command line that starts a worker for ``spec`` on ``port`` (on socket ``fd``)."""
     cmd = [
         sys.executable,
         "-m",
@@ -79,6 +91,8 @@ def worker_command(spec: ReplicaSpec, port: int) -> list[str]:
     ]
     if spec.model_path:
         cmd += ["--model-path", spec.model_path]
+    if fd is not None:
+        cmd += ["--fd", str(fd)]
     return cmd
 
 
@@ -160,17 +174,18 @@ class LocalBackend:
 
     async def _run_once(self, replica: Replica) -> None:
         spec = replica.spec
-        port = free_port()
         self._settings.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._settings.logs_dir / f"{spec.model.replace('/', '_')}-{spec.index}.log"
         cores = self._placement.get(spec.key)
-        with log_path.open("ab") as log:
+        with listener() as sock, log_path.open("ab") as log:  # the worker keeps its copy
+            port = int(sock.getsockname()[1])
             proc = await asyncio.create_subprocess_exec(
-                *worker_command(spec, port),
+                *worker_command(spec, port, sock.fileno()),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 preexec_fn=_child_setup(cores),
+                pass_fds=(sock.fileno(),),
                 env=_worker_env(),
             )
         self._procs[spec.key] = proc

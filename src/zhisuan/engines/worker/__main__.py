@@ -8,7 +8,9 @@ Started and supervised by a cluster backend (``zhisuan.cluster.local``)::
 
 The server listens at once; ``GET /health`` answers 503 ``loading`` until the engine is
 loaded, then 200. If loading fails the process logs one line ``error: …`` last and exits
-with status 1 (2 for bad arguments). SIGTERM/SIGINT stop it gracefully.
+with status 1 (2 for bad arguments). SIGTERM/SIGINT stop it gracefully. With ``--fd N`` it
+serves a listening socket it inherited instead of binding ``--port`` itself: the supervisor
+binds the port and holds it from the start, so no other process can take it in between.
 
 argparse rather than Typer keeps start-up light; only the selected engine is imported.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--fd",
+        type=int,
+        default=None,
+        help="serve on this inherited socket, already bound to --host:--port and listening",
+    )
     parser.add_argument("--options", default="{}", help="engine options as a JSON object")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     args = parser.parse_args(argv)
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         date_header=False,
     )
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=None if args.fd is None else [socket.socket(fileno=args.fd)])
     if failure:
         # the supervisor shows the last line of the log: keep it the reason
         logger.error("error: cannot load model %s: %s", args.model_name, failure[0])
