@@ -220,6 +220,7 @@ def test_usage_json_is_an_array_of_stable_records(cli: CliRunner, home_env: str)
         "acme"
     }
     assert json.loads(_ok(cli, "usage", "--tenant", "anonymous", "--json")) == []
+    assert json.loads(_ok(cli, "usage", "--tenant", "admin", "--json")) == []  # admin keys' own
     newest = json.loads(_ok(cli, "usage", "--json", "--limit", "1"))
     assert [r["request_id"] for r in newest] == ["a2"]
     llama = json.loads(_ok(cli, "usage", "--model", "llama", "--json"))

@@ -1,4 +1,4 @@
-"""A worker socket for the gateway's unit tests: answers, closes or hangs on a POST."""
+"""A worker socket for the gateway's unit tests: answers, closes, breaks or hangs on a POST."""
 
 from __future__ import annotations
 
@@ -48,6 +48,11 @@ class Worker:
                 self._write(writer, 200, count, b"content-type: application/json\r\n")
             elif self.mode in ("close", "close once"):
                 self.mode = "answer" if self.mode == "close once" else self.mode
+                writer.close()
+                return
+            elif self.mode == "break":  # dies mid-answer: a head and part of the body
+                writer.write(b'HTTP/1.1 200 X\r\ncontent-length: 100\r\n\r\n{"usage"')
+                await writer.drain()
                 writer.close()
                 return
             elif self.mode == "hang":

@@ -2,31 +2,61 @@
 
 from __future__ import annotations
 
-from zhisuan.gateway._admission import worst_case_tokens
+import json
+from typing import Any
+
+from zhisuan.gateway._admission import UNKNOWN_CONTEXT_COMPLETION, worst_case_tokens
 from zhisuan.gateway._errors import param_of
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
-def test_chat_bound_covers_bytes_and_template() -> None:
-    req = ChatCompletionRequest.model_validate(
-        {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "max_tokens": 10}
+def _parsed(model: type[Any], body: dict[str, Any]) -> tuple[Any, int]:
+    return model.model_validate(body), len(json.dumps(body).encode())
+
+
+def test_chat_bound_covers_the_body_and_template() -> None:
+    req, size = _parsed(
+        ChatCompletionRequest,
+        {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "max_tokens": 10},
     )
-    prompt, completion = worst_case_tokens(req, context_length=512)
-    assert prompt >= len("héllo".encode())
+    prompt, completion = worst_case_tokens(req, size, context_length=512)
+    assert prompt >= size > len("héllo".encode())
     assert completion == 10
 
 
+def test_what_else_a_template_renders_is_covered() -> None:
+    tools = [{"type": "function", "function": {"name": "f" * 300, "parameters": {}}}]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    bare, bare_size = _parsed(ChatCompletionRequest, body)
+    req, size = _parsed(ChatCompletionRequest, {**body, "tools": tools})  # for an upstream
+    assert (
+        worst_case_tokens(req, size, None)[0] >= worst_case_tokens(bare, bare_size, None)[0] + 300
+    )
+
+
 def test_without_max_tokens_the_rest_of_the_context_is_reserved() -> None:
-    req = CompletionRequest.model_validate({"model": "m", "prompt": "abc", "max_tokens": None})
-    prompt, completion = worst_case_tokens(req, context_length=100)
+    req, size = _parsed(CompletionRequest, {"model": "m", "prompt": "abc", "max_tokens": None})
+    prompt, completion = worst_case_tokens(req, size, context_length=100)
     assert prompt + completion == 100
 
 
 def test_embeddings_reserve_no_completion() -> None:
-    req = EmbeddingRequest.model_validate({"model": "m", "input": ["a", "bb"]})
-    assert worst_case_tokens(req, 512)[1] == 0
+    req, size = _parsed(EmbeddingRequest, {"model": "m", "input": ["a", "bb"]})
+    assert worst_case_tokens(req, size, 512)[1] == 0
 
 
 def test_param_names() -> None:
     assert param_of(("body", "temperature")) == "temperature"
     assert param_of(("body", "messages", 0, "role")) == "messages[0].role"
+
+
+def test_an_unknown_context_caps_nothing() -> None:
+    text = "x" * 9000
+    req, size = _parsed(
+        ChatCompletionRequest,
+        {"model": "m", "messages": [{"role": "user", "content": text}], "max_tokens": 20000},
+    )
+    prompt, completion = worst_case_tokens(req, size, context_length=None)  # an upstream's
+    assert prompt >= 9000 and completion == 20000
+    bare, size = _parsed(CompletionRequest, {"model": "m", "prompt": "abc", "max_tokens": None})
+    assert worst_case_tokens(bare, size, None)[1] == UNKNOWN_CONTEXT_COMPLETION

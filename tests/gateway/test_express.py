@@ -145,6 +145,23 @@ def test_a_stale_connection_goes_to_the_task_path() -> None:
     asyncio.run(main())
 
 
+def test_a_worker_that_dies_mid_answer_is_a_503_metered_once() -> None:
+    async def main() -> None:
+        async with _running() as (worker, gw):
+            await _warm(gw, worker.port)
+            worker.mode = "break"
+            answers: list[Any] = []
+            retries: list[int] = []
+            lane, ex = _lane(gw, answers, retries)
+            assert lane.start()
+            await _until(lambda: answers)
+            assert retries == [] and [a[0] for a in answers] == [503]
+            assert gw.finished == [ex] and (ex.status, ex.http_status) == ("worker_error", 503)
+            assert gw.replica.outstanding == 0
+
+    asyncio.run(main())
+
+
 def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
     async def main() -> None:
         async with aiohttp.ClientSession() as client, _running(client) as (worker, gw):

@@ -1,8 +1,8 @@
 """Property-based fuzz of every endpoint from the gateway's own OpenAPI schema: no 5xx.
 
-The gateway runs for real (uvicorn on loopback, a real SQLite store, auth off); its
-cluster backend is a null one that records deployments without starting processes, so
-fuzzed deployments never spawn workers or reach the network.
+The gateway runs for real (uvicorn with the gateway's own HTTP protocol on loopback, a real
+SQLite store, auth off); its cluster backend is a null one that records deployments without
+starting processes, so fuzzed deployments never spawn workers or reach the network.
 """
 
 from __future__ import annotations
@@ -21,27 +21,11 @@ import hypothesis
 import pytest
 import schemathesis
 import uvicorn
+from _null_backend import NullBackend
 
-from zhisuan.cluster import Replica, ReplicaSpec
 from zhisuan.gateway import create_app
+from zhisuan.gateway._protocol import protocol_for
 from zhisuan.settings import Settings
-
-
-class NullBackend:
-    """Keeps the desired replicas as specs; runs nothing."""
-
-    def __init__(self) -> None:
-        self.specs: list[ReplicaSpec] = []
-
-    async def apply(self, specs: list[ReplicaSpec]) -> None:
-        self.specs = list(specs)
-
-    def replicas(self, model: str | None = None) -> list[Replica]:
-        return []
-
-    async def stop(self) -> None:
-        return None
-
 
 HOME = Path(tempfile.mkdtemp(prefix="zhisuan-fuzz-"))  # the schema is needed at collection
 atexit.register(shutil.rmtree, HOME, ignore_errors=True)
@@ -59,7 +43,14 @@ def _free_port() -> int:
 def base_url() -> Iterator[str]:
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(APP, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+        uvicorn.Config(
+            APP,
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+            lifespan="on",
+            http=protocol_for(APP.serve_hot, APP.serve_now),  # as ``zhisuan serve`` runs it
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

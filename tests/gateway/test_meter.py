@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from zhisuan.cluster import Replica, ReplicaSpec
 from zhisuan.gateway import _meter
@@ -136,3 +138,50 @@ def test_a_timer_left_on_a_closed_loop_does_not_hold_records_back(tmp_path: Path
     asyncio.run(finish_and_wait())
     assert parts.requests_counted() == 2
     parts.writer.close()
+
+
+def test_replicas_on_one_gpu_split_its_energy_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    joules = {"cuda:0": 0.0, "cuda:1": 0.0}
+    monkeypatch.setattr(_meter, "nvml_energy_reader", lambda device: lambda: joules[device])
+    meter = _Parts(tmp_path).meter
+    a, b, c = (
+        ReplicaSpec(model=m, engine="transformers", device=d, model_path="/m", index=i)
+        for m, d, i in (("chat", "cuda:0", 0), ("chat", "cuda:0", 1), ("other", "cuda:1", 0))
+    )
+    on_a, on_b, on_c = (meter.share_meter(s).begin() for s in (a, b, c))
+    joules["cuda:0"] += 7200.0  # 2 Wh on the device both replicas share
+    shares = [meter.share_meter(s).end(t) for s, t in ((a, on_a), (b, on_b), (c, on_c))]
+    assert [s.energy_source for s in shares] == ["measured"] * 3
+    assert [s.energy_wh for s in shares] == pytest.approx([1.0, 1.0, 0.0])
+    cpu0, cpu1 = (
+        ReplicaSpec(model="small", engine="transformers", device="cpu", model_path="/m", index=i)
+        for i in (0, 1)
+    )
+    assert meter.share_meter(cpu0) is not meter.share_meter(cpu1)  # each has its own cores
+
+
+def test_in_flight_and_queued_requests_by_model(tmp_path: Path) -> None:
+    parts = _Parts(tmp_path)
+
+    def gauges() -> dict[str, float]:
+        text = generate_latest(parts.meter.metrics.registry).decode()
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name in ("zhisuan_requests_in_flight", "zhisuan_requests_queued")
+        }
+
+    first, second = (
+        Exchange(request_id=f"q{n}", endpoint="chat.completions", model="chat") for n in (1, 2)
+    )
+    parts.meter.begin(first)
+    parts.meter.begin(second)
+    assert gauges() == {"zhisuan_requests_in_flight": 2, "zhisuan_requests_queued": 2}
+    first.mark_first_token()
+    assert gauges() == {"zhisuan_requests_in_flight": 2, "zhisuan_requests_queued": 1}
+    first.close("ok", 200)
+    parts.meter.finish(first)
+    assert gauges() == {"zhisuan_requests_in_flight": 1, "zhisuan_requests_queued": 1}

@@ -8,6 +8,7 @@ import pytest
 
 from zhisuan.errors import RateLimited
 from zhisuan.gateway._quota import Limits, QuotaLedger
+from zhisuan.protocol.errors import error_headers
 
 
 class Clock:
@@ -66,8 +67,11 @@ def test_tpm_counts_reserved_then_actual_tokens() -> None:
     with pytest.raises(RateLimited) as info:
         led.admit(scope, 30, 0.0)
     assert info.value.code == "tokens_per_minute_exceeded"
+    assert "more than the limit itself" not in info.value.message  # it fits after a wait
     led.settle(res, 20, 0.0)  # used far less than reserved
     led.admit(scope, 30, 0.0)
+    with pytest.raises(RateLimited, match="more than the limit itself: lower max_tokens"):
+        led.admit(scope, 101, 0.0)  # no wait makes room for it
 
 
 def test_tokens_per_day_uses_the_stored_baseline_and_resets_at_midnight() -> None:
@@ -113,3 +117,10 @@ def test_the_minute_window_total_is_kept_exactly() -> None:
         state = led._scopes["tenant:a"]
         state.expire(clock.t)
         assert state.window_tokens() == sum(e.tokens for e in state.tokens)
+
+
+def test_retry_after_is_never_earlier_than_the_wait() -> None:
+    def header(wait: float) -> str:
+        return error_headers(RateLimited("Too many requests.", retry_after=wait))["Retry-After"]
+
+    assert [header(w) for w in (0.01, 1.2, 50.0, 59.5)] == ["1", "2", "50", "60"]

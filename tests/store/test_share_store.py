@@ -74,7 +74,7 @@ def test_tenant_errors(store: Store) -> None:
     store.create_tenant("acme")
     with pytest.raises(UserError, match="already exists"):
         store.create_tenant("acme")
-    for bad in ("Acme", "-x", "a" * 65, "a b", "anonymous"):
+    for bad in ("Acme", "-x", "a" * 65, "a b", "anonymous", "admin"):
         with pytest.raises(InvalidParameter) as info:
             store.create_tenant(bad)
         assert info.value.param == "name"

@@ -275,9 +275,24 @@ def _notify(settings: Settings) -> None:
 
     base = gateway_url(settings.host, settings.port)
     try:
-        httpx.post(f"{base}/admin/reconcile", timeout=10.0, headers=_admin_headers(settings))
+        resp = httpx.post(f"{base}/admin/reconcile", timeout=10.0, headers=_admin_headers(settings))
     except httpx.HTTPError:
         logger.debug("no gateway at %s to notify", base)
+        return
+    if resp.is_error:
+        err_console.print(
+            f"[yellow]warning:[/] the gateway at {base} did not reload (HTTP {resp.status_code}):"
+            " it applies the change to deployments when it restarts, to keys and limits within"
+            " seconds",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if resp.status_code in (401, 403):
+            err_console.print(
+                "[yellow]hint:[/] set ZHISUAN_ADMIN_KEY to the gateway's admin key",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def _check_device(device: str) -> None:

@@ -52,7 +52,7 @@ def usage(
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (a header, then rows)."),
 ) -> None:
     """Show usage: one row per request, or totals with --by."""
-    from zhisuan.store import ANONYMOUS, open_store
+    from zhisuan.store import ADMIN_TENANT, ANONYMOUS, open_store
     from zhisuan.store.journal import JOURNAL_DIR, replay
 
     if as_json and as_csv:
@@ -65,7 +65,7 @@ def usage(
         end = parse_when(until, param="until") if until else None
         with open_store(settings) as store:
             replay(settings.home / JOURNAL_DIR, store.add_usage, live=True)
-            if tenant is not None and tenant != ANONYMOUS:
+            if tenant is not None and tenant not in (ANONYMOUS, ADMIN_TENANT):
                 store.get_tenant(tenant)  # NotFound with close names, rather than nothing
             if by is not None:
                 totals = store.usage_summary(

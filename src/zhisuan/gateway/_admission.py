@@ -1,9 +1,11 @@
 """Admission of one request: allow-lists and quotas, before anything is sent to a replica.
 
 The worst case reserved for a request is an upper bound the gateway can compute without
-the model's tokenizer: a byte-level tokenizer never makes more tokens than UTF-8 bytes,
-plus a margin per message for the chat template; the completion budget is ``max_tokens``
-or, without one, the rest of the model's context.
+the model's tokenizer: a byte-level tokenizer never makes more tokens than the request
+body's bytes, plus a margin per message for the chat template; the completion budget is
+``max_tokens`` or, without one, the rest of the model's context. Where the context is not
+known (an upstream deployment without ``context_length``), nothing is capped at a guessed
+one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from zhisuan.gateway._quota import QuotaLedger
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 TEMPLATE_MARGIN = 8  # tokens a chat template may add per message
-DEFAULT_CONTEXT = 4096
+UNKNOWN_CONTEXT_COMPLETION = 4096  # reserved without max_tokens where the context is unknown
 
 
 def principal_of(request: Request) -> Principal:
@@ -29,30 +31,43 @@ def principal_of(request: Request) -> Principal:
     return principal
 
 
-def prompt_upper_bound(parsed: Any) -> int:
-    """Tokens the prompt cannot exceed, from its UTF-8 size."""
+def prompt_upper_bound(parsed: Any, body_bytes: int) -> int:
+    """Tokens the prompt cannot exceed, from the size of the request's body.
+
+    JSON never writes a text in fewer bytes than its UTF-8, and a byte-level tokenizer
+    never makes more tokens than bytes; the whole body counts, so whatever else a
+    template renders from it (tools, a response format) is covered too.
+    """
     if isinstance(parsed, ChatCompletionRequest):
-        total = TEMPLATE_MARGIN
-        for m in parsed.messages:
-            text = m.content if isinstance(m.content, str) else m.text()
-            total += len(text.encode()) + TEMPLATE_MARGIN
-        return total
+        return body_bytes + TEMPLATE_MARGIN * (len(parsed.messages) + 1)
     if isinstance(parsed, CompletionRequest):
-        return len(parsed.prompt_text().encode()) + TEMPLATE_MARGIN
+        return body_bytes + TEMPLATE_MARGIN
     if isinstance(parsed, EmbeddingRequest):
-        return sum(len(t.encode()) + 2 for t in parsed.inputs())
+        return body_bytes + 2 * len(parsed.inputs())
     return 0
 
 
-def worst_case_tokens(parsed: Any, context_length: int) -> tuple[int, int]:
-    """(prompt, completion) tokens a request may use at most."""
-    prompt = min(prompt_upper_bound(parsed), context_length)
+def worst_case_tokens(parsed: Any, body_bytes: int, context_length: int | None) -> tuple[int, int]:
+    """(prompt, completion) tokens a request may use at most.
+
+    Args:
+        parsed: the validated request.
+        body_bytes: the size of its body.
+        context_length: the model's context, or None where it is not known (an upstream
+            deployment without a ``context_length`` option): then nothing is capped at it,
+            and a request without ``max_tokens`` reserves :data:`UNKNOWN_CONTEXT_COMPLETION`.
+    """
+    prompt = prompt_upper_bound(parsed, body_bytes)
+    if context_length is not None:
+        prompt = min(prompt, context_length)
     if isinstance(parsed, EmbeddingRequest):
         return prompt, 0
     if isinstance(parsed, ChatCompletionRequest):
         budget = parsed.requested_max_tokens()
     else:
         budget = getattr(parsed, "max_tokens", None)
+    if context_length is None:
+        return prompt, budget or UNKNOWN_CONTEXT_COMPLETION
     completion = budget if budget else max(context_length - prompt, 0)
     return prompt, min(completion, context_length)
 
@@ -63,7 +78,7 @@ class Admission:
     def __init__(self, gw: Gateway, ledger: QuotaLedger | None) -> None:
         self._gw = gw
         self._ledger = ledger
-        self._contexts: dict[str, tuple[ReplicaSpec, int]] = {}
+        self._contexts: dict[str, tuple[ReplicaSpec, int | None]] = {}
 
     async def __call__(self, principal: Principal, ex: Exchange) -> None:
         self.check(principal, ex)
@@ -93,19 +108,21 @@ class Admission:
     def _reserve(self, principal: Principal, ex: Exchange) -> None:
         assert self._ledger is not None
         replicas = self._gw.backend.replicas(ex.model)
+        request, size = ex.context["request"], ex.context["body_bytes"]
         if not replicas:
-            prompt, completion = worst_case_tokens(ex.context["request"], DEFAULT_CONTEXT)
+            prompt, completion = worst_case_tokens(request, size, None)
             cost = 0.0
         else:
             spec = replicas[0].spec
-            prompt, completion = worst_case_tokens(ex.context["request"], self._context(spec))
+            prompt, completion = worst_case_tokens(request, size, self._context(spec))
             cost = self._gw.meter.pricing(spec).worst_case(prompt, completion)
         ex.context["reservation"] = self._ledger.admit(principal.scopes, prompt + completion, cost)
 
-    def _context(self, spec: ReplicaSpec) -> int:
-        """The model's context length (kept per spec: reading it copies the options)."""
+    def _context(self, spec: ReplicaSpec) -> int | None:
+        """The model's context length, None if unknown (kept per spec: reading it copies
+        the options)."""
         held = self._contexts.get(spec.key)
         if held is None or held[0] != spec:
-            length = int(dict(spec.options).get("context_length") or DEFAULT_CONTEXT)
-            held = self._contexts[spec.key] = (spec, length)
+            length = dict(spec.options).get("context_length")
+            held = self._contexts[spec.key] = (spec, int(length) if length else None)
         return held[1]

@@ -25,11 +25,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from zhisuan.errors import AuthenticationError, PermissionDenied, ZhisuanError
 from zhisuan.gateway._quota import Limits
 from zhisuan.gateway._reply import send_error
-from zhisuan.store import Store
+from zhisuan.store import ADMIN_TENANT, ANONYMOUS, Store
 
 CACHE_S = 5.0
 OPEN_PATHS = frozenset({"/health", "/metrics"})
-ANONYMOUS = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +126,7 @@ class Authenticator:
 
     def _load(self, secret: str, digest: str) -> Principal:
         if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
-            return Principal(tenant="admin", key_prefix=None, admin=True)
+            return Principal(tenant=ADMIN_TENANT, key_prefix=None, admin=True)
         key = self._store.authenticate(secret)
         if key is None:
             raise AuthenticationError("Incorrect API key provided.")
@@ -135,7 +134,7 @@ class Authenticator:
         if status != "active":
             raise AuthenticationError(f"The API key has been {status}.")
         if key.is_admin:
-            return Principal(tenant="admin", key_prefix=key.prefix, admin=True)
+            return Principal(tenant=ADMIN_TENANT, key_prefix=key.prefix, admin=True)
         tenant = key.tenant
         assert tenant is not None
         return Principal(

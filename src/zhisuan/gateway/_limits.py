@@ -9,7 +9,12 @@ from zhisuan.gateway._reply import send_error
 
 
 class BodyLimit:
-    """Refuse bodies over ``limit`` bytes, by header or as they stream in."""
+    """Refuse bodies over ``limit`` bytes (413), by header or as they stream in.
+
+    The body is read here, before the app sees it: an error raised from inside the app's
+    own reading would be answered as the app's (FastAPI turns it into a 400 "error parsing
+    the body"), so a chunked body over the limit would not get its 413.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -19,44 +24,32 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refuse(send)
-                return
-        seen = 0
-        started = False
-
-        async def guarded_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, guarded_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            body = await read_body(scope, receive, self.limit)
+        except PayloadTooLarge as err:
+            await send_error(send, err)
+            return
+        except ClientGone:
+            return
+        await self.app(scope, _replay(body, receive), send)
 
-    async def _refuse(self, send: Send) -> None:
-        await send_error(send, too_large(self.limit))
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for an app whose body was read already: the body, then the client's."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()  # what comes after a body: a disconnect
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class ClientGone(Exception):

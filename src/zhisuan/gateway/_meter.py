@@ -41,6 +41,7 @@ from zhisuan.gateway._record import Ends, fields, head, line, record
 from zhisuan.gateway._share import ShareMeter, nvml_energy_reader
 from zhisuan.gateway._writer import UsageWriter
 from zhisuan.settings import Settings
+from zhisuan.store import ANONYMOUS
 from zhisuan.store.journal import Rates, cost_of
 
 
@@ -112,6 +113,7 @@ class Meter:
         self._ledger = ledger
         self._writer = writer
         self._replicas: dict[str, tuple[ReplicaSpec, ShareMeter, Pricing]] = {}
+        self._devices: dict[str, ShareMeter] = {}  # a GPU's, by device
         self._live: dict[str, Exchange] = {}
         self._later: list[tuple[Exchange, dict[str, Any], Ends]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -122,10 +124,21 @@ class Meter:
         """The replica's integrator and pricing, rebuilt when its spec changes."""
         held = self._replicas.get(spec.key)
         if held is None or (held[0] is not spec and held[0] != spec):
-            share = ShareMeter(power_of(spec, self._settings), nvml_energy_reader(spec.device))
-            held = (spec, share, pricing_of(spec, self._settings))
+            held = (spec, self._share_of(spec), pricing_of(spec, self._settings))
             self._replicas[spec.key] = held
         return held
+
+    def _share_of(self, spec: ReplicaSpec) -> ShareMeter:
+        """A CPU replica's own integrator (it has its own cores); a GPU's, shared by its
+        replicas: the device's time and energy are split among every request on it,
+        whichever replica serves it, and its energy counter is counted once."""
+        if not spec.device.startswith("cuda"):
+            return ShareMeter(power_of(spec, self._settings))
+        share = self._devices.get(spec.device)
+        if share is None:
+            share = ShareMeter(power_of(spec, self._settings), nvml_energy_reader(spec.device))
+            self._devices[spec.device] = share
+        return share
 
     def share_meter(self, spec: ReplicaSpec) -> ShareMeter:
         return self._replica(spec)[1]
@@ -237,7 +250,7 @@ class Meter:
             self._timer = self._loop.call_later(ACCOUNT_AFTER_S, self._flush_later)
 
     def _known(self, ex: Exchange) -> dict[str, Any]:
-        tenant = str(ex.context.get("tenant") or "anonymous")
+        tenant = str(ex.context.get("tenant") or ANONYMOUS)
         spec: ReplicaSpec | None = ex.context.get("spec")
         if spec is None:
             return fields(ex, tenant, self._settings.currency, _UNPRICED)

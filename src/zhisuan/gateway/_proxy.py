@@ -9,8 +9,10 @@ How a request ends decides its usage record: a finished answer is recorded durab
 (streaming or not) cancels the request's task, which closes the worker connection and so
 cancels the generation there, and the record takes the worker's final count; a worker
 that dies mid-stream becomes an error event on the client's stream and the record keeps
-the tokens relayed until then. The express lane (``_express``) meters a whole answer and
-a client that leaves with the same functions (:func:`answered`, :func:`settle_abort`).
+the tokens relayed until then. A request the gateway itself cuts short (it is stopping, or
+a fault of its own) is metered as an error in the same way as a client that leaves. The
+express lane (``_express``) meters a whole answer and a client that leaves with the same
+functions (:func:`answered`, :func:`settle_abort`).
 """
 
 from __future__ import annotations
@@ -83,12 +85,16 @@ async def forward(
         else:
             await call.answer(upstream, send)
     except asyncio.CancelledError:
-        if not call.gone:
+        if not call.gone:  # the gateway is stopping
+            call.cut_short("error", 503, "the gateway stopped before the answer was complete")
             raise
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        call.abort()
+        call.cut_short("client_abort", 499)
+    except Exception as exc:  # a fault of the gateway's: the request is metered all the same
+        call.cut_short("error", 500, f"gateway fault: {exc!r}")
+        raise
     finally:
         call.release()
 
@@ -291,14 +297,17 @@ class _Call:
         self.answered()
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def abort(self) -> None:
-        """The client went away before its answer was complete."""
+    def cut_short(self, status: str, http_status: int, error: str | None = None) -> None:
+        """The request ended before its answer was complete (the client went away, the
+        gateway stopped, or a fault): metered once, with the worker's final count."""
         ex = self.ex
         if ex.context.get("metered"):
             return  # its record was already taken
         if self.stream is not None:
             self.stream.count()
-        ex.close("client_abort", 499)
+        if error is not None:
+            ex.error = error[:500]
+        ex.close(status, http_status)
         settle_abort(self.gw, None if self.replica is None else self.replica.endpoint, ex)
 
 

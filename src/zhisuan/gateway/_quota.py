@@ -210,9 +210,12 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
             code="requests_per_minute_exceeded",
         )
     if lim.tpm is not None and s.window_tokens() + tokens > lim.tpm:
+        never = ""
+        if tokens > lim.tpm:  # no wait makes room for it
+            never = ", more than the limit itself: lower max_tokens or the prompt"
         raise RateLimited(
             f"Rate limit reached for this {who}: {lim.tpm} tokens per minute "
-            f"(this request may use up to {tokens}).",
+            f"(this request may use up to {tokens}{never}).",
             retry_after=_tpm_wait(s, tokens, lim.tpm, now),
             code="tokens_per_minute_exceeded",
         )

@@ -127,7 +127,7 @@ class HotPath:
 
                 start(_task(work))
                 return
-            ex = exchange(endpoint, parsed)
+            ex = exchange(endpoint, parsed, len(body))
             if check is not None:
                 check(principal, ex)
             else:
@@ -209,6 +209,7 @@ class HotPath:
                 _withdraw(gw, lane, sent)  # the two parsers read the body differently
                 return False
             ex.context["request"] = parsed
+            ex.context["body_bytes"] = len(body)
             if check is not None:
                 check(principal, ex)
             else:
@@ -261,7 +262,7 @@ async def handle(
     Raises:
         ZhisuanError: the request was refused before anything was sent.
     """
-    ex = exchange(endpoint, parsed)
+    ex = exchange(endpoint, parsed, len(body))
     if gw.admit is not None:
         try:
             await gw.admit(principal, ex)
@@ -298,8 +299,8 @@ def _lane(gw: Gateway, cycle: Cycle, start: Start, ex: Exchange, body: bytes) ->
     return Express(gw, ex, path, body, cycle.answer, on_task)
 
 
-def exchange(endpoint: str, parsed: BaseModel) -> Exchange:
-    """The record of a new request to ``endpoint``."""
+def exchange(endpoint: str, parsed: BaseModel, body_bytes: int) -> Exchange:
+    """The record of a new request to ``endpoint`` (its body ``body_bytes`` long)."""
     ex = Exchange(
         request_id=next(_REQUEST_IDS),
         endpoint=endpoint,
@@ -307,6 +308,7 @@ def exchange(endpoint: str, parsed: BaseModel) -> Exchange:
         stream=bool(getattr(parsed, "stream", False)),
     )
     ex.context["request"] = parsed
+    ex.context["body_bytes"] = body_bytes
     return ex
 
 

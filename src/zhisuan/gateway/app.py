@@ -146,8 +146,8 @@ def create_app(
         lifespan=lifespan,
     )
     _errors.install(app)
-    app.add_middleware(AuthGuard, auth=authenticator)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(AuthGuard, auth=authenticator)  # outermost: no body read without a key
     app.hot_path = HotPath(authenticator, settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(openai.router)

@@ -9,6 +9,7 @@ own handler for those to :func:`install_error_handlers`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +30,7 @@ _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 def error_headers(exc: ZhisuanError) -> dict[str, str]:
     """The headers an error answer carries: ``Retry-After`` on 429, ``WWW-Authenticate`` on 401."""
     if isinstance(exc, RateLimited):
-        return {"Retry-After": str(max(1, round(exc.retry_after)))}
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}  # never too early
     if exc.status_code == 401:
         return {"WWW-Authenticate": "Bearer"}
     return {}

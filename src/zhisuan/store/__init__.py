@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from zhisuan.store._db import alembic_config, current_revision, make_engine, upgrade
 from zhisuan.store._share_models import (
+    ADMIN_TENANT,
     ANONYMOUS,
     ENERGY_SOURCES,
     KEY_PREFIX_LEN,
@@ -40,6 +41,7 @@ from zhisuan.store.models import (
 )
 
 __all__ = [
+    "ADMIN_TENANT",
     "ANONYMOUS",
     "ENERGY_SOURCES",
     "ENGINES",

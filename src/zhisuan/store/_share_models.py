@@ -46,6 +46,8 @@ KEY_PREFIX_LEN = 12
 """Characters of a key kept in clear: ``zs-`` and 9 random ones (54 bits)."""
 ANONYMOUS = "anonymous"
 """The tenant recorded for requests served with auth off; reserved as a tenant name."""
+ADMIN_TENANT = "admin"
+"""The tenant recorded for requests made with an admin key; reserved as a tenant name."""
 USAGE_STATUSES = ("ok", "error", "client_abort", "worker_error", "rejected")
 ENERGY_SOURCES = ("measured", "estimated")
 LIMIT_FIELDS = ("rpm", "tpm", "tokens_per_day", "budget", "max_concurrent")

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from zhisuan.errors import InvalidParameter, NotFound, UserError, closest
 from zhisuan.store._share_models import (
+    ADMIN_TENANT,
     ANONYMOUS,
     KEY_PREFIX_LEN,
     LIMIT_FIELDS,
@@ -73,7 +74,8 @@ class ShareStoreMixin(UsageStoreMixin):
 
         Args:
             name: lowercase letters, digits and ``-_.``, at most 64 characters; not
-                ``"anonymous"`` (the name recorded when auth is off).
+                ``"anonymous"`` or ``"admin"`` (the names recorded when auth is off and for
+                admin keys).
             rpm, tpm, tokens_per_day, budget, max_concurrent: limits (None = unlimited);
                 ``budget`` is money per calendar month in ``currency``.
             models: the model allow-list (None = every model).
@@ -353,9 +355,9 @@ def _check_tenant_name(name: str) -> None:
             hint="use lowercase letters, digits and -_. (at most 64, starting with a letter "
             "or digit)",
         )
-    if name == ANONYMOUS:
+    if name in (ANONYMOUS, ADMIN_TENANT):
         raise InvalidParameter(
-            f"{ANONYMOUS!r} is reserved (usage served with auth off)",
+            f"{name!r} is reserved (usage served with auth off, or with an admin key)",
             param="name",
             hint="choose another name",
         )

@@ -6,11 +6,12 @@ Thin: each route validates its body and calls the store; changes that a gateway 
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
@@ -50,6 +51,31 @@ class DeploymentIn(BaseModel):
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda:\d+)$")
     replicas: int = Field(default=1, ge=1, le=64)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _metered_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The options the gateway itself reads (prices, power, context) must be numbers."""
+        for name in METERED_OPTIONS:
+            value = options.get(name)
+            if value is not None and not _number(value, minimum=0):
+                raise ValueError(f"options.{name} must be a number >= 0, not {value!r}")
+        length = options.get("context_length")
+        if length is not None and not (isinstance(length, int) and _number(length, minimum=1)):
+            raise ValueError(f"options.context_length must be an integer >= 1, not {length!r}")
+        return options
+
+
+METERED_OPTIONS = ("price_input_per_mtok", "price_output_per_mtok", "cost_per_hour", "power_w")
+
+
+def _number(value: Any, *, minimum: float) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= minimum
+    )
 
 
 async def _refresh(gw: Gateway) -> None:
@@ -175,6 +201,6 @@ def usage(
     gw.meter.sync()  # what this gateway has recorded so far, stored
     store = gw.store
     if by is not None:
-        return store.usage_summary(by=by, tenant=tenant, since=since)
+        return store.usage_summary(by=by, tenant=tenant, since=since, until=until, model=model)
     rows = store.query_usage(tenant=tenant, model=model, since=since, until=until, limit=limit)
     return [r.to_dict() for r in rows]

@@ -17,6 +17,7 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 def own_usage(
     request: Request,
     since: datetime | None = None,
+    until: datetime | None = None,
     model: str | None = None,
     by: Literal["model", "key", "day"] | None = None,
     limit: int = Query(default=1000, ge=1, le=100_000),
@@ -27,6 +28,6 @@ def own_usage(
     gw.meter.sync()  # what this gateway has recorded so far, stored
     store = gw.store
     if by is not None:
-        return store.usage_summary(by=by, tenant=tenant, since=since)
-    rows = store.query_usage(tenant=tenant, model=model, since=since, limit=limit)
+        return store.usage_summary(by=by, tenant=tenant, since=since, until=until, model=model)
+    rows = store.query_usage(tenant=tenant, model=model, since=since, until=until, limit=limit)
     return [r.to_dict() for r in rows]

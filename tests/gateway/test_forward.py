@@ -1,0 +1,135 @@
+"""A request the gateway cuts short itself is metered once, as a client that leaves would be
+(a real worker socket; the gateway's backend and meter are stand-ins)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from _worker_stub import Worker
+
+from zhisuan.cluster import Replica, ReplicaSpec, ReplicaState
+from zhisuan.gateway._exchange import Exchange
+from zhisuan.gateway._proxy import forward
+from zhisuan.gateway._wire import Pool
+
+MODEL = "m"
+PATH = "/v1/chat/completions"
+
+
+def _gateway(port: int, client: aiohttp.ClientSession) -> Any:
+    spec = ReplicaSpec(model=MODEL, engine="transformers", device="cpu", model_path=None)
+    replica = Replica(spec, state=ReplicaState.READY, endpoint=f"http://127.0.0.1:{port}")
+    finished: list[Exchange] = []
+    meter = SimpleNamespace(
+        start=lambda ex, r: None, prepare=lambda ex: None, abandon=lambda ex: None
+    )
+    return SimpleNamespace(
+        backend=SimpleNamespace(replicas=lambda model=None: [replica]),
+        wire=Pool(),
+        meter=meter,
+        client=client,
+        finish=finished.append,
+        finished=finished,
+        replica=replica,
+    )
+
+
+async def _never() -> dict[str, Any]:
+    await asyncio.Event().wait()  # the client stays
+    raise AssertionError
+
+
+async def _finished(gw: Any) -> list[Exchange]:
+    for _ in range(200):
+        if gw.finished:
+            return list(gw.finished)
+        await asyncio.sleep(0.01)
+    raise AssertionError("never metered")
+
+
+def test_a_fault_while_relaying_is_metered_as_an_error() -> None:
+    async def boom(message: Any) -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        worker = Worker()
+        await worker.start()
+        async with aiohttp.ClientSession() as client:
+            gw = _gateway(worker.port, client)
+            ex = Exchange(request_id="req-1", endpoint="chat.completions", model=MODEL, stream=True)
+            try:
+                with pytest.raises(RuntimeError, match="boom"):
+                    await forward(gw, PATH, b"{}", ex, _never, boom)
+                assert await _finished(gw) == [ex]
+                assert (ex.status, ex.http_status) == ("error", 500)
+                assert ex.error is not None and "boom" in ex.error
+                assert gw.replica.outstanding == 0
+            finally:
+                gw.wire.close()
+                await worker.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_the_stopping_gateway_cancels_is_metered_with_the_workers_count(
+    stream: bool,
+) -> None:
+    async def main() -> None:
+        worker = Worker()
+        await worker.start()
+        worker.mode = "hang"
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async with aiohttp.ClientSession() as client:
+            gw = _gateway(worker.port, client)
+            ex = Exchange(
+                request_id="req-2", endpoint="chat.completions", model=MODEL, stream=stream
+            )
+            try:
+                task = asyncio.create_task(forward(gw, PATH, b"{}", ex, _never, send))
+                await asyncio.sleep(0.1)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.wait_for(worker.gone.wait(), 2)  # the generation is cancelled
+                assert await _finished(gw) == [ex]
+                assert (ex.status, ex.http_status, ex.completion_tokens) == ("error", 503, 2)
+                assert gw.replica.outstanding == 0 and sent == []
+            finally:
+                gw.wire.close()
+                await worker.stop()
+
+    asyncio.run(main())
+
+
+def test_a_worker_that_dies_mid_answer_is_a_503_metered_once() -> None:
+    async def main() -> None:
+        worker = Worker()
+        await worker.start()
+        worker.mode = "break"
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async with aiohttp.ClientSession() as client:
+            gw = _gateway(worker.port, client)
+            ex = Exchange(request_id="req-3", endpoint="chat.completions", model=MODEL)
+            try:
+                await forward(gw, PATH, b"{}", ex, _never, send)
+                assert gw.finished == [ex]
+                assert (ex.status, ex.http_status) == ("worker_error", 503)
+                assert sent[0]["status"] == 503 and gw.replica.outstanding == 0
+            finally:
+                gw.wire.close()
+                await worker.stop()
+
+    asyncio.run(main())
