@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,6 +40,22 @@ def _gateway(port: int, client: aiohttp.ClientSession) -> Any:
     )
 
 
+@contextlib.asynccontextmanager
+async def _running(mode: str) -> AsyncIterator[Any]:
+    """A worker socket in ``mode`` and a gateway state whose pool reaches it."""
+    worker = Worker()
+    await worker.start()
+    worker.mode = mode
+    async with aiohttp.ClientSession() as client:
+        gw = _gateway(worker.port, client)
+        gw.worker = worker
+        try:
+            yield gw
+        finally:
+            gw.wire.close()
+            await worker.stop()
+
+
 async def _never() -> dict[str, Any]:
     await asyncio.Event().wait()  # the client stays
     raise AssertionError
@@ -51,26 +69,23 @@ async def _finished(gw: Any) -> list[Exchange]:
     raise AssertionError("never metered")
 
 
+def _request(stream: bool) -> Exchange:
+    return Exchange(request_id="req-1", endpoint="chat.completions", model=MODEL, stream=stream)
+
+
 def test_a_fault_while_relaying_is_metered_as_an_error() -> None:
     async def boom(message: Any) -> None:
         raise RuntimeError("boom")
 
     async def main() -> None:
-        worker = Worker()
-        await worker.start()
-        async with aiohttp.ClientSession() as client:
-            gw = _gateway(worker.port, client)
-            ex = Exchange(request_id="req-1", endpoint="chat.completions", model=MODEL, stream=True)
-            try:
-                with pytest.raises(RuntimeError, match="boom"):
-                    await forward(gw, PATH, b"{}", ex, _never, boom)
-                assert await _finished(gw) == [ex]
-                assert (ex.status, ex.http_status) == ("error", 500)
-                assert ex.error is not None and "boom" in ex.error
-                assert gw.replica.outstanding == 0
-            finally:
-                gw.wire.close()
-                await worker.stop()
+        async with _running("answer") as gw:
+            ex = _request(stream=True)
+            with pytest.raises(RuntimeError, match="boom"):
+                await forward(gw, PATH, b"{}", ex, _never, boom)
+            assert await _finished(gw) == [ex]
+            assert (ex.status, ex.http_status) == ("error", 500)
+            assert ex.error is not None and "boom" in ex.error
+            assert gw.replica.outstanding == 0
 
     asyncio.run(main())
 
@@ -80,56 +95,37 @@ def test_a_request_the_stopping_gateway_cancels_is_metered_with_the_workers_coun
     stream: bool,
 ) -> None:
     async def main() -> None:
-        worker = Worker()
-        await worker.start()
-        worker.mode = "hang"
         sent: list[Any] = []
-
-        async def send(message: Any) -> None:
-            sent.append(message)
-
-        async with aiohttp.ClientSession() as client:
-            gw = _gateway(worker.port, client)
-            ex = Exchange(
-                request_id="req-2", endpoint="chat.completions", model=MODEL, stream=stream
-            )
-            try:
-                task = asyncio.create_task(forward(gw, PATH, b"{}", ex, _never, send))
-                await asyncio.sleep(0.1)
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-                await asyncio.wait_for(worker.gone.wait(), 2)  # the generation is cancelled
-                assert await _finished(gw) == [ex]
-                assert (ex.status, ex.http_status, ex.completion_tokens) == ("error", 503, 2)
-                assert gw.replica.outstanding == 0 and sent == []
-            finally:
-                gw.wire.close()
-                await worker.stop()
+        async with _running("hang") as gw:
+            ex = _request(stream)
+            task = asyncio.create_task(forward(gw, PATH, b"{}", ex, _never, _append(sent)))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(gw.worker.gone.wait(), 2)  # the generation is cancelled
+            assert await _finished(gw) == [ex]
+            assert (ex.status, ex.http_status, ex.completion_tokens) == ("error", 503, 2)
+            assert gw.replica.outstanding == 0 and sent == []
 
     asyncio.run(main())
 
 
 def test_a_worker_that_dies_mid_answer_is_a_503_metered_once() -> None:
     async def main() -> None:
-        worker = Worker()
-        await worker.start()
-        worker.mode = "break"
         sent: list[Any] = []
-
-        async def send(message: Any) -> None:
-            sent.append(message)
-
-        async with aiohttp.ClientSession() as client:
-            gw = _gateway(worker.port, client)
-            ex = Exchange(request_id="req-3", endpoint="chat.completions", model=MODEL)
-            try:
-                await forward(gw, PATH, b"{}", ex, _never, send)
-                assert gw.finished == [ex]
-                assert (ex.status, ex.http_status) == ("worker_error", 503)
-                assert sent[0]["status"] == 503 and gw.replica.outstanding == 0
-            finally:
-                gw.wire.close()
-                await worker.stop()
+        async with _running("break") as gw:
+            ex = _request(stream=False)
+            await forward(gw, PATH, b"{}", ex, _never, _append(sent))
+            assert gw.finished == [ex]
+            assert (ex.status, ex.http_status) == ("worker_error", 503)
+            assert sent[0]["status"] == 503 and gw.replica.outstanding == 0
 
     asyncio.run(main())
+
+
+def _append(sent: list[Any]) -> Any:
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    return send
