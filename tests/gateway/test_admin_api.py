@@ -41,6 +41,9 @@ def test_admin_routes_need_the_admin_key(gateway: tuple[TestClient, Any, Store])
     as_tenant = {"Authorization": f"Bearer {key['key']}"}
     assert client.get("/admin/tenants", headers=as_tenant).status_code == 403
     assert client.get("/health").status_code == 200
+    stored = client.post("/admin/keys", json={"admin": True}, headers=AS_ADMIN).json()["key"]
+    listed = client.get("/admin/tenants", headers={"Authorization": f"Bearer {stored}"})
+    assert [t["name"] for t in listed.json()] == ["acme"]  # a stored admin key, not the env's
 
 
 def test_tenants_and_keys(gateway: tuple[TestClient, Any, Store]) -> None:

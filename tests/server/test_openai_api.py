@@ -176,15 +176,19 @@ def test_embedding_on_chat_model_is_400(client: openai.OpenAI) -> None:
 
 def test_health_and_ready(server: Server) -> None:
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    # started on loopback without --auth: auth is off, and the gateway says so
+    assert "warning: auth is off" in server.log.read_text()
     ready = httpx.get(f"{server.url}/ready")
     assert ready.status_code == 200
     assert ready.json()["models"][CHAT]["ready"] >= 1
 
 
-def test_oversized_body_is_413(server: Server) -> None:
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_oversized_body_is_413(server: Server, chunked: bool) -> None:
+    body = b"x" * (5 * 1024 * 1024)
     resp = httpx.post(
         f"{server.url}/v1/chat/completions",
-        content=b"x" * (5 * 1024 * 1024),
+        content=iter([body[:65536], body[65536:]]) if chunked else body,
         headers={"content-type": "application/json"},
     )
     assert resp.status_code == 413
