@@ -181,6 +181,37 @@ def test_key_errors(cli: CliRunner) -> None:
     assert "no API key with prefix 'zs-nothere00'" in error
 
 
+def test_keys_set_changes_and_clears_a_keys_own_limits(
+    cli: CliRunner, notified: list[object]
+) -> None:
+    _ok(cli, "tenants", "create", "acme")
+    prefix = _ok(cli, "keys", "create", "--tenant", "acme", "--rpm", "5").split()[-1][:12]
+    told = len(notified)
+    changed = json.loads(
+        _ok(cli, "keys", "set", prefix, "--tpm", "900", "--models", "a,b", "--expires", "30d",
+            "--name", "ci", "--json")
+    )  # fmt: skip
+    assert (changed["rpm"], changed["tpm"], changed["models"], changed["name"]) == (
+        5, 900, ["a", "b"], "ci"
+    )  # fmt: skip
+    assert changed["expires_at"] is not None and changed["status"] == "active"
+    cleared = json.loads(
+        _ok(cli, "keys", "set", prefix, "--clear", "rpm", "--clear", "expires", "--clear",
+            "models", "--json")
+    )  # fmt: skip
+    assert (cleared["rpm"], cleared["expires_at"], cleared["models"]) == (None, None, None)
+    assert cleared["tpm"] == 900 and len(notified) == told + 2  # a running gateway is told
+    assert "nothing to change" in _fails(cli, "keys", "set", prefix)[0]
+    error, _ = _fails(cli, "keys", "set", prefix, "--rpm", "1", "--clear", "rpm")
+    assert "both set and cleared" in error
+    error, _ = _fails(cli, "keys", "set", prefix, "--expires", "2020-01-01")
+    assert "is not in the future" in error
+    error, _ = _fails(cli, "keys", "set", "zs-nothere00", "--rpm", "1")
+    assert "no API key with prefix 'zs-nothere00'" in error
+    admin = _ok(cli, "keys", "create", "--admin").split()[-1][:12]
+    assert "an admin key has no limits" in _fails(cli, "keys", "set", admin, "--rpm", "1")[0]
+
+
 def test_secrets_never_reach_the_logs(cli: CliRunner, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     _ok(cli, "tenants", "create", "acme")

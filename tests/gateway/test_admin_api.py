@@ -62,6 +62,19 @@ def test_tenants_and_keys(gateway: tuple[TestClient, Any, Store]) -> None:
     assert secret not in str(listed)  # the secret is shown once, at creation
     as_key = {"Authorization": f"Bearer {secret}"}
     assert client.get("/v1/models", headers=as_key).status_code == 200
+    changed = client.patch(
+        f"/admin/keys/{prefix}", json={"rpm": 1, "models": None}, headers=AS_ADMIN
+    )
+    assert (changed.json()["rpm"], changed.json()["models"]) == (1, None)
+    chat = {"model": "other", "messages": [{"role": "user", "content": "hi"}]}
+    first = client.post("/v1/chat/completions", json=chat, headers=as_key)
+    assert first.status_code == 404  # any model now, though none is deployed
+    second = client.post("/v1/chat/completions", json=chat, headers=as_key)
+    assert second.json()["error"]["code"] == "requests_per_minute_exceeded"  # at once
+    assert (
+        client.patch("/admin/keys/zs-nothere00", json={"rpm": 2}, headers=AS_ADMIN).status_code
+        == 404
+    )
     assert client.delete(f"/admin/keys/{prefix}", headers=AS_ADMIN).status_code == 200
     assert client.get("/v1/models", headers=as_key).status_code == 401  # at once
 

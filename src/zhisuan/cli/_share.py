@@ -81,6 +81,27 @@ def limits(**given: Any) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def clear_fields(changes: dict[str, Any], clear: list[str], clearable: tuple[str, ...]) -> None:
+    """Add ``--clear`` fields to ``changes`` as None (``max-concurrent`` = ``max_concurrent``).
+
+    Raises:
+        InvalidParameter: a field that cannot be cleared, or one both set and cleared.
+    """
+    for field in clear:
+        key = field.strip().replace("-", "_")
+        if key not in clearable:
+            raise InvalidParameter(
+                f"cannot clear {field!r}",
+                param="clear",
+                hint=f"choose from: {', '.join(clearable)}",
+            )
+        if key in changes:
+            raise InvalidParameter(
+                f"{field} is both set and cleared", param="clear", hint="give one or the other"
+            )
+        changes[key] = None
+
+
 def day_and_month_start(now: datetime | None = None) -> tuple[datetime, datetime]:
     """Starts of the current UTC day and calendar month (the quota periods)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)

@@ -1,4 +1,4 @@
-"""``zhisuan keys create|list|revoke``: API keys of tenants, and admin keys.
+"""``zhisuan keys create|list|set|revoke``: API keys of tenants, and admin keys.
 
 A key is shown once, when created, alone on the last line of stdout (so scripts can take
 ``| tail -n1``); the store keeps only its prefix and sha256. Revoking tells a running
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import typer
 
-from zhisuan.cli._common import console, user_errors
+from zhisuan.cli._common import console, fail, user_errors
 from zhisuan.cli._share import (
+    clear_fields,
     echo_json,
+    limits,
     notify,
     parse_models,
     parse_when,
@@ -21,6 +23,10 @@ from zhisuan.cli._share import (
 from zhisuan.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+CLEARABLE = (
+    "rpm", "tpm", "tokens_per_day", "budget", "max_concurrent", "models", "expires", "name"
+)  # fmt: skip
 
 
 @app.command("create")
@@ -106,6 +112,53 @@ def list_(
             k.created_at.strftime("%Y-%m-%d"),
         )
     table_console().print(table)
+
+
+@app.command("set")
+def set_(
+    prefix: str = typer.Argument(..., help="The key's prefix, as `keys list` shows."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute for this key."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute for this key."),
+    tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help="Tokens per day."),
+    budget: float | None = typer.Option(None, "--budget", help="Money per calendar month."),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", help="Requests at once."),
+    models: str | None = typer.Option(None, "--models", help="Comma-separated allow-list."),
+    expires: str | None = typer.Option(
+        None, "--expires", help="YYYY-MM-DD (00:00 UTC), an ISO datetime, or a span (30d)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="A label shown in lists."),
+    clear: list[str] = typer.Option(
+        [], "--clear", help=f"Remove one (the tenant's then applies): {', '.join(CLEARABLE)}."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Change some of a key's limits, allow-list, expiry or name; the rest stay."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors():
+        changes = limits(
+            rpm=rpm,
+            tpm=tpm,
+            tokens_per_day=tokens_per_day,
+            budget=budget,
+            max_concurrent=max_concurrent,
+            models=parse_models(models),
+            expires=parse_when(expires, param="expires", future=True) if expires else None,
+            name=name,
+        )
+        clear_fields(changes, clear, CLEARABLE)
+        if "expires" in changes:
+            changes["expires_at"] = changes.pop("expires")
+        if not changes:
+            fail("nothing to change", "give a limit such as --rpm 60, or --clear rpm")
+        with open_store(settings) as store:
+            row = store.update_key(prefix, **changes)
+    notify(settings)
+    if as_json:
+        echo_json(row.to_dict())
+        return
+    console.print(f"updated key [bold]{row.prefix}[/] ({', '.join(sorted(changes))})")
 
 
 @app.command("revoke")

@@ -14,6 +14,7 @@ import typer
 
 from zhisuan.cli._common import console, fail, user_errors
 from zhisuan.cli._share import (
+    clear_fields,
     day_and_month_start,
     echo_json,
     limits,
@@ -104,13 +105,7 @@ def set_(
             currency=currency,
             models=parse_models(models),
         )
-        for field in clear:
-            key = field.strip().replace("-", "_")
-            if key not in CLEARABLE:
-                fail(f"cannot clear {field!r}", f"choose from: {', '.join(CLEARABLE)}")
-            if key in changes:
-                fail(f"{field} is both set and cleared", "give one or the other")
-            changes[key] = None
+        clear_fields(changes, clear, CLEARABLE)
         if not changes:
             fail("nothing to change", "give a limit such as --rpm 60, or --clear rpm")
         with open_store(settings) as store:

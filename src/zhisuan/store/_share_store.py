@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -24,9 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zhisuan.errors import InvalidParameter, NotFound, UserError, closest
+from zhisuan.store._share_checks import apply_limits, as_utc, check_currency, check_tenant_name
 from zhisuan.store._share_models import (
-    ADMIN_TENANT,
-    ANONYMOUS,
     KEY_PREFIX_LEN,
     LIMIT_FIELDS,
     ApiKey,
@@ -38,17 +36,7 @@ from zhisuan.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
-TENANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-CURRENCY_RE = re.compile(r"[A-Z]{3}")
 KEY_SCHEME = "zs-"
-# Column ranges: Integer, BigInteger, Numeric(18, 6).
-_LIMIT_MAX: dict[str, float] = {
-    "rpm": 2**31 - 1,
-    "tpm": 2**31 - 1,
-    "max_concurrent": 2**31 - 1,
-    "tokens_per_day": 2**63 - 1,
-    "budget": 1e12 - 1,
-}
 # Compared against when no key has the prefix, so a miss costs about what a hit does.
 _DUMMY_HASH = hash_secret("zs-not-a-key")
 
@@ -88,9 +76,9 @@ class ShareStoreMixin(UsageStoreMixin):
             InvalidParameter: a malformed name, currency or allow-list, or a limit ≤ 0.
             UserError: a tenant with this name already exists.
         """
-        _check_tenant_name(name)
-        row = Tenant(name=name, currency=_check_currency(currency))
-        _apply(row, {**_limit_kwargs(locals()), "models": models})
+        check_tenant_name(name)
+        row = Tenant(name=name, currency=check_currency(currency))
+        apply_limits(row, {**_limit_kwargs(locals()), "models": models})
         try:
             with self.session_factory() as s, s.begin():
                 if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
@@ -125,10 +113,10 @@ class ShareStoreMixin(UsageStoreMixin):
                 hint=f"choose from: {', '.join((*LIMIT_FIELDS, 'models', 'currency'))}",
             )
         if "currency" in changes:
-            changes["currency"] = _check_currency(changes["currency"])
+            changes["currency"] = check_currency(changes["currency"])
         with self.session_factory() as s, s.begin():
             row = _tenant(s, name, lock=True)
-            _apply(row, changes)
+            apply_limits(row, changes)
         log.info("updated tenant %s: %s", name, ", ".join(sorted(changes)) or "nothing")
         return row
 
@@ -194,12 +182,8 @@ class ShareStoreMixin(UsageStoreMixin):
             raise InvalidParameter(
                 "an admin key has no limits or allow-list", param="admin", hint="drop them"
             )
-        if expires_at is not None and _as_utc(expires_at) <= utcnow():
-            raise InvalidParameter(
-                f"expiry {_as_utc(expires_at).isoformat()} is not in the future",
-                param="expires_at",
-                hint="give a later date, e.g. --expires 2030-01-01",
-            )
+        if expires_at is not None:
+            _check_expiry(expires_at)
         for _attempt in range(5):  # a 54-bit prefix collision is astronomically rare
             secret = KEY_SCHEME + secrets.token_urlsafe(32)
             row = ApiKey(
@@ -209,7 +193,7 @@ class ShareStoreMixin(UsageStoreMixin):
                 is_admin=admin,
                 expires_at=expires_at,
             )
-            _apply(row, {**limits, "models": models})
+            apply_limits(row, {**limits, "models": models})
             try:
                 with self.session_factory() as s, s.begin():
                     row.tenant = _tenant(s, tenant) if tenant is not None else None
@@ -270,21 +254,55 @@ class ShareStoreMixin(UsageStoreMixin):
         Raises:
             NotFound: no key has this prefix.
         """
-        prefix = prefix.strip()[:KEY_PREFIX_LEN]
         with self.session_factory() as s, s.begin():
-            query = select(ApiKey).where(ApiKey.prefix == prefix)
-            row = s.scalar(query.with_for_update(of=ApiKey))
-            if row is None:
-                prefixes = list(s.scalars(select(ApiKey.prefix)))
-                raise NotFound(
-                    f"no API key with prefix {prefix!r}",
-                    suggestions=closest(prefix, prefixes),
-                    param="prefix",
-                    code="key_not_found",
-                )
+            row = _key(s, prefix)
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-                log.info("revoked key %s", prefix)
+                log.info("revoked key %s", row.prefix)
+        return row
+
+    def update_key(self, prefix: str, **changes: Any) -> ApiKey:
+        """Change some of a key's limits, allow-list, expiry or name; only those given.
+
+        Args:
+            prefix: the key's prefix (or the whole key).
+            **changes: any of ``rpm``, ``tpm``, ``tokens_per_day``, ``budget``,
+                ``max_concurrent``, ``models``, ``expires_at``, ``name``; ``None`` clears
+                one (the tenant's limit or allow-list applies; no expiry; no name).
+
+        Returns:
+            The updated key.
+
+        Raises:
+            NotFound: no key has this prefix.
+            InvalidParameter: an unknown field, a limit ≤ 0, limits or an allow-list on an
+                admin key, ``expires_at`` not in the future, a name over 128 characters.
+        """
+        fields = (*LIMIT_FIELDS, "models", "expires_at", "name")
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise InvalidParameter(
+                f"unknown key field {unknown[0]!r}",
+                param=unknown[0],
+                hint=f"choose from: {', '.join(fields)}",
+            )
+        name, expires_at = changes.pop("name", ...), changes.pop("expires_at", ...)
+        if isinstance(name, str) and not 0 < len(name) <= 128:
+            raise InvalidParameter("a key name must be 1-128 characters", param="name")
+        if isinstance(expires_at, datetime):
+            _check_expiry(expires_at)
+        with self.session_factory() as s, s.begin():
+            row = _key(s, prefix)
+            if row.is_admin and any(v is not None for v in changes.values()):
+                raise InvalidParameter(
+                    "an admin key has no limits or allow-list", param="admin", hint="drop them"
+                )
+            apply_limits(row, changes)
+            if name is not ...:
+                row.name = name
+            if expires_at is not ...:
+                row.expires_at = expires_at
+        log.info("updated key %s", row.prefix)
         return row
 
     def touch_keys(self, prefixes: list[str], at: datetime | None = None) -> None:
@@ -302,74 +320,8 @@ class ShareStoreMixin(UsageStoreMixin):
             )
 
 
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _limit_kwargs(scope: dict[str, Any]) -> dict[str, Any]:
     return {f: scope[f] for f in LIMIT_FIELDS}
-
-
-def _apply(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
-    """Validate and set limits / allow-list / currency on ``row``."""
-    for field, value in changes.items():
-        if field == "models":
-            value = _check_models(value)
-        elif field in LIMIT_FIELDS and value is not None:
-            is_number = isinstance(value, int | float) and not isinstance(value, bool)
-            if is_number and value > _LIMIT_MAX[field]:
-                raise InvalidParameter(
-                    f"{field} {value!r} is too large (at most {_LIMIT_MAX[field]:g})",
-                    param=field,
-                    hint="leave a limit out for no limit",
-                )
-            if not is_number or value <= 0 or (field != "budget" and value != int(value)):
-                kind = "a positive amount" if field == "budget" else "a positive whole number"
-                raise InvalidParameter(
-                    f"{field} must be {kind}, got {value!r}",
-                    param=field,
-                    hint="leave a limit out (or clear it) for no limit",
-                )
-            value = float(value) if field == "budget" else int(value)
-        setattr(row, field, value)
-
-
-def _check_models(models: list[str] | None) -> list[str] | None:
-    if models is None:
-        return None
-    cleaned = [m.strip() for m in models]
-    if not cleaned or any(not m or len(m) > 128 for m in cleaned):
-        raise InvalidParameter(
-            "the model allow-list must name at least one model, each 1-128 characters",
-            param="models",
-            hint="e.g. --models qwen2.5-0.5b,llama-3.2-1b; leave it out to allow every model",
-        )
-    return list(dict.fromkeys(cleaned))
-
-
-def _check_tenant_name(name: str) -> None:
-    if not TENANT_NAME_RE.fullmatch(name):
-        raise InvalidParameter(
-            f"invalid tenant name {name!r}",
-            param="name",
-            hint="use lowercase letters, digits and -_. (at most 64, starting with a letter "
-            "or digit)",
-        )
-    if name in (ANONYMOUS, ADMIN_TENANT):
-        raise InvalidParameter(
-            f"{name!r} is reserved (usage served with auth off, or with an admin key)",
-            param="name",
-            hint="choose another name",
-        )
-
-
-def _check_currency(currency: str) -> str:
-    code = currency.strip().upper()
-    if not CURRENCY_RE.fullmatch(code):
-        raise InvalidParameter(
-            f"invalid currency {currency!r}", param="currency", hint="use an ISO 4217 code: USD"
-        )
-    return code
 
 
 def _tenant(s: Session, name: str, *, lock: bool = False) -> Tenant:
@@ -393,3 +345,27 @@ def _tenant_taken(name: str) -> UserError:
         code="tenant_exists",
         hint=f"change its limits with `zhisuan tenants set {name} …`",
     )
+
+
+def _key(s: Session, prefix: str) -> ApiKey:
+    """The key with ``prefix`` (a whole key gives its prefix), locked for the update."""
+    prefix = prefix.strip()[:KEY_PREFIX_LEN]
+    row = s.scalar(select(ApiKey).where(ApiKey.prefix == prefix).with_for_update(of=ApiKey))
+    if row is None:
+        prefixes = list(s.scalars(select(ApiKey.prefix)))
+        raise NotFound(
+            f"no API key with prefix {prefix!r}",
+            suggestions=closest(prefix, prefixes),
+            param="prefix",
+            code="key_not_found",
+        )
+    return row
+
+
+def _check_expiry(expires_at: datetime) -> None:
+    if as_utc(expires_at) <= utcnow():
+        raise InvalidParameter(
+            f"expiry {as_utc(expires_at).isoformat()} is not in the future",
+            param="expires_at",
+            hint="give a later date, e.g. --expires 2030-01-01",
+        )

@@ -43,6 +43,11 @@ class KeyIn(Limits):
     expires_at: datetime | None = None
 
 
+class KeyChange(Limits):
+    name: str | None = Field(default=None, max_length=128)
+    expires_at: datetime | None = None
+
+
 class DeploymentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -145,6 +150,16 @@ def create_key(request: Request, body: KeyIn) -> dict[str, Any]:
     """Create a key; the secret is in the answer once and never again."""
     row, secret = gateway_of(request).store.create_key(**body.model_dump())
     return {**row.to_dict(), "key": secret}
+
+
+@router.patch("/keys/{prefix}")
+async def update_key(request: Request, prefix: str, body: KeyChange) -> dict[str, Any]:
+    """Change a key's limits, allow-list, expiry or name (fields left out keep their
+    value; null clears one)."""
+    gw = gateway_of(request)
+    row = gw.store.update_key(prefix, **body.model_dump(exclude_unset=True))
+    await _refresh(gw)
+    return row.to_dict()
 
 
 @router.delete("/keys/{prefix}")

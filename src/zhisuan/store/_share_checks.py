@@ -1,0 +1,96 @@
+"""Checks of what tenants and keys carry: names, currencies, limits, allow-lists, times."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from zhisuan.errors import InvalidParameter
+from zhisuan.store._share_models import ADMIN_TENANT, ANONYMOUS, LIMIT_FIELDS, ApiKey, Tenant
+
+TENANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+CURRENCY_RE = re.compile(r"[A-Z]{3}")
+
+# Column ranges: Integer, BigInteger, Numeric(18, 6).
+LIMIT_MAX: dict[str, float] = {
+    "rpm": 2**31 - 1,
+    "tpm": 2**31 - 1,
+    "max_concurrent": 2**31 - 1,
+    "tokens_per_day": 2**63 - 1,
+    "budget": 1e12 - 1,
+}
+
+
+def apply_limits(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
+    """Validate and set limits / allow-list / currency on ``row``."""
+    for field, value in changes.items():
+        if field == "models":
+            value = check_models(value)
+        elif field in LIMIT_FIELDS and value is not None:
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            if is_number and value > LIMIT_MAX[field]:
+                raise InvalidParameter(
+                    f"{field} {value!r} is too large (at most {LIMIT_MAX[field]:g})",
+                    param=field,
+                    hint="leave a limit out for no limit",
+                )
+            if not is_number or value <= 0 or (field != "budget" and value != int(value)):
+                kind = "a positive amount" if field == "budget" else "a positive whole number"
+                raise InvalidParameter(
+                    f"{field} must be {kind}, got {value!r}",
+                    param=field,
+                    hint="leave a limit out (or clear it) for no limit",
+                )
+            value = float(value) if field == "budget" else int(value)
+        setattr(row, field, value)
+
+
+def check_models(models: list[str] | None) -> list[str] | None:
+    """The allow-list cleaned (None: every model).
+
+    Raises:
+        InvalidParameter: an empty list, or a name empty or over 128 characters.
+    """
+    if models is None:
+        return None
+    cleaned = [m.strip() for m in models]
+    if not cleaned or any(not m or len(m) > 128 for m in cleaned):
+        raise InvalidParameter(
+            "the model allow-list must name at least one model, each 1-128 characters",
+            param="models",
+            hint="e.g. --models qwen2.5-0.5b,llama-3.2-1b; leave it out to allow every model",
+        )
+    return list(dict.fromkeys(cleaned))
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC (naive = UTC already)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def check_tenant_name(name: str) -> None:
+    """Refuse a malformed or reserved tenant name."""
+    if not TENANT_NAME_RE.fullmatch(name):
+        raise InvalidParameter(
+            f"invalid tenant name {name!r}",
+            param="name",
+            hint="use lowercase letters, digits and -_. (at most 64, starting with a letter "
+            "or digit)",
+        )
+    if name in (ANONYMOUS, ADMIN_TENANT):
+        raise InvalidParameter(
+            f"{name!r} is reserved (usage served with auth off, or with an admin key)",
+            param="name",
+            hint="choose another name",
+        )
+
+
+def check_currency(currency: str) -> str:
+    """An ISO 4217 code, upper-cased."""
+    code = currency.strip().upper()
+    if not CURRENCY_RE.fullmatch(code):
+        raise InvalidParameter(
+            f"invalid currency {currency!r}", param="currency", hint="use an ISO 4217 code: USD"
+        )
+    return code
