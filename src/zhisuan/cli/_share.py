@@ -81,25 +81,29 @@ def limits(**given: Any) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def clear_fields(changes: dict[str, Any], clear: list[str], clearable: tuple[str, ...]) -> None:
-    """Add ``--clear`` fields to ``changes`` as None (``max-concurrent`` = ``max_concurrent``).
+def changes(clear: list[str], clearable: tuple[str, ...], **given: Any) -> dict[str, Any]:
+    """What a ``set`` command changes: the options given, and the ``--clear`` fields as None
+    (``max-concurrent`` = ``max_concurrent``).
 
     Raises:
-        InvalidParameter: a field that cannot be cleared, or one both set and cleared.
+        InvalidParameter: nothing to change, a field that cannot be cleared, or one both
+            set and cleared.
     """
+    out = limits(**given)
     for field in clear:
         key = field.strip().replace("-", "_")
         if key not in clearable:
-            raise InvalidParameter(
-                f"cannot clear {field!r}",
-                param="clear",
-                hint=f"choose from: {', '.join(clearable)}",
-            )
-        if key in changes:
+            hint = f"choose from: {', '.join(clearable)}"
+            raise InvalidParameter(f"cannot clear {field!r}", param="clear", hint=hint)
+        if key in out:
             raise InvalidParameter(
                 f"{field} is both set and cleared", param="clear", hint="give one or the other"
             )
-        changes[key] = None
+        out[key] = None
+    if not out:
+        hint = "give a limit such as --rpm 60, or --clear rpm"
+        raise InvalidParameter("nothing to change", param="clear", hint=hint)
+    return out
 
 
 def day_and_month_start(now: datetime | None = None) -> tuple[datetime, datetime]:

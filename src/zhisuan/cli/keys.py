@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import typer
 
-from zhisuan.cli._common import console, fail, user_errors
+from zhisuan.cli._common import console, user_errors
 from zhisuan.cli._share import (
-    clear_fields,
+    changes,
     echo_json,
-    limits,
     notify,
     parse_models,
     parse_when,
@@ -137,7 +136,9 @@ def set_(
 
     settings = Settings()
     with user_errors():
-        changes = limits(
+        given = changes(
+            clear,
+            CLEARABLE,
             rpm=rpm,
             tpm=tpm,
             tokens_per_day=tokens_per_day,
@@ -147,18 +148,15 @@ def set_(
             expires=parse_when(expires, param="expires", future=True) if expires else None,
             name=name,
         )
-        clear_fields(changes, clear, CLEARABLE)
-        if "expires" in changes:
-            changes["expires_at"] = changes.pop("expires")
-        if not changes:
-            fail("nothing to change", "give a limit such as --rpm 60, or --clear rpm")
+        if "expires" in given:
+            given["expires_at"] = given.pop("expires")
         with open_store(settings) as store:
-            row = store.update_key(prefix, **changes)
+            row = store.update_key(prefix, **given)
     notify(settings)
     if as_json:
         echo_json(row.to_dict())
         return
-    console.print(f"updated key [bold]{row.prefix}[/] ({', '.join(sorted(changes))})")
+    console.print(f"updated key [bold]{row.prefix}[/] ({', '.join(sorted(given))})")
 
 
 @app.command("revoke")

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from zhisuan.cli._common import console, fail, user_errors
+from zhisuan.cli._common import console, user_errors
 from zhisuan.cli._share import (
-    clear_fields,
+    changes,
     day_and_month_start,
     echo_json,
-    limits,
     notify,
     parse_models,
     show_limit,
@@ -96,7 +95,9 @@ def set_(
 
     settings = Settings()
     with user_errors():
-        changes = limits(
+        given = changes(
+            clear,
+            CLEARABLE,
             rpm=rpm,
             tpm=tpm,
             tokens_per_day=tokens_per_day,
@@ -105,11 +106,8 @@ def set_(
             currency=currency,
             models=parse_models(models),
         )
-        clear_fields(changes, clear, CLEARABLE)
-        if not changes:
-            fail("nothing to change", "give a limit such as --rpm 60, or --clear rpm")
         with open_store(settings) as store:
-            tenant = store.update_tenant(name, **changes)
+            tenant = store.update_tenant(name, **given)
     notify(settings)
     if as_json:
         echo_json(tenant.to_dict())
