@@ -13,7 +13,8 @@
     ├── PermissionDenied              403  model not allowed for this key or tenant
     ├── RateLimited                   429  carries ``retry_after`` seconds
     ├── PayloadTooLarge               413
-    └── EngineUnavailable             503  retryable: no healthy replica, a worker died
+    ├── EngineUnavailable             503  retryable: no healthy replica, a worker died
+    └── DeadlineExceeded              504  a request ended at the time it reserved
 
 Errors carry data a caller can act on (``param``, ``retry_after``, ``suggestions``,
 ``retryable``). The gateway turns them into OpenAI error bodies in
@@ -146,6 +147,12 @@ class EngineUnavailable(ZhisuanError):
     error_type = "server_error"
     default_code = "engine_unavailable"
     retryable = True
+
+
+class DeadlineExceeded(ZhisuanError):
+    status_code = 504
+    error_type = "server_error"
+    default_code = "deadline_exceeded"
 
 
 def closest(name: str, candidates: list[str], n: int = 3) -> list[str]:

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         max_body_bytes: request bodies over this get 413.
         cpu_power_w / gpu_power_w: device power used for energy estimates.
         device_cost_per_hour: price of a device-hour for models without token prices.
+        budget_deadline_s: how long a request billed by device time may run when its tenant
+            or key has a money budget: it reserves that many seconds of the device at
+            admission and is ended when they are up, so no budget is overshot.
         cpu_pinning: ``auto`` (the gateway keeps a core, CPU replicas share the rest, see
             :mod:`zhisuan.cluster.cores`) or ``off``.
     """
@@ -48,6 +51,7 @@ class Settings(BaseSettings):
     cpu_power_w: float = Field(default=65.0, gt=0, description="CPU power for energy estimates")
     gpu_power_w: float = Field(default=300.0, gt=0, description="GPU power without NVML")
     device_cost_per_hour: float = Field(default=0.0, ge=0, description="when not token-priced")
+    budget_deadline_s: float = Field(default=300.0, gt=0, description="see the class's doc")
     currency: str = "USD"
     cpu_pinning: str = Field(default="auto", pattern="^(auto|off)$")
 

@@ -1,4 +1,5 @@
-"""A worker socket for the gateway's unit tests: answers, closes, breaks or hangs on a POST."""
+"""A worker socket for the gateway's unit tests: answers, closes, breaks, stalls or hangs on a
+POST."""
 
 from __future__ import annotations
 
@@ -53,6 +54,16 @@ class Worker:
             elif self.mode == "break":  # dies mid-answer: a head and part of the body
                 writer.write(b'HTTP/1.1 200 X\r\ncontent-length: 100\r\n\r\n{"usage"')
                 await writer.drain()
+                writer.close()
+                return
+            elif self.mode == "stall":  # a stream's head and first event, then nothing
+                event = b'data: {"choices": []}\n\n'
+                head = b"HTTP/1.1 200 X\r\ncontent-type: text/event-stream\r\n"
+                writer.write(head + b"transfer-encoding: chunked\r\n\r\n")
+                writer.write(b"%x\r\n%b\r\n" % (len(event), event))
+                await writer.drain()
+                await reader.read()  # until the gateway closes the connection
+                self.gone.set()
                 writer.close()
                 return
             elif self.mode == "hang":

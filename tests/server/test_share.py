@@ -8,13 +8,13 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from tests.server._serve import Server, start_server
+from tests.server._share_cli import demo_path, key_for, tenant, usage, wait_usage
 
 pytestmark = pytest.mark.server
 
@@ -25,19 +25,6 @@ HI = [{"role": "user", "content": "Hi"}]
 PRICE = 1_000_000.0  # per million tokens: one unit of money per token
 
 
-def _demo_path(server_env: dict[str, str], attr: str) -> str:
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-c", f"from zhisuan import demo; print(demo.{attr}())"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=server_env,
-    ).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(
@@ -46,11 +33,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         # The store is set up through the CLI, as an operator would, before the gateway reads it.
         srv.wait_ready(timeout=60)
-        srv.cli("models", "import", _demo_path(srv.env, "tiny_chat_dir"), "--name", CHAT)
+        srv.cli("models", "import", demo_path(srv, "tiny_chat_dir"), "--name", CHAT)
         srv.cli(
             "models",
             "import",
-            _demo_path(srv.env, "minilm_dir"),
+            demo_path(srv, "minilm_dir"),
             "--name",
             EMBED,
             "--task",
@@ -77,17 +64,6 @@ def _wait_models(srv: Server, names: set[str]) -> None:
     raise TimeoutError(f"{names} not ready")
 
 
-def tenant(srv: Server, name: str, *flags: str) -> str:
-    """Create tenant ``name`` and a key for it; returns the key."""
-    srv.cli("tenants", "create", name, *flags)
-    return key_for(srv, name)
-
-
-def key_for(srv: Server, name: str, *flags: str) -> str:
-    out = srv.cli("keys", "create", "--tenant", name, *flags).stdout
-    return out.strip().splitlines()[-1]
-
-
 _CLIENTS: list[openai.OpenAI] = []
 
 
@@ -96,20 +72,6 @@ def client(srv: Server, key: str) -> openai.OpenAI:
     c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0, timeout=60)
     _CLIENTS.append(c)
     return c
-
-
-def usage(srv: Server, *flags: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(srv.cli("usage", "--json", *flags).stdout)
-    return rows
-
-
-def wait_usage(srv: Server, name: str, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = usage(srv, "--tenant", name)
-        if predicate(rows) or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
 
 
 def test_no_key_bad_key_are_401_but_health_and_metrics_are_open(shared: Server) -> None:

@@ -5,7 +5,9 @@ the model's tokenizer: a byte-level tokenizer never makes more tokens than the r
 body's bytes, plus a margin per message for the chat template; the completion budget is
 ``max_tokens`` or, without one, the rest of the model's context. Where the context is not
 known (an upstream deployment without ``context_length``), nothing is capped at a guessed
-one.
+one. A request billed by its share of the device's time has no worst case of its own: from
+a caller with a money budget it reserves ``budget_deadline_s`` of the device, and the proxy
+ends it when they are up.
 """
 
 from __future__ import annotations
@@ -115,8 +117,24 @@ class Admission:
         else:
             spec = replicas[0].spec
             prompt, completion = worst_case_tokens(request, size, self._context(spec))
-            cost = self._gw.meter.pricing(spec).worst_case(prompt, completion)
+            deadline = self._deadline(principal, spec)
+            cost = self._gw.meter.pricing(spec).worst_case(prompt, completion, deadline or 0.0)
+            if deadline is not None:
+                ex.context["deadline"] = deadline  # the proxy ends the request then
         ex.context["reservation"] = self._ledger.admit(principal.scopes, prompt + completion, cost)
+
+    def deadline(self, principal: Principal, model: str) -> float | None:
+        """Seconds a request to ``model`` may run, where its cost has no bound otherwise:
+        billed by device time, from a caller with a money budget (else None)."""
+        if not principal.budgeted:
+            return None
+        replicas = self._gw.backend.replicas(model)
+        return self._deadline(principal, replicas[0].spec) if replicas else None
+
+    def _deadline(self, principal: Principal, spec: ReplicaSpec) -> float | None:
+        if principal.budgeted and self._gw.meter.pricing(spec).by_device_time:
+            return self._gw.settings.budget_deadline_s
+        return None
 
     def _context(self, spec: ReplicaSpec) -> int | None:
         """The model's context length, None if unknown (kept per spec: reading it copies

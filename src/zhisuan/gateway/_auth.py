@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -42,6 +42,7 @@ class Principal:
         models: allowed models per allow-lists of key and tenant (None: all).
         scopes: quota scopes ``(id, limits)`` to reserve in: the tenant's and the key's.
         expires_at: epoch seconds after which the key stops working (None: never).
+        budgeted: some scope has a money budget (derived from ``scopes``).
     """
 
     tenant: str
@@ -50,6 +51,11 @@ class Principal:
     models: tuple[frozenset[str] | None, ...] = ()
     scopes: tuple[tuple[str, Limits], ...] = ()
     expires_at: float | None = None
+    budgeted: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        budgeted = any(limits.budget is not None for _, limits in self.scopes)
+        object.__setattr__(self, "budgeted", budgeted)  # frozen: set once, here
 
     def allows(self, model: str) -> bool:
         return all(allowed is None or model in allowed for allowed in self.models)

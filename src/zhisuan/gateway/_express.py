@@ -11,8 +11,8 @@ completes the worker's answer, so each waits only for the requests read before i
 It takes a request only when it has everything at hand: a complete body, a non-stream
 request, a ready replica and an idle pooled connection to it. Anything else, and a
 pooled connection the worker had closed, goes on the task path (``_proxy.forward``)
-with the exchange as it is. The metering is the task path's (:func:`_proxy.answered`,
-:func:`_proxy.settle_abort`): a client that leaves closes the worker connection, which
+with the exchange as it is. The metering is the task path's (:func:`_ends.answered`,
+:func:`_ends.settle_abort`): a client that leaves closes the worker connection, which
 cancels the generation, and the record takes the worker's final count.
 """
 
@@ -25,8 +25,8 @@ from collections.abc import Callable
 from zhisuan.cluster import Replica
 from zhisuan.errors import EngineUnavailable, ZhisuanError
 from zhisuan.gateway._context import Gateway
+from zhisuan.gateway._ends import address, answered, settle_abort, worker_headers
 from zhisuan.gateway._exchange import Exchange
-from zhisuan.gateway._proxy import address, answered, settle_abort, worker_headers
 from zhisuan.gateway._reply import error_answer, json_headers
 from zhisuan.gateway._routing import pick_replica
 from zhisuan.gateway._wire import _Conn, post_request

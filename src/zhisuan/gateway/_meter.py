@@ -60,9 +60,15 @@ class Pricing:
     def cost(self, prompt_tokens: int, completion_tokens: int, device_s: float) -> float:
         return cost_of(self.rates(0.0), prompt_tokens, completion_tokens, device_s)
 
-    def worst_case(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Upper bound of a token-priced request; 0 when priced by device time."""
-        return self.cost(prompt_tokens, completion_tokens, 0.0)
+    @property
+    def by_device_time(self) -> bool:
+        """Billed by its share of the device's time, at a price above nothing."""
+        no_tokens = self.price_input_per_mtok is None and self.price_output_per_mtok is None
+        return no_tokens and self.cost_per_hour > 0
+
+    def worst_case(self, prompt_tokens: int, completion_tokens: int, device_s: float) -> float:
+        """The most a request can cost: by its tokens, or by ``device_s`` of the device."""
+        return self.cost(prompt_tokens, completion_tokens, device_s)
 
 
 ACCOUNT_AFTER_S = 0.002
@@ -165,6 +171,13 @@ class Meter:
         known = self._known(ex)
         ex.context["head"] = (ex.replica, known, head(known))
 
+    def stop_share(self, ex: Exchange) -> None:
+        """The request stops using its replica now (it was ended at its deadline): its
+        share of the device's time and energy ends here, not when its record is taken."""
+        spec: ReplicaSpec | None = ex.context.get("spec")
+        if spec is not None and "share" not in ex.context:
+            ex.context["share"] = self._replica(spec)[1].end(ex.context["ticket"])
+
     def abandon(self, ex: Exchange) -> None:
         """The picked replica could not be reached; forget its share."""
         spec: ReplicaSpec | None = ex.context.pop("spec", None)
@@ -262,11 +275,15 @@ class Meter:
         spec: ReplicaSpec | None = ex.context.get("spec")
         if spec is None:
             return Ends(created_ns, 0, None)
-        share = self._replica(spec)[1].end(ex.context["ticket"])
+        share = ex.context.get("share") or self._replica(spec)[1].end(ex.context["ticket"])
         energy_mj = None  # estimated from the replica's power when the record is derived
         if share.energy_source == "measured" and math.isfinite(share.energy_wh):
             energy_mj = round(share.energy_wh * 3.6e6)
-        return Ends(created_ns, round(share.device_s * 1e9), energy_mj)
+        device_s = share.device_s
+        deadline: float | None = ex.context.get("deadline")
+        if deadline is not None and device_s > deadline:
+            device_s = deadline  # billed at most the time it reserved (the timer runs late)
+        return Ends(created_ns, round(device_s * 1e9), energy_mj)
 
     def _account(self, ex: Exchange, known: dict[str, Any], ends: Ends) -> None:
         """Update the metrics and queue the record."""

@@ -12,29 +12,29 @@ that dies mid-stream becomes an error event on the client's stream and the recor
 the tokens relayed until then. A request the gateway itself cuts short (it is stopping, or
 a fault of its own) is metered as an error in the same way as a client that leaves. The
 express lane (``_express``) meters a whole answer and a client that leaves with the same
-functions (:func:`answered`, :func:`settle_abort`).
+functions (``_ends``). A request billed by device time for a caller with a money budget
+carries a deadline (``_admission``): when it is up, the request is ended like a client that
+left, its share of the device stops there, and the client gets a 504 (on a stream, an error
+event).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-import aiohttp
 from starlette.types import Message, Receive, Send
 
 from zhisuan.cluster import Replica
-from zhisuan.errors import EngineUnavailable
+from zhisuan.errors import DeadlineExceeded, EngineUnavailable, ZhisuanError
 from zhisuan.gateway._context import Gateway
+from zhisuan.gateway._ends import address, answered, settle_abort, worker_headers
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._reply import SSE_HEADERS, send_error, send_json
 from zhisuan.gateway._routing import pick_replica
-from zhisuan.gateway._sse import DONE_EVENT, StreamMeter, take_counts, take_usage
+from zhisuan.gateway._sse import DONE_EVENT, StreamMeter
 from zhisuan.gateway._wire import Response
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-USAGE_HEADER = "X-Zhisuan-Usage"
-_USAGE_BYTES = USAGE_HEADER.lower().encode()  # the answer's counts: ``<prompt> <completion>``
-REQUEST_ID_HEADER = "X-Request-Id"
-_TIMING_BYTES = b"server-timing"  # the worker's time on the request, passed on
-_background: set[asyncio.Task[None]] = set()
 WATCH_AFTER_S = 0.05
 """How far into a request the gateway starts watching for the client leaving."""
 
@@ -78,6 +73,8 @@ async def forward(
         NotFound, EngineUnavailable: no replica could take the request (nothing was sent).
     """
     call = _Call(gw, ex, receive)
+    deadline: float | None = ex.context.get("deadline")
+    timer = None if deadline is None else call.expire_after(deadline)
     try:
         upstream = await call.open(path, body, sent)
         if upstream.status == 200 and ex.stream:
@@ -85,17 +82,22 @@ async def forward(
         else:
             await call.answer(upstream, send)
     except asyncio.CancelledError:
-        if not call.gone:  # the gateway is stopping
+        if not (call.gone or call.expired):  # the gateway is stopping
             call.cut_short("error", 503, "the gateway stopped before the answer was complete")
             raise
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        call.cut_short("client_abort", 499)
+        if call.gone:
+            call.cut_short("client_abort", 499)
+        else:
+            await call.end_expired(send, deadline or 0.0)
     except Exception as exc:  # a fault of the gateway's: the request is metered all the same
         call.cut_short("error", 500, f"gateway fault: {exc!r}")
         raise
     finally:
+        if timer is not None:
+            timer.cancel()
         call.release()
 
 
@@ -118,6 +120,7 @@ class _Call:
         "_waiter",
         "_watch",
         "ex",
+        "expired",
         "gone",
         "gw",
         "replica",
@@ -131,6 +134,7 @@ class _Call:
         self.replica: Replica | None = None
         self.upstream: Response | None = None
         self.gone = False
+        self.expired = False
         self._answered = False
         self.stream: StreamMeter | None = None
         task = asyncio.current_task()
@@ -285,7 +289,7 @@ class _Call:
             ex.error = err.message
             ex.close("worker_error", err.status_code)
             gw.finish(ex)
-            await self._end(send, b"data: " + json.dumps(err.to_body()).encode() + b"\n\n")
+            await self._end(send, _event(err))
             return
         if not self._answered:  # the worker ended the stream without [DONE]
             meter.count()
@@ -296,6 +300,31 @@ class _Call:
     async def _end(self, send: Send, body: bytes) -> None:
         self.answered()
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def expire_after(self, seconds: float) -> asyncio.TimerHandle:
+        """End the request after ``seconds`` unless its answer is complete by then."""
+        return self._task.get_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        if not self._answered:
+            self.expired = True
+            self._task.cancel()
+
+    async def end_expired(self, send: Send, seconds: float) -> None:
+        """The request ran for the time it reserved: its share of the device ends now, it
+        is metered as an error, and the client gets a 504 (an error event on a stream)."""
+        err = DeadlineExceeded(
+            f"The request ran for {seconds:g} s, the longest a request billed by device "
+            "time may run under a budget; it was ended.",
+            hint="ask for fewer tokens (max_tokens)",
+        )
+        self.gw.meter.stop_share(self.ex)
+        self.cut_short("error", err.status_code, err.message)
+        self.answered()
+        if self.stream is not None:  # the stream's head is out: end it with the error
+            await send({"type": "http.response.body", "body": _event(err), "more_body": False})
+        else:
+            await send_error(send, err)
 
     def cut_short(self, status: str, http_status: int, error: str | None = None) -> None:
         """The request ended before its answer was complete (the client went away, the
@@ -311,63 +340,6 @@ class _Call:
         settle_abort(self.gw, None if self.replica is None else self.replica.endpoint, ex)
 
 
-def worker_headers(ex: Exchange) -> dict[str, str]:
-    """The headers of a request to a worker."""
-    return {
-        "content-type": "application/json",
-        USAGE_HEADER: "always",
-        REQUEST_ID_HEADER: ex.request_id,
-    }
-
-
-def answered(
-    gw: Gateway, ex: Exchange, status: int, headers: Mapping[bytes, bytes], content: bytes
-) -> list[tuple[bytes, bytes]]:
-    """Meter a whole answer (its record is durable on return); the headers to pass on."""
-    if status == 200:
-        counts = headers.get(_USAGE_BYTES)
-        if counts is None or not take_counts(ex, counts):
-            take_usage(ex, content)
-        ex.mark_first_token()
-    else:
-        ex.error = content[:500].decode(errors="replace")
-    ex.close("ok" if status == 200 else "error", status)
-    gw.finish(ex)
-    passed = [(b"x-request-id", ex.request_id.encode())]
-    timing = headers.get(_TIMING_BYTES)
-    if timing is not None:
-        passed.append((_TIMING_BYTES, timing))
-    return passed
-
-
-def settle_abort(gw: Gateway, endpoint: str | None, ex: Exchange) -> None:
-    """Meter a request its client left: with the worker's final count, once it has it."""
-    if endpoint is None:
-        gw.finish(ex)
-        return
-    task = asyncio.get_running_loop().create_task(_settle_abort(gw, endpoint, ex))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-@functools.lru_cache(maxsize=256)
-def address(endpoint: str | None) -> tuple[str, int]:
-    if endpoint is None:
-        raise OSError("the replica has no endpoint yet")
-    url = urlsplit(endpoint)
-    return url.hostname or "127.0.0.1", url.port or 80
-
-
-async def _settle_abort(gw: Gateway, endpoint: str, ex: Exchange) -> None:
-    """Ask the worker how many tokens the cancelled generation used, then meter it."""
-    url = f"{endpoint}/zhisuan/requests/{ex.request_id}"
-    try:
-        async with gw.client.get(url, params={"wait": "5"}) as resp:
-            if resp.status == 200:
-                data = await resp.json()
-                ex.prompt_tokens = int(data.get("prompt_tokens") or ex.prompt_tokens)
-                ex.completion_tokens = int(data.get("completion_tokens") or ex.completion_tokens)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        logger.info("request %s: no final count from the worker (%s)", ex.request_id, exc)
-    finally:
-        gw.finish(ex)
+def _event(err: ZhisuanError) -> bytes:
+    """An error as the last event of a stream."""
+    return b"data: " + json.dumps(err.to_body()).encode() + b"\n\n"

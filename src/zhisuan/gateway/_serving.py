@@ -138,6 +138,9 @@ class HotPath:
             _answer_error(cycle, scope, exc)
             return
         lane = _lane(gw, cycle, start, ex, body)
+        if "deadline" in ex.context:  # a task ends it at its deadline; the lane would not
+            lane.to_task()
+            return
         try:
             taken = lane.start()
         except Exception:  # in a parser's callback: never let it reach the parser
@@ -193,6 +196,8 @@ class HotPath:
         if peeked is None or not principal.allows(peeked[0]):
             return False
         model, stream = peeked
+        if principal.budgeted and _deadline(gw, principal, model) is not None:
+            return False  # it goes on a task, which ends it at its deadline
         path = scope["path"]
         endpoint = ROUTES[path][0]
         ex = Exchange(next(_REQUEST_IDS), endpoint, model, stream=stream)
@@ -274,6 +279,11 @@ async def handle(
         gw.meter.begin(ex)
     include_usage = bool(getattr(parsed, "include_usage", False))
     await forward(gw, PATHS[endpoint], body, ex, receive, send, include_usage=include_usage)
+
+
+def _deadline(gw: Gateway, principal: Principal, model: str) -> float | None:
+    deadline: Callable[[Principal, str], float | None] | None = getattr(gw.admit, "deadline", None)
+    return None if deadline is None else deadline(principal, model)
 
 
 def _stream(parsed: BaseModel) -> bool:

@@ -1,0 +1,89 @@
+"""How a proxied request's end is metered, for the task path (``_proxy``) and the express
+lane (``_express``) alike: a whole answer (:func:`answered`, its record durable before the
+client has it) and a request cut short (:func:`settle_abort`, with the worker's final
+count); and what a request to a worker carries (:func:`worker_headers`, :func:`address`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from zhisuan.gateway._context import Gateway
+from zhisuan.gateway._exchange import Exchange
+from zhisuan.gateway._sse import take_counts, take_usage
+
+logger = logging.getLogger(__name__)
+
+USAGE_HEADER = "X-Zhisuan-Usage"
+_USAGE_BYTES = USAGE_HEADER.lower().encode()  # the answer's counts: ``<prompt> <completion>``
+REQUEST_ID_HEADER = "X-Request-Id"
+_TIMING_BYTES = b"server-timing"  # the worker's time on the request, passed on
+_background: set[asyncio.Task[None]] = set()
+
+
+def worker_headers(ex: Exchange) -> dict[str, str]:
+    """The headers of a request to a worker."""
+    return {
+        "content-type": "application/json",
+        USAGE_HEADER: "always",
+        REQUEST_ID_HEADER: ex.request_id,
+    }
+
+
+def answered(
+    gw: Gateway, ex: Exchange, status: int, headers: Mapping[bytes, bytes], content: bytes
+) -> list[tuple[bytes, bytes]]:
+    """Meter a whole answer (its record is durable on return); the headers to pass on."""
+    if status == 200:
+        counts = headers.get(_USAGE_BYTES)
+        if counts is None or not take_counts(ex, counts):
+            take_usage(ex, content)
+        ex.mark_first_token()
+    else:
+        ex.error = content[:500].decode(errors="replace")
+    ex.close("ok" if status == 200 else "error", status)
+    gw.finish(ex)
+    passed = [(b"x-request-id", ex.request_id.encode())]
+    timing = headers.get(_TIMING_BYTES)
+    if timing is not None:
+        passed.append((_TIMING_BYTES, timing))
+    return passed
+
+
+def settle_abort(gw: Gateway, endpoint: str | None, ex: Exchange) -> None:
+    """Meter a request its client left: with the worker's final count, once it has it."""
+    if endpoint is None:
+        gw.finish(ex)
+        return
+    task = asyncio.get_running_loop().create_task(_settle_abort(gw, endpoint, ex))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+@functools.lru_cache(maxsize=256)
+def address(endpoint: str | None) -> tuple[str, int]:
+    if endpoint is None:
+        raise OSError("the replica has no endpoint yet")
+    url = urlsplit(endpoint)
+    return url.hostname or "127.0.0.1", url.port or 80
+
+
+async def _settle_abort(gw: Gateway, endpoint: str, ex: Exchange) -> None:
+    """Ask the worker how many tokens the cancelled generation used, then meter it."""
+    url = f"{endpoint}/zhisuan/requests/{ex.request_id}"
+    try:
+        async with gw.client.get(url, params={"wait": "5"}) as resp:
+            if resp.status == 200:
+                data = await resp.json()
+                ex.prompt_tokens = int(data.get("prompt_tokens") or ex.prompt_tokens)
+                ex.completion_tokens = int(data.get("completion_tokens") or ex.completion_tokens)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        logger.info("request %s: no final count from the worker (%s)", ex.request_id, exc)
+    finally:
+        gw.finish(ex)
