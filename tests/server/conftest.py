@@ -1,13 +1,47 @@
-"""A real ``zhisuan serve --demo`` shared by the server tests of one session."""
+"""A real ``zhisuan serve --demo`` shared by the server tests of one session; a failed server
+test carries the tails of its server's and workers' logs in its report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
 from tests.server._serve import Server, start_server
+
+LOG_LINES = 30
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, Any]:
+    report = yield
+    if report.failed:
+        funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+        for srv in funcargs.values():
+            if isinstance(srv, Server):
+                report.sections.append((f"zhisuan serve logs ({srv.home})", _tails(srv)))
+    return report
+
+
+def _tails(srv: Server) -> str:
+    """The last lines of the gateway's log and of every worker's."""
+    parts = []
+    for log in [srv.log, *sorted((srv.home / "logs").glob("*.log"))]:
+        parts.append(f"--- {log.name}\n{_tail(log)}")
+    return "\n".join(parts)
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    return "\n".join(line[:300] for line in lines[-LOG_LINES:])
 
 
 @pytest.fixture(scope="session")
