@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         budget_deadline_s: how long a request billed by device time may run when its tenant
             or key has a money budget: it reserves that many seconds of the device at
             admission and is ended when they are up, so no budget is overshot.
+        metrics_access: who may read ``/metrics`` with auth on: ``open`` (anyone, for a
+            Prometheus scraper without credentials) or ``admin`` (an admin key: the metrics
+            name every tenant, with its requests and cost).
         cpu_pinning: ``auto`` (the gateway keeps a core, CPU replicas share the rest, see
             :mod:`zhisuan.cluster.cores`) or ``off``.
     """
@@ -53,6 +56,7 @@ class Settings(BaseSettings):
     device_cost_per_hour: float = Field(default=0.0, ge=0, description="when not token-priced")
     budget_deadline_s: float = Field(default=300.0, gt=0, description="see the class's doc")
     currency: str = "USD"
+    metrics_access: str = Field(default="open", pattern="^(open|admin)$")
     cpu_pinning: str = Field(default="auto", pattern="^(auto|off)$")
 
     @model_validator(mode="after")

@@ -151,3 +151,20 @@ def test_a_chunked_body_over_the_limit_is_413(
     assert answer.status_code == 413
     assert answer.json()["error"]["message"] == f"Request body exceeds the limit of {LIMIT} bytes."
     assert store.list_tenants() == []
+
+
+@pytest.mark.parametrize("access", ["open", "admin"])
+def test_who_may_read_the_metrics(tmp_path: Path, access: str) -> None:
+    settings = Settings(home=tmp_path, auth="on", admin_key=ADMIN, metrics_access=access)
+    with open_store(settings) as store:
+        app = create_app(settings, store=store, backend=NullBackend())
+        with TestClient(app) as client:
+            client.post("/admin/tenants", json={"name": "acme"}, headers=AS_ADMIN)
+            key = client.post("/admin/keys", json={"tenant": "acme"}, headers=AS_ADMIN).json()
+            as_tenant = {"Authorization": f"Bearer {key['key']}"}
+            codes = [
+                client.get("/metrics", headers=headers).status_code
+                for headers in ({}, as_tenant, AS_ADMIN)
+            ]
+            assert client.get("/health").status_code == 200
+    assert codes == ([200, 200, 200] if access == "open" else [401, 403, 200])

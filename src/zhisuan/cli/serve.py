@@ -31,6 +31,9 @@ def serve(
     auth: str | None = typer.Option(
         None, help="on | off [default: on unless listening on loopback]."
     ),
+    metrics: str | None = typer.Option(
+        None, help="open | admin: who may read /metrics with auth on [default: open]."
+    ),
     cpu_pinning: str | None = typer.Option(
         None,
         help="auto | off [default: auto: the gateway keeps a core, CPU replicas share the rest].",
@@ -57,6 +60,10 @@ def serve(
         if auth not in ("on", "off"):
             fail(f"--auth must be on or off, not {auth!r}")
         overrides["auth"] = auth
+    if metrics is not None:
+        if metrics not in ("open", "admin"):
+            fail(f"--metrics must be open or admin, not {metrics!r}")
+        overrides["metrics_access"] = metrics
     if cpu_pinning is not None:
         if cpu_pinning not in ("auto", "off"):
             fail(f"--cpu-pinning must be auto or off, not {cpu_pinning!r}")

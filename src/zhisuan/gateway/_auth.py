@@ -113,8 +113,12 @@ class Authenticator:
                 )
             principal = self.resolve(found[0])
             self._by_header[found[1]] = (time.monotonic(), principal)
-        if not principal.admin and scope["path"].startswith("/admin"):
-            raise PermissionDenied("The admin API needs an admin key.", code="admin_required")
+        if not principal.admin:
+            path: str = scope["path"]
+            if path.startswith("/admin"):
+                raise PermissionDenied("The admin API needs an admin key.", code="admin_required")
+            if path == "/metrics":  # reached only with --metrics admin
+                raise PermissionDenied("/metrics needs an admin key here.", code="admin_required")
         return principal
 
     def _seen(self, scope: Scope) -> Principal | None:
@@ -181,9 +185,12 @@ def credential(scope: Scope) -> tuple[str, bytes] | None:
 class AuthGuard:
     """Pure-ASGI middleware: attach the principal, or answer 401/403 in OpenAI's form."""
 
-    def __init__(self, app: ASGIApp, auth: Authenticator | None) -> None:
+    def __init__(
+        self, app: ASGIApp, auth: Authenticator | None, open_paths: frozenset[str] = OPEN_PATHS
+    ) -> None:
         self.app = app
         self.auth = auth
+        self.open_paths = open_paths  # answered without a key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -193,7 +200,7 @@ class AuthGuard:
         state = scope.setdefault("state", {})
         if self.auth is None:
             state["principal"] = OFF
-        elif path not in OPEN_PATHS:
+        elif path not in self.open_paths:
             try:
                 state["principal"] = self.auth.check(scope)
             except ZhisuanError as err:

@@ -21,7 +21,7 @@ from zhisuan import __version__
 from zhisuan.cluster import Backend
 from zhisuan.gateway import _errors
 from zhisuan.gateway._admission import Admission
-from zhisuan.gateway._auth import Authenticator, AuthGuard
+from zhisuan.gateway._auth import OPEN_PATHS, Authenticator, AuthGuard
 from zhisuan.gateway._context import Gateway, worker_client
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._limits import BodyLimit
@@ -147,7 +147,9 @@ def create_app(
     )
     _errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(AuthGuard, auth=authenticator)  # outermost: no body read without a key
+    open_paths = OPEN_PATHS if settings.metrics_access == "open" else frozenset({"/health"})
+    # outermost: no body is read without a key
+    app.add_middleware(AuthGuard, auth=authenticator, open_paths=open_paths)
     app.hot_path = HotPath(authenticator, settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(openai.router)
