@@ -320,10 +320,10 @@ class _Call:
         )
         self.gw.meter.stop_share(self.ex)
         self.cut_short("error", err.status_code, err.message)
-        self.answered()
         if self.stream is not None:  # the stream's head is out: end it with the error
-            await send({"type": "http.response.body", "body": _event(err), "more_body": False})
+            await self._end(send, _event(err))
         else:
+            self.answered()
             await send_error(send, err)
 
     def cut_short(self, status: str, http_status: int, error: str | None = None) -> None:
