@@ -1,4 +1,5 @@
-"""The local backend starts CPU workers on their slice and moves them when replicas change."""
+"""The local backend puts CPU workers on their slice (after loading on every core while the
+platform starts) and moves them when replicas change."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from zhisuan import demo
-from zhisuan.cluster.base import ReplicaSpec
-from zhisuan.cluster.cores import CoreLayout
+from zhisuan.cluster.base import ReplicaSpec, ReplicaState
+from zhisuan.cluster.cores import CPUS_ENV, CoreLayout
 from zhisuan.cluster.local import LocalBackend
 from zhisuan.settings import Settings
 
@@ -41,7 +42,20 @@ async def pid_of(backend: LocalBackend, key: str) -> int:
     raise TimeoutError(f"{key} did not start")
 
 
-def test_workers_start_on_their_slice_and_move_when_a_replica_joins(tmp_path: Path) -> None:
+async def ready(backend: LocalBackend, key: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(r.spec.key == key and r.state is ReplicaState.READY for r in backend.replicas()):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{key} did not become ready")
+
+
+def threads_on(pid: int) -> set[frozenset[int]]:
+    return {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_workers_load_on_every_core_at_start_then_compute_on_their_slice(tmp_path: Path) -> None:
     a, b = sorted(os.sched_getaffinity(0))[:2]
     layout = CoreLayout(gateway=frozenset({a}), workers=(a, b), every=frozenset({a, b}))
 
@@ -50,15 +64,45 @@ def test_workers_start_on_their_slice_and_move_when_a_replica_joins(tmp_path: Pa
         try:
             await backend.apply([spec(0)])
             first = await pid_of(backend, "tiny#0")
+            # nothing is served yet: it imports and loads on every core...
             assert os.sched_getaffinity(first) == {a, b}
+            environ = Path(f"/proc/{first}/environ").read_bytes().split(b"\0")
+            assert f"{CPUS_ENV}={a},{b}".encode() in environ
+            await ready(backend, "tiny#0")
+            # ...and computes on its slice once loaded, every thread (torch's too)
+            assert threads_on(first) == {frozenset({a, b})}
             await backend.apply([spec(0), spec(1)])
             second = await pid_of(backend, "tiny#1")
-            assert await pid_of(backend, "tiny#0") == first, "moved, not restarted"
-            for tid in os.listdir(f"/proc/{first}/task"):
-                assert os.sched_getaffinity(int(tid)) == {a}
+            # a replica serves now: the new worker starts on its slice, not the gateway's core
             assert os.sched_getaffinity(second) == {b}
+            assert await pid_of(backend, "tiny#0") == first, "moved, not restarted"
+            assert threads_on(first) == {frozenset({a})}
+            await ready(backend, "tiny#1")
+            assert threads_on(second) == {frozenset({b})}
             rows = {r.spec.key: r.snapshot()["cpus"] for r in backend.replicas()}
             assert rows == {"tiny#0": [a], "tiny#1": [b]}
+        finally:
+            await backend.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_moved_while_it_loads_ends_on_its_new_slice(tmp_path: Path) -> None:
+    a, b = sorted(os.sched_getaffinity(0))[:2]
+    layout = CoreLayout(gateway=frozenset({a}), workers=(a, b), every=frozenset({a, b}))
+
+    async def scenario() -> None:
+        backend = LocalBackend(Settings(home=tmp_path), layout)
+        try:
+            await backend.apply([spec(0)])
+            first = await pid_of(backend, "tiny#0")
+            await backend.apply([spec(0), spec(1)])  # before tiny#0 is loaded
+            await ready(backend, "tiny#0")
+            await ready(backend, "tiny#1")
+            # it was told {a, b} at its start and moved itself there once loaded; the
+            # supervisor put it where the replicas stand now
+            assert threads_on(first) == {frozenset({a})}
+            assert threads_on(await pid_of(backend, "tiny#1")) == {frozenset({b})}
         finally:
             await backend.stop()
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from zhisuan.cluster.cores import CPUS_ENV
 from zhisuan.engines.base import cpu_threads
 
 
@@ -14,6 +15,7 @@ def test_every_core_but_one_by_default(
     monkeypatch: pytest.MonkeyPatch, cores: int, expected: int
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.delenv(CPUS_ENV, raising=False)
     assert cpu_threads() == expected
     assert cpu_threads(None) == expected
 
@@ -21,3 +23,22 @@ def test_every_core_but_one_by_default(
 def test_an_explicit_count_wins() -> None:
     assert cpu_threads(3) == 3
     assert cpu_threads("2") == 2
+
+
+@pytest.mark.parametrize(("planned", "expected"), [("1", 1), ("1,2,3", 2), ("2,3,4,5,6", 4)])
+def test_a_worker_counts_the_cores_it_will_compute_on(
+    monkeypatch: pytest.MonkeyPatch, planned: str, expected: int
+) -> None:
+    """While it loads on every core, a worker sizes its threads for its own slice."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv(CPUS_ENV, planned)
+    assert cpu_threads() == expected
+
+
+@pytest.mark.parametrize("planned", ["", "x", " "])
+def test_a_missing_or_unreadable_plan_counts_the_affinity(
+    monkeypatch: pytest.MonkeyPatch, planned: str
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    monkeypatch.setenv(CPUS_ENV, planned)
+    assert cpu_threads() == 3

@@ -17,6 +17,7 @@ import openai
 import pytest
 from _worker_fakes import FakeEngine, free_port, serve
 
+from zhisuan.cluster.cores import CPUS_ENV
 from zhisuan.engines.worker import create_app
 
 HERE = Path(__file__).resolve().parent
@@ -92,9 +93,18 @@ def test_loaded_hook_runs_once_before_the_engine_serves() -> None:
     assert serving_at_call == [False]
 
 
-@pytest.mark.parametrize("inherited", [False, True], ids=["port", "fd"])
-def test_subprocess_worker_serves_and_stops_on_sigterm(inherited: bool) -> None:
+@pytest.mark.parametrize(
+    ("inherited", "planned"),
+    [(False, False), (True, False), (True, True)],
+    ids=["port", "fd", "fd-planned-cores"],
+)
+def test_subprocess_worker_serves_and_stops_on_sigterm(inherited: bool, planned: bool) -> None:
+    """With its cores planned, a worker started on every core serves from those alone."""
     # with --fd the port stays bound here as well: a worker binding it itself would fail
+    core = max(os.sched_getaffinity(0))
+    env = _env()
+    if planned:
+        env[CPUS_ENV] = str(core)
     held = socket.create_server(("127.0.0.1", 0)) if inherited else None
     port = held.getsockname()[1] if held else free_port()
     fds = [held.fileno()] if held else []
@@ -105,7 +115,7 @@ def test_subprocess_worker_serves_and_stops_on_sigterm(inherited: bool) -> None:
             *("--port", str(port), "--options", options),
             *(["--fd", str(fds[0])] if fds else []),
         ),
-        env=_env(),
+        env=env,
         stderr=subprocess.PIPE,
         text=True,
         pass_fds=fds,
@@ -122,6 +132,9 @@ def test_subprocess_worker_serves_and_stops_on_sigterm(inherited: bool) -> None:
                 pass
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        if planned:  # moved there once loaded, before it served: every thread of it
+            for tid in os.listdir(f"/proc/{proc.pid}/task"):
+                assert os.sched_getaffinity(int(tid)) == {core}
         with openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client:
             out = client.chat.completions.create(
                 model="fake-cli", messages=[{"role": "user", "content": "hi"}]
@@ -165,6 +178,7 @@ def test_unknown_engine_and_bad_options() -> None:
 def test_light_workers_never_import_torch() -> None:
     code = """
 import sys
+from zhisuan.cluster.cores import CPUS_ENV
 from zhisuan.engines.worker import create_app, load_engine
 import zhisuan.engines.worker.__main__
 import zhisuan.engines.llamacpp

@@ -15,6 +15,13 @@ first core(s) for itself, and CPU replicas share the rest, each on its own slice
 
 Replicas on other devices (``cuda:N``) and ``upstream`` replicas run on every core.
 With ``ZHISUAN_CPU_PINNING=off``, or one core, or off Linux, nothing is pinned.
+
+A worker started while no replica is ready yet (the platform's start) imports and loads
+its model on every core, and moves to its own (:data:`CPUS_ENV`, :func:`settle`) once
+loaded, before it serves: at start the gateway's core is idle, and three demo workers
+importing torch on one core took seconds longer than on two. A worker started while
+others serve (a restart, a new deployment) starts on its cores, so it never takes the
+gateway's.
 """
 
 from __future__ import annotations
@@ -25,6 +32,28 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from zhisuan.cluster.base import ReplicaSpec
+
+CPUS_ENV = "ZHISUAN_WORKER_CPUS"
+"""Set by the supervisor to the cores a worker is to compute on (``1`` or ``1,3``)."""
+
+
+def planned() -> frozenset[int] | None:
+    """The cores this process is to compute on (:data:`CPUS_ENV`), None if not set."""
+    raw = os.environ.get(CPUS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        cores = frozenset(int(part) for part in raw.split(","))
+    except ValueError:
+        return None
+    return cores or None
+
+
+def settle() -> None:
+    """Move this process, every thread of it, to its planned cores (if it has some)."""
+    cores = planned()
+    if cores:
+        pin(os.getpid(), cores)
 
 
 @dataclass(frozen=True, slots=True)

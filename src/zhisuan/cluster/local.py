@@ -5,7 +5,8 @@ listening socket it binds and hands over, waits for ``GET /health`` to answer 20
 waits for the process to exit. A worker that exits while it is wanted is restarted with
 exponential backoff (reset once a run has been healthy for ``STABLE_S``). Workers get
 ``PR_SET_PDEATHSIG`` so they never outlive a gateway killed with ``kill -9``. Given a
-:class:`~zhisuan.cluster.cores.CoreLayout`, each worker starts on its cores, and running
+:class:`~zhisuan.cluster.cores.CoreLayout`, each worker computes on its cores (while the
+platform starts, it loads on every core and moves to them once loaded), and running
 workers move when the set of CPU replicas changes.
 """
 
@@ -177,6 +178,9 @@ class LocalBackend:
         self._settings.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._settings.logs_dir / f"{spec.model.replace('/', '_')}-{spec.index}.log"
         cores = self._placement.get(spec.key)
+        loading_on = cores
+        if cores and self._cores is not None and self._starting():
+            loading_on = self._cores.every  # nothing is served yet: load on every core
         with listener() as sock, log_path.open("ab") as log:  # the worker keeps its copy
             port = int(sock.getsockname()[1])
             proc = await asyncio.create_subprocess_exec(
@@ -184,9 +188,9 @@ class LocalBackend:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=_child_setup(cores),
+                preexec_fn=_child_setup(loading_on),
                 pass_fds=(sock.fileno(),),
-                env=_worker_env(),
+                env=_worker_env(cores),
             )
         self._procs[spec.key] = proc
         replica.pid = proc.pid
@@ -197,6 +201,10 @@ class LocalBackend:
             replica.state = ReplicaState.STARTING
         logger.info("replica %s: started pid %s on port %s", spec.key, proc.pid, port)
         if await self._wait_ready(replica, proc):
+            cores = self._placement.get(spec.key)
+            if cores:  # it moved itself once loaded; where the replicas stand now
+                cpu.pin(proc.pid, cores)
+                replica.cpus = tuple(sorted(cores))
             replica.state = ReplicaState.READY
             replica.ready_since = time.monotonic()
             replica.last_error = None
@@ -211,6 +219,10 @@ class LocalBackend:
         replica.pid = None
         if replica.last_error is None:
             replica.last_error = f"worker exited with code {code}"
+
+    def _starting(self) -> bool:
+        """Whether no replica is ready yet (the platform is starting)."""
+        return not any(r.state is ReplicaState.READY for r in self._replicas.values())
 
     async def _wait_ready(self, replica: Replica, proc: asyncio.subprocess.Process) -> bool:
         deadline = time.monotonic() + self._settings.worker_start_timeout_s
@@ -242,8 +254,11 @@ class LocalBackend:
         replica.pid = None
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(cores: frozenset[int] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop(cpu.CPUS_ENV, None)
+    if cores:
+        env[cpu.CPUS_ENV] = ",".join(str(c) for c in sorted(cores))
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from zhisuan.cluster.cores import planned as cores_planned
 from zhisuan.protocol import SamplingParams
 
 Task = Literal["chat", "embedding"]
@@ -126,10 +127,14 @@ def cpu_threads(requested: int | str | None = None) -> int:
     and a preempted thread is slow. On two cores, unpinned, with the gateway relaying 64
     streams, the demo model served 20% fewer requests per second with two threads than
     with one (``benchmarks/bench_gateway_overhead.py``). A worker pinned to its own cores
-    (:mod:`zhisuan.cluster.cores`) counts only those.
+    (:mod:`zhisuan.cluster.cores`) counts only those, including while it loads on every
+    core before it moves to them.
     """
     if requested:
         return int(requested)
+    planned = cores_planned()
+    if planned:
+        return max(1, len(planned) - 1)
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -28,6 +28,7 @@ from typing import Any
 import uvicorn
 
 from zhisuan._heap import settle_heap
+from zhisuan.cluster import cores
 from zhisuan.engines.worker._app import create_app
 from zhisuan.engines.worker._registry import ENGINES, load_engine
 
@@ -79,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _loaded() -> None:
+    """Once the engine is loaded, before it serves: move to the worker's own cores (it may
+    have loaded on every core, :mod:`zhisuan.cluster.cores`), settle the heap."""
+    cores.settle()
+    settle_heap()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the worker until it is stopped.
 
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         model_name=args.model_name,
         engine_kind=args.engine,
         on_load_failed=on_load_failed,
-        on_loaded=settle_heap,
+        on_loaded=_loaded,
     )
     config = uvicorn.Config(
         app,
