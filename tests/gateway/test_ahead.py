@@ -56,6 +56,7 @@ class Admit:
 class Meter:
     def __init__(self) -> None:
         self.in_flight = 0
+        self.finished: list[Exchange] = []
 
     def idle(self) -> bool:
         return self.in_flight == 0
@@ -67,6 +68,9 @@ class Meter:
     def prepare(self, ex: Exchange) -> None: ...
 
     def abandon(self, ex: Exchange) -> None: ...
+
+    def finish(self, ex: Exchange) -> None:
+        self.finished.append(ex)
 
 
 class Cycle:
@@ -176,6 +180,10 @@ def test_an_invalid_request_is_withdrawn_and_answered_with_its_400() -> None:
             assert (status, error["error"]["param"]) == (400, "temperature")
             await asyncio.wait_for(worker.gone.wait(), 2)
             assert gw.admit.seen == [] and gw.replica.outstanding == 0
+            (refused,) = gw.meter.finished  # one record, under the caller's tenant and key
+            assert (refused.status, refused.http_status, refused.model) == ("rejected", 400, MODEL)
+            assert refused.context["tenant"] == "team"
+            assert refused.context["key_prefix"] == "zs-team"
 
     asyncio.run(main())
 
@@ -200,6 +208,9 @@ def test_requests_that_are_not_sent_ahead(body: bytes) -> None:
             assert gw.replica.outstanding == 0
             assert all(seen[2] == 0 for seen in gw.admit.seen)
             assert worker.posts == 1
+            if cycle.answers[0][0] == 400:  # refused for its body: metered all the same
+                (refused,) = gw.meter.finished
+                assert (refused.status, refused.http_status, refused.model) == ("rejected", 400, "")
 
     asyncio.run(main())
 

@@ -307,6 +307,26 @@ def test_usage_fields_and_tenant_isolation(shared: Server) -> None:
     assert {"iso-a", "iso-b"} <= {r["tenant"] for r in admin.json()}
 
 
+def test_requests_refused_for_their_body_are_metered(shared: Server) -> None:
+    """An invalid or oversized body is refused before admission, and recorded all the same."""
+    key = tenant(shared, "bad-bodies")
+    with pytest.raises(openai.BadRequestError):
+        client(shared, key).chat.completions.create(model=CHAT, messages=HI, temperature=5)
+    big = b"x" * (5 * 1024 * 1024)
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    for content in (big, iter([big[:65536], big[65536:]])):  # by its length, and chunked
+        resp = httpx.post(f"{shared.url}/v1/chat/completions", content=content, headers=headers)
+        assert resp.status_code == 413
+    rows = usage(shared, "--tenant", "bad-bodies")
+    seen = sorted((r["status"], r["http_status"], r["model"], r["key_prefix"]) for r in rows)
+    assert seen == [
+        ("rejected", 400, CHAT, key[:12]),
+        ("rejected", 413, "", key[:12]),
+        ("rejected", 413, "", key[:12]),
+    ]
+    assert all(r["prompt_tokens"] == r["completion_tokens"] == 0 and r["cost"] == 0 for r in rows)
+
+
 def test_metrics_count_requests_tokens_and_replicas(shared: Server) -> None:
     key = tenant(shared, "metered")
     client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=3)

@@ -74,6 +74,16 @@ def worst_case_tokens(parsed: Any, body_bytes: int, context_length: int | None) 
     return prompt, min(completion, context_length)
 
 
+def refuse(gw: Gateway, principal: Principal, ex: Exchange, err: ZhisuanError) -> None:
+    """Meter a request refused before it reached a replica: ``rejected``, no tokens, the
+    refusal's status and message, under the tenant and key that sent it."""
+    ex.context["tenant"] = principal.tenant
+    ex.context["key_prefix"] = principal.key_prefix
+    ex.error = err.message
+    ex.close("rejected", err.status_code)
+    gw.meter.finish(ex)
+
+
 class Admission:
     """The gateway's ``admit`` step: who may call which model, within which limits."""
 
@@ -101,9 +111,7 @@ class Admission:
             if principal.scopes and self._ledger is not None:
                 self._reserve(principal, ex)
         except ZhisuanError as err:
-            ex.error = err.message
-            ex.close("rejected", err.status_code)
-            self._gw.meter.finish(ex)
+            refuse(self._gw, principal, ex, err)
             raise
         self._gw.meter.begin(ex)
 

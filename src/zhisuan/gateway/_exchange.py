@@ -17,7 +17,7 @@ class Exchange:
         model: requested model name.
         replica: ``model#index`` that served it, when one was picked.
         stream: whether the client asked for a stream.
-        status: ``ok``, ``error``, ``client_abort`` or ``worker_error``.
+        status: ``ok``, ``error``, ``client_abort``, ``worker_error`` or ``rejected``.
         http_status: status sent to the client.
         prompt_tokens / completion_tokens: as the model's tokenizer counted them.
         ttft_s: seconds from arrival to the first content byte (streams) or to the answer.

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zhisuan.errors import InvalidParameter, ZhisuanError
+from zhisuan.gateway._admission import refuse
 from zhisuan.gateway._auth import OFF, Authenticator, Principal
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._errors import invalid_from_validation
@@ -89,11 +90,13 @@ class HotPath:
     async def __call__(self, gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
         async def serve() -> None:
             principal = OFF if self._auth is None else self._auth.check(scope)
+            body = b""
             try:
                 body = await read_body(scope, receive, self._limit)
                 endpoint, parsed = self._parse(scope, body)
             except ZhisuanError as err:
                 self._standing.refused(principal, err)
+                _refused(gw, principal, scope, body, err)
                 raise
             await handle(
                 gw, principal, endpoint, parsed, body, receive, send, standing=self._standing
@@ -113,12 +116,11 @@ class HotPath:
             _answer_error(cycle, scope, exc)
             return
         try:
-            if len(body) > self._limit:
-                raise too_large(self._limit)
             check = getattr(gw.admit, "check", None)
-            if self._ahead(gw, cycle, principal, scope, body, start, check):
+            fits = len(body) <= self._limit
+            if fits and self._ahead(gw, cycle, principal, scope, body, start, check):
                 return
-            endpoint, parsed = self._parse(scope, body)
+            endpoint, parsed = self._read(gw, principal, scope, body)
             if _stream(parsed) or (gw.admit is not None and check is None):
                 standing = self._standing
 
@@ -209,7 +211,7 @@ class HotPath:
         if sent is None and (lane is None or not lane.start()):
             return False
         try:
-            _, parsed = self._parse(scope, body)
+            _, parsed = self._read(gw, principal, scope, body)
             if getattr(parsed, "model", None) != model or _stream(parsed) != stream:
                 _withdraw(gw, lane, sent)  # the two parsers read the body differently
                 return False
@@ -232,6 +234,19 @@ class HotPath:
 
         start(_task(relay))
         return True
+
+    def _read(
+        self, gw: Gateway, principal: Principal, scope: Scope, body: bytes
+    ) -> tuple[str, BaseModel]:
+        """The endpoint and the request ``body`` holds; a body refused (too large, not
+        valid) is metered (:func:`_refused`) before the refusal is raised."""
+        try:
+            if len(body) > self._limit:
+                raise too_large(self._limit)
+            return self._parse(scope, body)
+        except ZhisuanError as err:
+            _refused(gw, principal, scope, body if len(body) <= self._limit else b"", err)
+            raise
 
     @staticmethod
     def _parse(scope: Scope, body: bytes) -> tuple[str, BaseModel]:
@@ -284,6 +299,13 @@ async def handle(
 def _deadline(gw: Gateway, principal: Principal, model: str) -> float | None:
     deadline: Callable[[Principal, str], float | None] | None = getattr(gw.admit, "deadline", None)
     return None if deadline is None else deadline(principal, model)
+
+
+def _refused(gw: Gateway, who: Principal, scope: Scope, body: bytes, err: ZhisuanError) -> None:
+    """Record a request refused for its body: who sent it, the model its bytes name (if
+    they name one plainly), no tokens (``_admission.refuse``)."""
+    model, stream = peek(body) or ("", False)
+    refuse(gw, who, Exchange(next(_REQUEST_IDS), ROUTES[scope["path"]][0], model, stream), err)
 
 
 def _stream(parsed: BaseModel) -> bool:
