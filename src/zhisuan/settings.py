@@ -37,6 +37,8 @@ class Settings(BaseSettings):
             name every tenant, with its requests and cost).
         cpu_pinning: ``auto`` (the gateway keeps a core, CPU replicas share the rest, see
             :mod:`zhisuan.cluster.cores`) or ``off``.
+        shutdown_timeout_s: on SIGTERM or Ctrl-C, how long requests in flight may go on
+            before the gateway ends them (each metered, its client told why).
     """
 
     model_config = SettingsConfigDict(env_prefix="ZHISUAN_", extra="ignore")
@@ -58,6 +60,7 @@ class Settings(BaseSettings):
     currency: str = "USD"
     metrics_access: str = Field(default="open", pattern="^(open|admin)$")
     cpu_pinning: str = Field(default="auto", pattern="^(auto|off)$")
+    shutdown_timeout_s: int = Field(default=30, ge=0, description="see the class's doc")
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -13,8 +13,9 @@ import aiohttp
 from _worker_stub import Worker
 
 from zhisuan.cluster import Replica, ReplicaSpec, ReplicaState
+from zhisuan.gateway._ends import STOPPING
 from zhisuan.gateway._exchange import Exchange
-from zhisuan.gateway._express import Express
+from zhisuan.gateway._express import Express, end_in_flight
 from zhisuan.gateway._wire import Pool
 
 MODEL = "m"
@@ -177,5 +178,31 @@ def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
             assert answers == [] and gw.finished == [ex]
             assert (ex.status, ex.http_status, ex.completion_tokens) == ("client_abort", 499, 2)
             assert gw.replica.outstanding == 0
+
+    asyncio.run(main())
+
+
+def test_a_stopping_gateway_ends_the_lanes_requests_each_metered_and_answered() -> None:
+    async def main() -> None:
+        async with aiohttp.ClientSession() as client, _running(client) as (worker, gw):
+            await _warm(gw, worker.port)
+            worker.mode = "hang"
+            answers: list[Any] = []
+            lane, ex = _lane(gw, answers, [])
+            assert lane.start()
+            await asyncio.sleep(0.05)
+            other = SimpleNamespace()  # another gateway of the process: its lanes stay
+            end_in_flight(other, STOPPING)
+            assert answers == [] and gw.replica.outstanding == 1
+            end_in_flight(gw, STOPPING)
+            assert [a[0] for a in answers] == [503]
+            assert b"gateway_stopping" in answers[0][2]
+            await asyncio.wait_for(worker.gone.wait(), 2)  # the generation is cancelled
+            await _until(lambda: gw.finished)
+            assert gw.finished == [ex]  # with the worker's final count
+            assert (ex.status, ex.http_status, ex.completion_tokens) == ("error", 503, 2)
+            assert gw.replica.outstanding == 0
+            end_in_flight(gw, STOPPING)  # ended once
+            assert len(answers) == 1
 
     asyncio.run(main())

@@ -1,14 +1,19 @@
-"""Deployments persist across restarts of ``zhisuan serve``."""
+"""Deployments persist across restarts of ``zhisuan serve``; stopping it ends requests in
+flight within its grace period, each metered."""
 
 from __future__ import annotations
 
 import json
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
-from tests.server._serve import start_server
+from tests.server._serve import Server, start_server
 
 pytestmark = pytest.mark.server
 
@@ -39,3 +44,63 @@ def test_deployments_come_back_after_restart(tmp_path_factory: pytest.TempPathFa
         assert resp.choices[0].text is not None
     finally:
         second.stop()
+
+
+CHAT = "zhisuan-tiny-chat"
+HI = [{"role": "user", "content": "Hi"}]
+LONG: dict[str, Any] = {"max_tokens": 480, "extra_body": {"ignore_eos": True}}
+
+
+def _stopping(home: Path, grace_s: int) -> tuple[Server, openai.OpenAI, Any, Any]:
+    """A server stopped (SIGTERM) while a stream and a whole answer are being generated."""
+    srv = start_server(home, "--demo", env={"ZHISUAN_SHUTDOWN_TIMEOUT_S": str(grace_s)})
+    srv.wait_ready(timeout=120)
+    client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0, timeout=60)
+    with ThreadPoolExecutor(2) as warm:  # two pooled worker connections: the whole answer
+        list(warm.map(lambda _: client.completions.create(model=CHAT, prompt="x"), range(2)))
+    stream = iter(client.chat.completions.create(model=CHAT, messages=HI, stream=True, **LONG))
+    next(stream)  # generating
+    whole = ThreadPoolExecutor(1).submit(
+        client.chat.completions.create, model=CHAT, messages=HI, **LONG
+    )
+    time.sleep(0.2)
+    srv.proc.send_signal(signal.SIGTERM)
+    return srv, client, stream, whole
+
+
+def test_a_stopping_gateway_lets_requests_finish_within_its_grace_period(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    srv, client, stream, whole = _stopping(tmp_path_factory.mktemp("grace"), grace_s=20)
+    try:
+        assert sum(1 for _ in stream) > 0
+        assert whole.result(timeout=30).usage.completion_tokens == 480
+        assert srv.proc.wait(timeout=30) is not None
+    finally:
+        client.close()
+        srv.stop()
+    rows = json.loads(srv.cli("usage", "--json").stdout)
+    assert sorted(r["completion_tokens"] for r in rows if r["status"] == "ok")[-2:] == [480, 480]
+
+
+def test_a_stopping_gateway_ends_requests_past_its_grace_period_each_metered_and_told(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    srv, client, stream, whole = _stopping(tmp_path_factory.mktemp("stop"), grace_s=0)
+    try:
+        with pytest.raises(openai.APIError, match="gateway is stopping"):  # an error event
+            for _ in stream:
+                pass
+        with pytest.raises(openai.InternalServerError) as info:
+            whole.result(timeout=30)
+        assert info.value.status_code == 503
+        assert isinstance(info.value.body, dict) and info.value.body["code"] == "gateway_stopping"
+        assert srv.proc.wait(timeout=30) is not None
+    finally:
+        client.close()
+        srv.stop()
+    cut = [r for r in json.loads(srv.cli("usage", "--json").stdout) if r["status"] != "ok"]
+    assert [(r["status"], r["http_status"]) for r in cut] == [("error", 503)] * 2
+    # the worker's count of what each generated before it was cancelled
+    assert all(0 < r["completion_tokens"] < 480 for r in cut), cut
+    assert "Traceback" not in srv.log.read_text()

@@ -118,6 +118,7 @@ def serve(
         log_level=log_level,
         access_log=access_log,
         http=protocol_for(app.serve_hot, app.serve_now),
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
 
 

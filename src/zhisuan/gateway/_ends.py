@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from zhisuan.errors import EngineUnavailable
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._sse import take_counts, take_usage
@@ -25,6 +26,12 @@ _USAGE_BYTES = USAGE_HEADER.lower().encode()  # the answer's counts: ``<prompt> 
 REQUEST_ID_HEADER = "X-Request-Id"
 _TIMING_BYTES = b"server-timing"  # the worker's time on the request, passed on
 _background: set[asyncio.Task[None]] = set()
+STOPPING = EngineUnavailable(
+    "The gateway is stopping and ended this request before its answer was complete.",
+    code="gateway_stopping",
+    hint="retry it: another gateway, or this one once restarted, will serve it",
+)
+"""What a request still in flight when a stopping gateway's grace period is over gets."""
 
 
 def worker_headers(ex: Exchange) -> dict[str, str]:
@@ -64,6 +71,14 @@ def settle_abort(gw: Gateway, endpoint: str | None, ex: Exchange) -> None:
     task = asyncio.get_running_loop().create_task(_settle_abort(gw, endpoint, ex))
     _background.add(task)
     task.add_done_callback(_background.discard)
+
+
+async def settled(timeout: float) -> None:
+    """Wait, ``timeout`` seconds at most, until every request cut short has its record
+    (a stopping gateway, before it stops the workers that count them)."""
+    await asyncio.sleep(0)  # requests cancelled just now end first
+    if _background:
+        await asyncio.wait(set(_background), timeout=timeout)
 
 
 @functools.lru_cache(maxsize=256)

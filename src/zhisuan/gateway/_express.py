@@ -13,7 +13,9 @@ request, a ready replica and an idle pooled connection to it. Anything else, and
 pooled connection the worker had closed, goes on the task path (``_proxy.forward``)
 with the exchange as it is. The metering is the task path's (:func:`_ends.answered`,
 :func:`_ends.settle_abort`): a client that leaves closes the worker connection, which
-cancels the generation, and the record takes the worker's final count.
+cancels the generation, and the record takes the worker's final count. A stopping gateway
+whose grace period is over ends the requests still on the lane the same way
+(:func:`end_in_flight`), each answered 503 ``gateway_stopping``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ Answer = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
 """Writes a whole answer to the client: status, headers, body."""
 Retry = Callable[[], None]
 """Sends the request on the task path instead."""
+_LIVE: set[Express] = set()
+"""Requests on the lane, sent and not answered (every gateway of the process)."""
 
 
 class Express:
@@ -78,6 +82,7 @@ class Express:
             return False
         replica, conn, request = taken
         self._replica, self._conn = replica, conn
+        _LIVE.add(self)
         gw.wire.send(conn, request, self._done)
         asyncio.get_running_loop().call_soon(self._sent, replica)
         return True
@@ -92,24 +97,39 @@ class Express:
         refusal is)."""
         conn, replica = self._conn, self._replica
         self._conn = self._replica = None
+        _LIVE.discard(self)
         if conn is not None and replica is not None:
             conn.callback = None
             take_back(self.gw, (replica, conn))
 
     def client_gone(self) -> None:
         """The client went away before its answer: cancel the generation, meter it."""
+        self._cut("client_abort", 499)
+
+    def stop(self, err: ZhisuanError) -> None:
+        """End the request now (the gateway is stopping): the generation is cancelled, the
+        request metered as an error, and the client answered ``err``."""
+        if self._cut("error", err.status_code, err.message):
+            self._answer(*error_answer(err))
+
+    def _cut(self, status: str, http_status: int, error: str | None = None) -> bool:
+        """Close the worker connection mid-answer, which cancels the generation there, and
+        meter the request with the worker's final count; False if it had ended already."""
         conn, replica = self._conn, self._replica
         if conn is None:
-            return
+            return False
         self._conn = self._replica = None
+        _LIVE.discard(self)
         self.gw.wire.release(conn)  # mid-answer: closed, so the worker cancels
         if replica is not None:
             replica.outstanding -= 1
         ex = self.ex
-        if ex.context.get("metered"):
-            return
-        ex.close("client_abort", 499)
-        settle_abort(self.gw, None if replica is None else replica.endpoint, ex)
+        if not ex.context.get("metered"):
+            if error is not None:
+                ex.error = error
+            ex.close(status, http_status)
+            settle_abort(self.gw, None if replica is None else replica.endpoint, ex)
+        return True
 
     def _sent(self, replica: Replica) -> None:
         if self._replica is replica and not self.ex.context.get("metered"):
@@ -124,6 +144,7 @@ class Express:
             return
         conn.callback = None
         self._conn = self._replica = None
+        _LIVE.discard(self)
         gw, ex = self.gw, self.ex
         try:
             if conn.complete:
@@ -154,6 +175,12 @@ class Express:
         self.gw.wire.release(conn)
         if replica is not None:
             replica.outstanding -= 1
+
+
+def end_in_flight(gw: Gateway, err: ZhisuanError) -> None:
+    """End ``gw``'s requests still on the lane, each answered ``err`` (see :meth:`Express.stop`)."""
+    for lane in [lane for lane in _LIVE if lane.gw is gw]:
+        lane.stop(err)
 
 
 Sent = tuple[Replica, _Conn]

@@ -9,8 +9,10 @@ How a request ends decides its usage record: a finished answer is recorded durab
 (streaming or not) cancels the request's task, which closes the worker connection and so
 cancels the generation there, and the record takes the worker's final count; a worker
 that dies mid-stream becomes an error event on the client's stream and the record keeps
-the tokens relayed until then. A request the gateway itself cuts short (it is stopping, or
-a fault of its own) is metered as an error in the same way as a client that leaves. The
+the tokens relayed until then. A request the gateway itself cuts short (it is stopping and
+its grace period is over, or a fault of its own) is metered as an error in the same way as
+a client that leaves; a stopping gateway's client gets a 503 ``gateway_stopping`` (on a
+stream, an error event). The
 express lane (``_express``) meters a whole answer and a client that leaves with the same
 functions (``_ends``). A request billed by device time for a caller with a money budget
 carries a deadline (``_admission``): when it is up, the request is ended like a client that
@@ -30,7 +32,7 @@ from starlette.types import Message, Receive, Send
 from zhisuan.cluster import Replica
 from zhisuan.errors import DeadlineExceeded, EngineUnavailable, ZhisuanError
 from zhisuan.gateway._context import Gateway
-from zhisuan.gateway._ends import address, answered, settle_abort, worker_headers
+from zhisuan.gateway._ends import STOPPING, address, answered, settle_abort, worker_headers
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._reply import SSE_HEADERS, send_error, send_json
 from zhisuan.gateway._routing import pick_replica
@@ -81,17 +83,14 @@ async def forward(
             await call.relay(upstream, send, include_usage)
         else:
             await call.answer(upstream, send)
-    except asyncio.CancelledError:
-        if not (call.gone or call.expired):  # the gateway is stopping
-            call.cut_short("error", 503, "the gateway stopped before the answer was complete")
-            raise
+    except asyncio.CancelledError:  # the request ends here, its ending handled
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
         if call.gone:
             call.cut_short("client_abort", 499)
-        else:
-            await call.end_expired(send, deadline or 0.0)
+        else:  # its deadline, or the gateway stopping: the client is told why
+            await call.end_with(send, _deadline(deadline or 0.0) if call.expired else STOPPING)
     except Exception as exc:  # a fault of the gateway's: the request is metered all the same
         call.cut_short("error", 500, f"gateway fault: {exc!r}")
         raise
@@ -310,14 +309,12 @@ class _Call:
             self.expired = True
             self._task.cancel()
 
-    async def end_expired(self, send: Send, seconds: float) -> None:
-        """The request ran for the time it reserved: its share of the device ends now, it
-        is metered as an error, and the client gets a 504 (an error event on a stream)."""
-        err = DeadlineExceeded(
-            f"The request ran for {seconds:g} s, the longest a request billed by device "
-            "time may run under a budget; it was ended.",
-            hint="ask for fewer tokens (max_tokens)",
-        )
+    async def end_with(self, send: Send, err: ZhisuanError) -> None:
+        """End the request before its answer is complete (its deadline, or the gateway
+        stopping): its share of the device ends now, it is metered as an error, and the
+        client gets ``err`` (an error event on a stream), unless it has its answer."""
+        if self._answered:
+            return
         self.gw.meter.stop_share(self.ex)
         self.cut_short("error", err.status_code, err.message)
         if self.stream is not None:  # the stream's head is out: end it with the error
@@ -338,6 +335,14 @@ class _Call:
             ex.error = error[:500]
         ex.close(status, http_status)
         settle_abort(self.gw, None if self.replica is None else self.replica.endpoint, ex)
+
+
+def _deadline(seconds: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"The request ran for {seconds:g} s, the longest a request billed by device "
+        "time may run under a budget; it was ended.",
+        hint="ask for fewer tokens (max_tokens)",
+    )
 
 
 def _event(err: ZhisuanError) -> bytes:

@@ -24,6 +24,8 @@ from zhisuan.gateway._admission import Admission
 from zhisuan.gateway._auth import OPEN_PATHS, Authenticator, AuthGuard
 from zhisuan.gateway._context import Gateway, worker_client
 from zhisuan.gateway._deployments import desired_specs
+from zhisuan.gateway._ends import STOPPING, settled
+from zhisuan.gateway._express import end_in_flight
 from zhisuan.gateway._limits import BodyLimit
 from zhisuan.gateway._meter import Meter
 from zhisuan.gateway._metrics import Metrics
@@ -34,6 +36,9 @@ from zhisuan.gateway.routers import admin, health, openai, plan, usage
 from zhisuan.settings import Settings
 from zhisuan.store import Store, open_store
 from zhisuan.store.journal import JOURNAL_DIR, UsageJournal, replay
+
+SETTLE_S = 10.0
+"""How long a stopping gateway waits for the final counts of the requests it cut short."""
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +136,9 @@ def create_app(
         try:
             yield
         finally:
+            # the grace period is over (tasks were cancelled): end the express lane's too
+            end_in_flight(gw, STOPPING)
+            await settled(SETTLE_S)  # the workers give the final counts of requests cut short
             await the_backend.stop()
             await gw.client.close()
             gw.wire.close()
