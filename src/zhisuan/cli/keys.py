@@ -39,7 +39,8 @@ def create(
     expires: str | None = typer.Option(
         None,
         "--expires",
-        help="YYYY-MM-DD (00:00 UTC), an ISO datetime, or a span from now (30d) [default: never].",
+        help="YYYY-MM-DD (00:00 UTC), an ISO datetime, or a span from now (30d) "
+        "\\[default: never].",
     ),
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute for this key."),
     tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute for this key."),

@@ -32,13 +32,13 @@ def _json(value: Any) -> None:
 def import_(
     path: Path = typer.Argument(..., help="An HF-format directory or a .gguf file."),
     name: str | None = typer.Option(
-        None, "--name", help="Served name [default: directory name or file stem]."
+        None, "--name", help="Served name \\[default: directory name or file stem]."
     ),
     licence: str = typer.Option(
         "research", "--licence", help="Licence tier: research | commercial."
     ),
     task: str | None = typer.Option(
-        None, "--task", help="chat | embedding [default: detected from the model]."
+        None, "--task", help="chat | embedding \\[default: detected from the model]."
     ),
     allow_pickle: bool = typer.Option(
         False, "--allow-pickle", help="Accept pickle weights (.bin/.pt), read without code."

@@ -31,12 +31,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 CLEARABLE = ("rpm", "tpm", "tokens_per_day", "budget", "max_concurrent", "models")
 
-_RPM = "Requests per minute [default: unlimited]."
-_TPM = "Tokens (prompt + completion) per minute [default: unlimited]."
-_TPD = "Tokens per UTC day [default: unlimited]."
-_BUDGET = "Money per calendar month, in the tenant's currency [default: unlimited]."
-_CONC = "Requests in flight at once [default: unlimited]."
-_MODELS = "Comma-separated model allow-list [default: every model]."
+_RPM = "Requests per minute \\[default: unlimited]."
+_TPM = "Tokens (prompt + completion) per minute \\[default: unlimited]."
+_TPD = "Tokens per UTC day \\[default: unlimited]."
+_BUDGET = "Money per calendar month, in the tenant's currency \\[default: unlimited]."
+_CONC = "Requests in flight at once \\[default: unlimited]."
+_MODELS = "Comma-separated model allow-list \\[default: every model]."
 
 
 @app.command("create")

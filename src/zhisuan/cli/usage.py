@@ -46,7 +46,7 @@ def usage(
     model: str | None = typer.Option(None, "--model", help="Only this model's requests."),
     by: str | None = typer.Option(None, "--by", help="Totals by model | key | day | tenant."),
     limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Only the newest N requests [default: all]."
+        None, "--limit", min=1, help="Only the newest N requests \\[default: all]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (a header, then rows)."),
