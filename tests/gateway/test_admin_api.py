@@ -88,6 +88,8 @@ def test_deployments_reach_the_backend_and_bad_options_are_refused(
         ({"cost_per_hour": -1}, "options.cost_per_hour"),
         ({"power_w": True}, "options.power_w"),
         ({"context_length": 0.5}, "options.context_length"),
+        ({"budget_deadline_s": 0}, "options.budget_deadline_s"),
+        ({"budget_deadline_s": "5"}, "options.budget_deadline_s"),
     ):
         body = {"model": "m", "engine": "upstream", "options": options}
         refused = client.post("/admin/deployments", json=body, headers=AS_ADMIN)

@@ -69,6 +69,17 @@ def test_a_budget_reserves_the_device_time_a_request_may_run() -> None:
         admission.check(_caller(budget=5.0), _request())  # 6.0 would pass the budget
 
 
+def test_a_deployment_may_set_its_own_deadline() -> None:
+    admission = _admission((*PER_SECOND, ("budget_deadline_s", 0.5)))
+    ex = _request()
+    admission.check(_caller(budget=5.0), ex)
+    assert ex.context["deadline"] == 0.5  # not the setting's 2.0
+    for _ in range(9):  # 0.5 reserved each: ten fill the budget of 5.0
+        admission.check(_caller(budget=5.0), _request())
+    with pytest.raises(RateLimited, match="Monthly budget reached"):
+        admission.check(_caller(budget=5.0), _request())
+
+
 def test_no_deadline_without_a_budget_or_with_token_prices() -> None:
     for options, caller in (
         (PER_SECOND, _caller(rpm=100)),

@@ -23,12 +23,13 @@ DEADLINE_S = 0.3  # the longest a request may run under a budget; one unit of mo
 
 @pytest.fixture(scope="module")
 def hourly(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"ZHISUAN_ADMIN_KEY": ADMIN, "ZHISUAN_BUDGET_DEADLINE_S": str(DEADLINE_S)}
+    # the deployment's own deadline wins over the setting's
+    env = {"ZHISUAN_ADMIN_KEY": ADMIN, "ZHISUAN_BUDGET_DEADLINE_S": "60"}
     srv = start_server(tmp_path_factory.mktemp("hourly"), "--auth", "on", env=env)
     try:
         srv.wait_ready(timeout=60)
         srv.cli("models", "import", demo_path(srv, "tiny_chat_dir"), "--name", CHAT)
-        srv.cli("deploy", CHAT, "--cost-per-hour", "3600")
+        srv.cli("deploy", CHAT, "--cost-per-hour", "3600", "--deadline-s", str(DEADLINE_S))
         srv.wait_ready(timeout=120)
         yield srv
     finally:

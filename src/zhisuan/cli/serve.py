@@ -25,18 +25,18 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    host: str | None = typer.Option(None, help="Listen address [default: 127.0.0.1]."),
-    port: int | None = typer.Option(None, help="Listen port [default: 8000]."),
+    host: str | None = typer.Option(None, help="Listen address \\[default: 127.0.0.1]."),
+    port: int | None = typer.Option(None, help="Listen port \\[default: 8000]."),
     demo: bool = typer.Option(False, "--demo", help="Deploy the demo models if none exist."),
     auth: str | None = typer.Option(
-        None, help="on | off [default: on unless listening on loopback]."
+        None, help="on | off \\[default: on unless listening on loopback]."
     ),
     metrics: str | None = typer.Option(
-        None, help="open | admin: who may read /metrics with auth on [default: open]."
+        None, help="open | admin: who may read /metrics with auth on \\[default: open]."
     ),
     cpu_pinning: str | None = typer.Option(
         None,
-        help="auto | off [default: auto: the gateway keeps a core, CPU replicas share the rest].",
+        help="auto | off \\[default: auto: the gateway keeps a core, CPU replicas share the rest].",
     ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
     access_log: bool = typer.Option(
@@ -128,7 +128,7 @@ def deploy(
     ),
     replicas: int = typer.Option(1, min=1, help="Worker processes to run."),
     engine: str | None = typer.Option(
-        None, help="transformers | llamacpp | upstream [default: by model format]."
+        None, help="transformers | llamacpp | upstream \\[default: by model format]."
     ),
     device: str = typer.Option("cpu", help="cpu or cuda:N."),
     upstream_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server."),
@@ -138,7 +138,7 @@ def deploy(
     upstream_model: str | None = typer.Option(None, help="Model name on the upstream."),
     max_batch: int | None = typer.Option(None, min=1, help="Concurrent sequences per replica."),
     threads: int | None = typer.Option(
-        None, min=1, help="CPU threads per replica [default: every core of the replica but one]."
+        None, min=1, help="CPU threads per replica \\[default: every core of the replica but one]."
     ),
     price_in: float | None = typer.Option(
         None, min=0, help="Price per million prompt tokens (bills by tokens)."
@@ -151,6 +151,12 @@ def deploy(
     ),
     power_w: float | None = typer.Option(
         None, min=0, help="Device power in watts, for energy estimates without NVML."
+    ),
+    deadline_s: float | None = typer.Option(
+        None,
+        min=0.001,
+        help="Longest a request billed by --cost-per-hour may run for a caller with a budget "
+        "\\[default: ZHISUAN_BUDGET_DEADLINE_S].",
     ),
 ) -> None:
     """Deploy MODEL (persisted; a running gateway picks it up at once)."""
@@ -184,6 +190,7 @@ def deploy(
                 "price_output_per_mtok": price_out,
                 "cost_per_hour": cost_per_hour,
                 "power_w": power_w,
+                "budget_deadline_s": deadline_s,
             }
             options.update({k: v for k, v in extra.items() if v is not None})
             store.put_deployment(
@@ -206,7 +213,7 @@ def undeploy(model: str = typer.Argument(..., help="Deployed model name.")) -> N
 
 def ps(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    url: str | None = typer.Option(None, help="Gateway URL [default: from settings]."),
+    url: str | None = typer.Option(None, help="Gateway URL \\[default: from settings]."),
 ) -> None:
     """List replicas: model, state, pid, device, cores, endpoint, uptime, restarts."""
     settings = Settings()

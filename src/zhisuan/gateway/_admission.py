@@ -6,8 +6,8 @@ body's bytes, plus a margin per message for the chat template; the completion bu
 ``max_tokens`` or, without one, the rest of the model's context. Where the context is not
 known (an upstream deployment without ``context_length``), nothing is capped at a guessed
 one. A request billed by its share of the device's time has no worst case of its own: from
-a caller with a money budget it reserves ``budget_deadline_s`` of the device, and the proxy
-ends it when they are up.
+a caller with a money budget it reserves ``budget_deadline_s`` of the device (the
+deployment's option, else the setting), and the proxy ends it when they are up.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Admission:
     def __init__(self, gw: Gateway, ledger: QuotaLedger | None) -> None:
         self._gw = gw
         self._ledger = ledger
-        self._contexts: dict[str, tuple[ReplicaSpec, int | None]] = {}
+        self._specs: dict[str, tuple[ReplicaSpec, tuple[int | None, float | None]]] = {}
 
     async def __call__(self, principal: Principal, ex: Exchange) -> None:
         self.check(principal, ex)
@@ -140,15 +140,22 @@ class Admission:
         return self._deadline(principal, replicas[0].spec) if replicas else None
 
     def _deadline(self, principal: Principal, spec: ReplicaSpec) -> float | None:
+        """The deployment's ``budget_deadline_s``, else the setting's."""
         if principal.budgeted and self._gw.meter.pricing(spec).by_device_time:
-            return self._gw.settings.budget_deadline_s
+            return self._options(spec)[1] or self._gw.settings.budget_deadline_s
         return None
 
     def _context(self, spec: ReplicaSpec) -> int | None:
-        """The model's context length, None if unknown (kept per spec: reading it copies
-        the options)."""
-        held = self._contexts.get(spec.key)
+        """The model's context length, None if unknown."""
+        return self._options(spec)[0]
+
+    def _options(self, spec: ReplicaSpec) -> tuple[int | None, float | None]:
+        """The deployment's ``context_length`` and ``budget_deadline_s``, None where it
+        does not set them (kept per spec: reading them copies the options)."""
+        held = self._specs.get(spec.key)
         if held is None or held[0] != spec:
-            length = dict(spec.options).get("context_length")
-            held = self._contexts[spec.key] = (spec, int(length) if length else None)
+            options = dict(spec.options)
+            length, deadline = options.get("context_length"), options.get("budget_deadline_s")
+            read = (int(length) if length else None, float(deadline) if deadline else None)
+            held = self._specs[spec.key] = (spec, read)
         return held[1]

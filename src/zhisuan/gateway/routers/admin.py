@@ -65,6 +65,9 @@ class DeploymentIn(BaseModel):
             value = options.get(name)
             if value is not None and not _number(value, minimum=0):
                 raise ValueError(f"options.{name} must be a number >= 0, not {value!r}")
+        deadline = options.get("budget_deadline_s")
+        if deadline is not None and not (_number(deadline, minimum=0) and deadline > 0):
+            raise ValueError(f"options.budget_deadline_s must be a number > 0, not {deadline!r}")
         length = options.get("context_length")
         if length is not None and not (isinstance(length, int) and _number(length, minimum=1)):
             raise ValueError(f"options.context_length must be an integer >= 1, not {length!r}")
