@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import openai
 import pytest
 from _worker_fakes import FakeEngine, serve
 
+from zhisuan.engines.base import Delta
 from zhisuan.engines.worker import create_app
+from zhisuan.engines.worker._format import Job
+from zhisuan.engines.worker._requests import RequestRecord
+from zhisuan.engines.worker._stream import completion_events
 
 MESSAGES = [{"role": "user", "content": "say something"}]
 
@@ -244,3 +250,26 @@ def test_aborted_stream_leaves_its_final_count() -> None:
         assert record["prompt_tokens"] == 4
         assert record["completion_tokens"] >= 2
         assert engine.aborted == ["gw-abort"]  # the engine saw the gateway's request id
+
+
+def test_events_ready_together_go_out_in_one_chunk() -> None:
+    """One chunk per wait on the engine: the role with the first token, then a token each,
+    then the last token with the finish, the usage and ``[DONE]`` (one write each)."""
+    deltas = [Delta(" quick", 4, 2), Delta(" brown", 4, 3), Delta(" fox", 4, 4, "length")]
+
+    async def rest() -> AsyncIterator[Delta]:
+        for d in deltas:
+            yield d
+
+    async def collect() -> list[bytes]:
+        job = Job("chat", "chatcmpl-1", 0, "m", include_usage=True, usage_comments=True)
+        events = completion_events(job, Delta("the", 4, 1), rest(), RequestRecord("r"))
+        return [chunk async for chunk in events]
+
+    chunks = asyncio.run(collect())
+    datas = [[e for e in c.split(b"\n") if e.startswith(b"data: ")] for c in chunks]
+    assert [len(d) for d in datas] == [2, 1, 1, 4]
+    assert b'"role":"assistant"' in datas[0][0] and b'"the"' in datas[0][1]
+    assert b'" quick"' in datas[1][0] and b'" brown"' in datas[2][0]
+    assert b'" fox"' in datas[3][0] and b'"finish_reason":"length"' in datas[3][1]
+    assert b'"usage"' in datas[3][2] and datas[3][3] == b"data: [DONE]"

@@ -81,7 +81,9 @@ async def completion_events(
         echo: text to send before the completion (``echo`` of text completions).
 
     Yields:
-        Encoded SSE events, ending with ``data: [DONE]``.
+        Encoded SSE events, ending with ``data: [DONE]``. Events ready at the same moment
+        go out in one chunk (one write, one wake-up of the reader): the role with the first
+        token, the last token with the finish, the usage and ``[DONE]``.
     """
 
     def event(obj: dict[str, Any]) -> bytes:
@@ -89,10 +91,11 @@ async def completion_events(
         return fmt.sse(obj, counts if job.usage_comments else None)
 
     record.prompt_tokens = first.prompt_tokens
+    ready: list[bytes] = []
     if job.kind == "chat":
-        yield event(fmt.chunk(job, role=True))
+        ready.append(event(fmt.chunk(job, role=True)))
     elif echo:
-        yield event(fmt.chunk(job, text=echo))
+        ready.append(event(fmt.chunk(job, text=echo)))
     last = first
     try:
         delta: Delta | None = first
@@ -100,19 +103,23 @@ async def completion_events(
             last = delta
             record.update(delta)
             if delta.text:
-                yield event(fmt.chunk(job, text=delta.text))
+                ready.append(event(fmt.chunk(job, text=delta.text)))
             if delta.finish_reason is not None:
                 break
+            if ready:  # out before waiting for the engine's next token
+                yield b"".join(ready)
+                ready.clear()
             delta = await anext(rest, None)
         record.end("finished")
-        yield event(fmt.chunk(job, finish_reason=last.finish_reason or "stop"))
+        ready.append(event(fmt.chunk(job, finish_reason=last.finish_reason or "stop")))
         if job.include_usage:
             use = fmt.usage(last.prompt_tokens, last.completion_tokens)
-            yield event(fmt.usage_chunk(job, use))
+            ready.append(event(fmt.usage_chunk(job, use)))
     except Exception as exc:
         record.end("failed")
-        yield event(engine_failure(exc, job.request_id).to_body())
-    yield fmt.done(job)
+        ready.append(event(engine_failure(exc, job.request_id).to_body()))
+    ready.append(fmt.done(job))
+    yield b"".join(ready)
 
 
 async def relay(first: bytes, rest: AsyncIterator[bytes], request_id: str) -> AsyncIterator[bytes]:
