@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,55 +56,59 @@ def threads_on(pid: int) -> set[frozenset[int]]:
     return {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{pid}/task")}
 
 
+def _run(tmp_path: Path, workers: int, scenario: Any) -> None:
+    """``scenario(backend, a, b)`` with the gateway on core ``a`` and CPU replicas dealt
+    ``(b,)`` (``workers=1``) or ``(a, b)`` (``workers=2``)."""
+    a, b = sorted(os.sched_getaffinity(0))[:2]
+    dealt = (b,) if workers == 1 else (a, b)
+    layout = CoreLayout(gateway=frozenset({a}), workers=dealt, every=frozenset({a, b}))
+
+    async def main() -> None:
+        backend = LocalBackend(Settings(home=tmp_path), layout)
+        try:
+            await scenario(backend, a, b)
+        finally:
+            await backend.stop()
+
+    asyncio.run(main())
+
+
 def test_workers_load_on_every_core_at_start_then_compute_on_their_slice(tmp_path: Path) -> None:
-    a, b = sorted(os.sched_getaffinity(0))[:2]
-    layout = CoreLayout(gateway=frozenset({a}), workers=(a, b), every=frozenset({a, b}))
+    async def scenario(backend: LocalBackend, a: int, b: int) -> None:
+        await backend.apply([spec(0)])
+        first = await pid_of(backend, "tiny#0")
+        # nothing is served yet: it imports and loads on every core, the gateway's too...
+        assert os.sched_getaffinity(first) == {a, b}
+        environ = Path(f"/proc/{first}/environ").read_bytes().split(b"\0")
+        assert f"{CPUS_ENV}={b}".encode() in environ
+        await ready(backend, "tiny#0")
+        # ...and computes on its slice once loaded, every thread (torch's too)
+        assert threads_on(first) == {frozenset({b})}
+        await backend.apply([spec(0), spec(1)])
+        second = await pid_of(backend, "tiny#1")
+        # a replica serves now: the new worker starts on its slice, never the gateway's core
+        assert os.sched_getaffinity(second) == {b}
+        await ready(backend, "tiny#1")
+        assert threads_on(second) == {frozenset({b})}
 
-    async def scenario() -> None:
-        backend = LocalBackend(Settings(home=tmp_path), layout)
-        try:
-            await backend.apply([spec(0)])
-            first = await pid_of(backend, "tiny#0")
-            # nothing is served yet: it imports and loads on every core...
-            assert os.sched_getaffinity(first) == {a, b}
-            environ = Path(f"/proc/{first}/environ").read_bytes().split(b"\0")
-            assert f"{CPUS_ENV}={a},{b}".encode() in environ
-            await ready(backend, "tiny#0")
-            # ...and computes on its slice once loaded, every thread (torch's too)
-            assert threads_on(first) == {frozenset({a, b})}
-            await backend.apply([spec(0), spec(1)])
-            second = await pid_of(backend, "tiny#1")
-            # a replica serves now: the new worker starts on its slice, not the gateway's core
-            assert os.sched_getaffinity(second) == {b}
-            assert await pid_of(backend, "tiny#0") == first, "moved, not restarted"
-            assert threads_on(first) == {frozenset({a})}
-            await ready(backend, "tiny#1")
-            assert threads_on(second) == {frozenset({b})}
-            rows = {r.spec.key: r.snapshot()["cpus"] for r in backend.replicas()}
-            assert rows == {"tiny#0": [a], "tiny#1": [b]}
-        finally:
-            await backend.stop()
-
-    asyncio.run(scenario())
+    _run(tmp_path, 1, scenario)
 
 
-def test_a_worker_moved_while_it_loads_ends_on_its_new_slice(tmp_path: Path) -> None:
-    a, b = sorted(os.sched_getaffinity(0))[:2]
-    layout = CoreLayout(gateway=frozenset({a}), workers=(a, b), every=frozenset({a, b}))
+def test_workers_move_when_a_replica_joins_even_while_they_load(tmp_path: Path) -> None:
+    async def scenario(backend: LocalBackend, a: int, b: int) -> None:
+        await backend.apply([spec(0)])
+        first = await pid_of(backend, "tiny#0")
+        await backend.apply([spec(0), spec(1)])  # before tiny#0 is loaded
+        await ready(backend, "tiny#0")
+        await ready(backend, "tiny#1")
+        assert await pid_of(backend, "tiny#0") == first, "moved, not restarted"
+        # it was told {a, b} at its start and moved itself there once loaded; the
+        # supervisor put it where the replicas stand now
+        assert threads_on(first) == {frozenset({a})}
+        assert threads_on(await pid_of(backend, "tiny#1")) == {frozenset({b})}
+        rows = {r.spec.key: r.snapshot()["cpus"] for r in backend.replicas()}
+        assert rows == {"tiny#0": [a], "tiny#1": [b]}
+        await backend.apply([spec(0)])  # and back when it leaves
+        assert threads_on(first) == {frozenset({a, b})}
 
-    async def scenario() -> None:
-        backend = LocalBackend(Settings(home=tmp_path), layout)
-        try:
-            await backend.apply([spec(0)])
-            first = await pid_of(backend, "tiny#0")
-            await backend.apply([spec(0), spec(1)])  # before tiny#0 is loaded
-            await ready(backend, "tiny#0")
-            await ready(backend, "tiny#1")
-            # it was told {a, b} at its start and moved itself there once loaded; the
-            # supervisor put it where the replicas stand now
-            assert threads_on(first) == {frozenset({a})}
-            assert threads_on(await pid_of(backend, "tiny#1")) == {frozenset({b})}
-        finally:
-            await backend.stop()
-
-    asyncio.run(scenario())
+    _run(tmp_path, 2, scenario)

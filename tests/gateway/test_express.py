@@ -163,15 +163,22 @@ def test_a_worker_that_dies_mid_answer_is_a_503_metered_once() -> None:
     asyncio.run(main())
 
 
+async def _generating(gw: Any, worker: Worker) -> tuple[Express, Exchange, list[Any]]:
+    """A request on the lane that the worker is still generating: the lane, its exchange
+    and the answers the client got."""
+    await _warm(gw, worker.port)
+    worker.mode = "hang"
+    answers: list[Any] = []
+    lane, ex = _lane(gw, answers, [])
+    assert lane.start()
+    await asyncio.sleep(0.05)
+    return lane, ex, answers
+
+
 def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
     async def main() -> None:
         async with aiohttp.ClientSession() as client, _running(client) as (worker, gw):
-            await _warm(gw, worker.port)
-            worker.mode = "hang"
-            answers: list[Any] = []
-            lane, ex = _lane(gw, answers, [])
-            assert lane.start()
-            await asyncio.sleep(0.05)
+            lane, ex, answers = await _generating(gw, worker)
             lane.client_gone()
             await asyncio.wait_for(worker.gone.wait(), 2)  # the worker saw the disconnect
             await _until(lambda: gw.finished)
@@ -185,12 +192,7 @@ def test_a_client_that_leaves_cancels_the_generation_and_is_metered() -> None:
 def test_a_stopping_gateway_ends_the_lanes_requests_each_metered_and_answered() -> None:
     async def main() -> None:
         async with aiohttp.ClientSession() as client, _running(client) as (worker, gw):
-            await _warm(gw, worker.port)
-            worker.mode = "hang"
-            answers: list[Any] = []
-            lane, ex = _lane(gw, answers, [])
-            assert lane.start()
-            await asyncio.sleep(0.05)
+            _, ex, answers = await _generating(gw, worker)
             other = SimpleNamespace()  # another gateway of the process: its lanes stay
             end_in_flight(other, STOPPING)
             assert answers == [] and gw.replica.outstanding == 1
