@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from zhisuan.errors import AuthenticationError
+from zhisuan.errors import AuthenticationError, ZhisuanError
 from zhisuan.gateway._auth import Authenticator
 from zhisuan.store import Store
 
@@ -66,3 +66,28 @@ def test_a_cached_key_stops_working_when_it_expires(
     monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(AuthenticationError, match="expired"):
         auth.check(scope)
+
+
+def test_refusals_are_counted_by_reason(store: Store) -> None:
+    key, secret = store.create_key(tenant="team")
+    auth = Authenticator(store, admin_key=None)
+    bearer = (b"authorization", f"Bearer {secret}".encode())
+    refused = (
+        (_scope(), "missing"),
+        (_scope((b"authorization", b"Bearer zs-nope")), "incorrect"),
+        ({**_scope(bearer), "path": "/admin/tenants"}, "admin_required"),
+    )
+    for scope, _ in refused:
+        with pytest.raises(ZhisuanError):
+            auth.check(scope)
+    assert auth.check(_scope(bearer)).tenant == "team"  # an accepted key counts nothing
+    store.revoke_key(key.prefix)
+    auth.clear()
+    with pytest.raises(AuthenticationError):
+        auth.check(_scope(bearer))
+    assert auth.refusals == {
+        ("missing",): 1,
+        ("incorrect",): 1,
+        ("admin_required",): 1,
+        ("revoked",): 1,
+    }

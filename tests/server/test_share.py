@@ -83,6 +83,12 @@ def test_no_key_bad_key_are_401_but_health_and_metrics_are_open(shared: Server) 
         assert resp.json()["error"]["code"] == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
         client(shared, "zs-not-a-real-key").chat.completions.create(model=CHAT, messages=HI)
+    metrics = httpx.get(f"{shared.url}/metrics").text  # no tenant to meter them under
+    for reason in ("missing", "incorrect"):
+        line = next(
+            ln for ln in metrics.splitlines() if f'refusals_total{{reason="{reason}"}}' in ln
+        )
+        assert float(line.split()[-1]) >= 1, line
 
 
 def test_key_printed_alone_on_last_line_and_works(shared: Server) -> None:

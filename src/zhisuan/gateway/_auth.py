@@ -72,6 +72,14 @@ class Authenticator:
         self._admin_digest = _digest(admin_key) if admin_key else None
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._by_header: dict[bytes, tuple[float, Principal]] = {}
+        self.refusals: dict[tuple[str], float] = {}
+        """Requests refused, by reason: ``missing``, ``incorrect``, ``revoked``,
+        ``expired``, ``admin_required`` (``zhisuan_auth_refusals_total``)."""
+
+    def _refuse(self, reason: str, err: ZhisuanError) -> ZhisuanError:
+        """Count a refusal; the error to raise."""
+        self.refusals[(reason,)] = self.refusals.get((reason,), 0.0) + 1.0
+        return err
 
     def clear(self) -> None:
         """Forget cached keys (after a revoke or a limit change)."""
@@ -94,7 +102,7 @@ class Authenticator:
             self._cache[digest] = (now, principal)
         if principal.expires_at is not None and time.time() >= principal.expires_at:
             self._cache.pop(digest, None)
-            raise AuthenticationError("The API key has expired.")
+            raise self._refuse("expired", AuthenticationError("The API key has expired."))
         return principal
 
     def check(self, scope: Scope) -> Principal:
@@ -108,17 +116,23 @@ class Authenticator:
         if principal is None:
             found = credential(scope)
             if found is None:
-                raise AuthenticationError(
-                    "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+                raise self._refuse(
+                    "missing",
+                    AuthenticationError(
+                        "You didn't provide an API key. Send it as 'Authorization: Bearer "
+                        "YOUR_KEY'."
+                    ),
                 )
             principal = self.resolve(found[0])
             self._by_header[found[1]] = (time.monotonic(), principal)
         if not principal.admin:
             path: str = scope["path"]
             if path.startswith("/admin"):
-                raise PermissionDenied("The admin API needs an admin key.", code="admin_required")
+                err = PermissionDenied("The admin API needs an admin key.", code="admin_required")
+                raise self._refuse("admin_required", err)
             if path == "/metrics":  # reached only with --metrics admin
-                raise PermissionDenied("/metrics needs an admin key here.", code="admin_required")
+                err = PermissionDenied("/metrics needs an admin key here.", code="admin_required")
+                raise self._refuse("admin_required", err)
         return principal
 
     def _seen(self, scope: Scope) -> Principal | None:
@@ -139,10 +153,10 @@ class Authenticator:
             return Principal(tenant=ADMIN_TENANT, key_prefix=None, admin=True)
         key = self._store.authenticate(secret)
         if key is None:
-            raise AuthenticationError("Incorrect API key provided.")
+            raise self._refuse("incorrect", AuthenticationError("Incorrect API key provided."))
         status = key.status()
         if status != "active":
-            raise AuthenticationError(f"The API key has been {status}.")
+            raise self._refuse(status, AuthenticationError(f"The API key has been {status}."))
         if key.is_admin:
             return Principal(tenant=ADMIN_TENANT, key_prefix=key.prefix, admin=True)
         tenant = key.tenant

@@ -58,8 +58,16 @@ class Histogram:
 class Metrics:
     """Counters and histograms the gateway updates per request, and its registry."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self, backend: Backend, auth_refusals: dict[tuple[str], float] | None = None
+    ) -> None:
+        """
+        Args:
+            backend: where the replicas are (read at scrape time).
+            auth_refusals: requests refused for their key, by reason (the authenticator's).
+        """
         self.registry = CollectorRegistry(auto_describe=True)
+        self.auth_refusals = {} if auth_refusals is None else auth_refusals
         self.requests: dict[tuple[str, str, str], float] = {}
         self.tokens: dict[tuple[str, str, str], float] = {}
         self.cost: dict[tuple[str, str, str], float] = {}
@@ -136,6 +144,12 @@ class _RequestCollector(Collector):
             "Energy metered in watt-hours, by model and source.",
             ["model", "source"],
             m.energy,
+        )
+        yield _counter(
+            "zhisuan_auth_refusals",
+            "Requests refused for their key (no tenant to meter them under), by reason.",
+            ["reason"],
+            m.auth_refusals,
         )
 
     def describe(self) -> Iterable[Metric]:

@@ -120,7 +120,8 @@ def create_app(
         journals = settings.home / JOURNAL_DIR
         await asyncio.to_thread(replay, journals, the_store.add_usage)
         writer = UsageWriter(the_store.add_usage, UsageJournal(journals))
-        meter = Meter(settings, Metrics(the_backend), ledger, writer)
+        refusals = None if authenticator is None else authenticator.refusals
+        meter = Meter(settings, Metrics(the_backend, refusals), ledger, writer)
         gw = Gateway(
             settings=settings,
             store=the_store,
