@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from zhisuan.errors import AuthenticationError, ZhisuanError
+from zhisuan.gateway import _auth
 from zhisuan.gateway._auth import Authenticator
 from zhisuan.store import Store
 
@@ -91,3 +92,31 @@ def test_refusals_are_counted_by_reason(store: Store) -> None:
         ("admin_required",): 1,
         ("revoked",): 1,
     }
+
+
+def test_a_refused_key_is_remembered_by_its_header(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that keeps sending a wrong or revoked key costs no database query each time."""
+    key, secret = store.create_key(tenant="team")
+    store.revoke_key(key.prefix)
+    lookups: list[str] = []
+    real = store.authenticate
+    monkeypatch.setattr(store, "authenticate", lambda s: lookups.append(s) or real(s))
+    monkeypatch.setattr(_auth, "REFUSED_KEPT", 2)
+    auth = Authenticator(store, admin_key=None)
+    revoked = _scope((b"authorization", f"Bearer {secret}".encode()))
+    for _ in range(3):
+        with pytest.raises(AuthenticationError, match="revoked"):
+            auth.check(revoked)
+    assert len(lookups) == 1 and auth.refusals == {("revoked",): 3}
+    for wrong in (b"zs-a", b"zs-b"):  # two more refused headers push the first one out
+        with pytest.raises(AuthenticationError, match="Incorrect"):
+            auth.check(_scope((b"authorization", b"Bearer " + wrong)))
+    with pytest.raises(AuthenticationError, match="revoked"):
+        auth.check(revoked)
+    assert len(lookups) == 4
+    auth.clear()  # a change through the admin API (an expiry moved, say) is seen at once
+    with pytest.raises(AuthenticationError, match="revoked"):
+        auth.check(revoked)
+    assert len(lookups) == 5
