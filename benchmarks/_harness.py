@@ -10,8 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server._serve import Server, start_server
-from tests.server._serve import free_port as free_port  # for the benchmarks
+from tests.server._serve import Server as Server  # these three for the benchmarks too
+from tests.server._serve import free_port as free_port
+from tests.server._serve import start_server as start_server
 
 ADMIN = "zs-bench-admin-key-0000000000"
 CHAT = "zhisuan-tiny-chat"

@@ -1,5 +1,5 @@
-"""``zhisuan serve`` refuses a malformed flag with one line and a hint, before starting anything;
-the commands' help texts show their defaults."""
+"""``zhisuan serve`` and ``deploy`` refuse a malformed flag with one line, before starting or
+storing anything; the commands' help texts show their defaults."""
 
 from __future__ import annotations
 
@@ -14,21 +14,23 @@ app = build([])
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "reason"),
+    ("args", "reason"),
     [
-        ("--auth", "maybe", "--auth must be on or off, not 'maybe'"),
-        ("--metrics", "all", "--metrics must be open or admin, not 'all'"),
-        ("--cpu-pinning", "some", "--cpu-pinning must be auto or off, not 'some'"),
+        (["serve", "--auth", "maybe"], "--auth must be on or off, not 'maybe'"),
+        (["serve", "--metrics", "all"], "--metrics must be open or admin, not 'all'"),
+        (["serve", "--cpu-pinning", "some"], "--cpu-pinning must be auto or off, not 'some'"),
+        (["deploy", "m", "--queue", "lifo"], "--queue must be fair or fifo, not 'lifo'"),
     ],
 )
 def test_a_bad_flag_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, value: str, reason: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], reason: str
 ) -> None:
     monkeypatch.setenv("ZHISUAN_HOME", str(tmp_path))
-    result = CliRunner().invoke(app, ["serve", flag, value])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[0] == f"error: {reason}"
     assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []  # nothing stored
 
 
 @pytest.mark.parametrize(

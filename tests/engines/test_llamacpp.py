@@ -158,6 +158,40 @@ def test_requests_are_serialised_and_cancellable(gguf: Path) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize(("queue", "place"), [("fair", 1), ("fifo", 3)])
+def test_waiting_requests_take_turns_between_tenants(gguf: Path, queue: str, place: int) -> None:
+    """One request holds the context; three of tenant a wait, then one of tenant b. Taking
+    turns, b's is next but one; first in, first out, it is last."""
+    from zhisuan.engines.llamacpp import load
+    from zhisuan.protocol import SamplingParams
+
+    options = {"n_ctx": 256, "n_threads": 2, "queue": queue}
+    engine = load(gguf, model_name="m", device="cpu", options=options)
+
+    async def scenario() -> list[str]:
+        ended: list[str] = []
+
+        async def one(tenant: str, name: str) -> None:
+            params = SamplingParams(max_tokens=4, temperature=0.0, tenant=tenant)
+            await _drain(engine.generate("A", params, name, ignore_eos=True))
+            ended.append(name)
+
+        first = engine.generate("The", SamplingParams(max_tokens=100, tenant="a"), "first")
+        await anext(first)  # holds the context while suspended
+        names = [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1")]
+        tasks = [asyncio.create_task(one(tenant, name)) for tenant, name in names]
+        while engine.stats().waiting < len(names):
+            await asyncio.sleep(0.01)
+        await first.aclose()  # type: ignore[attr-defined]
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        await engine.close()
+        return ended
+
+    ended = asyncio.run(scenario())
+    assert [n for n in ended if n != "b1"] == ["a1", "a2", "a3"]
+    assert ended.index("b1") == place, ended
+
+
 async def _drain(deltas: AsyncIterator[Delta]) -> int:
     last = 0
     async for delta in deltas:

@@ -90,6 +90,7 @@ def test_deployments_reach_the_backend_and_bad_options_are_refused(
         ({"context_length": 0.5}, "options.context_length"),
         ({"budget_deadline_s": 0}, "options.budget_deadline_s"),
         ({"budget_deadline_s": "5"}, "options.budget_deadline_s"),
+        ({"queue": "lifo"}, "options.queue"),
     ):
         body = {"model": "m", "engine": "upstream", "options": options}
         refused = client.post("/admin/deployments", json=body, headers=AS_ADMIN)

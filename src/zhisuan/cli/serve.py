@@ -152,6 +152,11 @@ def deploy(
     power_w: float | None = typer.Option(
         None, min=0, help="Device power in watts, for energy estimates without NVML."
     ),
+    queue: str = typer.Option(
+        "fair",
+        help="fair | fifo: the order of requests waiting for the engine (fair: the tenants "
+        "take turns; fifo: arrival order).",
+    ),
     deadline_s: float | None = typer.Option(
         None,
         min=0.001,
@@ -163,6 +168,8 @@ def deploy(
     from zhisuan.store import open_store
 
     settings = Settings()
+    if queue not in ("fair", "fifo"):
+        fail(f"--queue must be fair or fifo, not {queue!r}")
     with user_errors():
         _check_device(device)
         with open_store(settings) as store:
@@ -193,6 +200,8 @@ def deploy(
                 "budget_deadline_s": deadline_s,
             }
             options.update({k: v for k, v in extra.items() if v is not None})
+            if queue != "fair":
+                options["queue"] = queue
             store.put_deployment(
                 model, engine=engine, device=device, replicas=replicas, options=options
             )

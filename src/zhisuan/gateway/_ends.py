@@ -14,10 +14,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from zhisuan.engines._turns import TENANT_HEADER
 from zhisuan.errors import EngineUnavailable
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._sse import take_counts, take_usage
+from zhisuan.store import ANONYMOUS
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +37,13 @@ STOPPING = EngineUnavailable(
 
 
 def worker_headers(ex: Exchange) -> dict[str, str]:
-    """The headers of a request to a worker."""
+    """The headers of a request to a worker: its tenant too, whose line it waits in there
+    (``zhisuan.engines._turns``)."""
     return {
         "content-type": "application/json",
         USAGE_HEADER: "always",
         REQUEST_ID_HEADER: ex.request_id,
+        TENANT_HEADER: ex.context.get("tenant") or ANONYMOUS,
     }
 
 

@@ -88,6 +88,8 @@ class SamplingParams:
         seed: makes sampling repeatable for one request when set.
         stop: strings that end the completion; not included in the output.
         ignore_eos: generate through end-of-sequence until ``max_tokens`` (load tests).
+        tenant: whose request it is: an engine's waiting requests take turns between
+            tenants (``zhisuan.engines._turns``).
     """
 
     max_tokens: int
@@ -96,3 +98,4 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    tenant: str = ""

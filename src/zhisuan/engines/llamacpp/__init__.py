@@ -1,11 +1,13 @@
 """The ``llamacpp`` engine: GGUF models through llama-cpp-python, on CPU.
 
 llama.cpp evaluates one sequence at a time per context, so requests are **serialised**:
-an ``asyncio.Lock`` admits one generation (or embedding batch) at a time, in arrival
-order, and every call into llama.cpp runs on one dedicated thread (its context is not
-thread-safe). ``stats()`` reports the request being served as ``active`` and those queued
-on the lock as ``waiting``. Closing a stream early sets a flag the thread checks between
-tokens, so the slot is free again after at most one more token.
+a lock admits one generation (or embedding batch) at a time, the waiting generations of
+different tenants taking turns (:class:`~zhisuan.engines._turns.TurnLock`; embeddings
+wait in the line of the tenant ``""``), and every call into llama.cpp runs on one
+dedicated thread (its context is not thread-safe). ``stats()`` reports the request being
+served as ``active`` and those queued on the lock as ``waiting``. Closing a stream early
+sets a flag the thread checks between tokens, so the slot is free again after at most one
+more token.
 
 The chat template is the GGUF's own ``tokenizer.chat_template`` (or the ``chat_template``
 option), rendered in a sandboxed Jinja2 environment by llama-cpp-python's
@@ -23,6 +25,7 @@ Options (``--options`` JSON):
     normalize: scale embeddings to unit length (default true, as OpenAI's are).
     chat_template: a Jinja2 template overriding the GGUF's.
     n_gpu_layers: layers offloaded when llama.cpp was built with a GPU backend (default 0).
+    queue: ``fair`` (tenants take turns, the default) or ``fifo`` (arrival order).
 """
 
 from __future__ import annotations

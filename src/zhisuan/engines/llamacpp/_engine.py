@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from zhisuan.engines._turns import TurnLock
 from zhisuan.engines.base import Delta, Embeddings, EngineInfo, FinishReason
 from zhisuan.errors import ContextLengthExceeded, EngineUnavailable, InvalidParameter
 from zhisuan.protocol import SamplingParams
@@ -40,15 +41,22 @@ class LlamaCppEngine:
         info: what this replica serves.
         chat_template: Jinja2 source of the chat template, or None if the GGUF has none.
         normalize: scale embeddings to unit length.
+        fair: waiting generations take turns between tenants; False: arrival order.
     """
 
     def __init__(
-        self, llm: Any, info: EngineInfo, chat_template: str | None, *, normalize: bool = True
+        self,
+        llm: Any,
+        info: EngineInfo,
+        chat_template: str | None,
+        *,
+        normalize: bool = True,
+        fair: bool = True,
     ) -> None:
         self.info = info
         self._normalize = normalize
         self._llm = llm
-        self._lock = asyncio.Lock()  # one sequence at a time: llama.cpp has one context
+        self._lock = TurnLock(fair)  # one sequence at a time: llama.cpp has one context
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhisuan-llamacpp")
         self._waiting = 0
         self._active = 0
@@ -152,7 +160,7 @@ class LlamaCppEngine:
         self._waiting += 1
         queued = True
         try:
-            async with self._lock:
+            async with self._lock.hold(params.tenant):
                 self._waiting -= 1
                 queued = False
                 self._active = 1
@@ -280,7 +288,7 @@ class LlamaCppEngine:
                 raise err
         loop = asyncio.get_running_loop()
         self._waiting += 1
-        async with self._lock:
+        async with self._lock.hold(""):
             self._waiting -= 1
             self._active = 1
             started = loop.time()

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from zhisuan.engines._turns import fair_option
 from zhisuan.engines.base import EngineInfo, cpu_threads
 from zhisuan.engines.llamacpp._engine import _POOLING, INSTALL_HINT, LlamaCppEngine
 from zhisuan.errors import EngineUnavailable, InvalidParameter
@@ -41,6 +42,7 @@ def load(
     path = Path(model_path)
     if not path.is_file():
         raise InvalidParameter(f"{path} is not a GGUF file", param="model_path")
+    fair = fair_option(options)
     embedding = bool(options.get("embedding", False))
     pooling = options.get("pooling")
     if pooling is not None and pooling not in _POOLING:
@@ -68,4 +70,5 @@ def load(
         device=device,
     )
     logger.info("loaded %s: n_ctx=%s, embedding=%s", path.name, info.context_length, embedding)
-    return LlamaCppEngine(llm, info, template, normalize=bool(options.get("normalize", True)))
+    normalize = bool(options.get("normalize", True))
+    return LlamaCppEngine(llm, info, template, normalize=normalize, fair=fair)

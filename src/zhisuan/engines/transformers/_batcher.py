@@ -3,7 +3,8 @@
 Every iteration the scheduler
 
 1. drops cancelled sequences (their consumer closed the stream);
-2. admits waiting requests up to ``max_batch`` and prefills them together (left
+2. admits waiting requests up to ``max_batch``, the tenants taking turns
+   (:class:`~zhisuan.engines._turns.TurnQueue`), and prefills them together (left
    padded) in one forward pass, sampling each one's first token;
 3. appends their KV to the running batch (both sides left-padded to the common length);
 4. runs ONE decode forward over all active sequences and samples one token per row,
@@ -25,13 +26,13 @@ import inspect
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
+from zhisuan.engines._turns import TurnQueue
 from zhisuan.engines.base import Delta, FinishReason
 from zhisuan.engines.transformers._detok import StopDetokenizer
 from zhisuan.engines.transformers._sampling import sample_row
@@ -54,6 +55,7 @@ class Sequence:
     ignore_eos: bool
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Delta | BaseException]
+    tenant: str = ""  # whose line it waits in (see ``TurnQueue``)
     generated: list[int] = field(default_factory=list)
     pos: int = 0  # position id of the next token fed to the model
     cancelled: bool = False  # set by the consumer's thread; read by the scheduler
@@ -105,10 +107,19 @@ class Batcher:
         max_prefill_tokens: prompt tokens (before padding) prefilled in one iteration;
             a single longer prompt is still admitted alone.
         pad_id: token id written into padding (masked out, any valid id works).
+        fair: waiting requests are admitted with the tenants taking turns; False: in
+            arrival order.
     """
 
     def __init__(
-        self, model: Any, device: Any, *, max_batch: int, max_prefill_tokens: int, pad_id: int
+        self,
+        model: Any,
+        device: Any,
+        *,
+        max_batch: int,
+        max_prefill_tokens: int,
+        pad_id: int,
+        fair: bool = True,
     ) -> None:
         self._model = model
         self._cache_kw = cache_keyword(model)
@@ -116,7 +127,7 @@ class Batcher:
         self._max_batch = max_batch
         self._max_prefill_tokens = max_prefill_tokens
         self._pad_id = pad_id
-        self._waiting: deque[Sequence] = deque()
+        self._waiting: TurnQueue[Sequence] = TurnQueue(fair)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._active: list[Sequence] = []
@@ -137,7 +148,7 @@ class Batcher:
         with self._lock:
             if self._closing:
                 raise RuntimeError("the batcher is closed")
-            self._waiting.append(seq)
+            self._waiting.append(seq.tenant, seq)
         self._wake.set()
 
     def cancel(self, seq: Sequence) -> None:
@@ -203,7 +214,7 @@ class Batcher:
         budget = self._max_prefill_tokens
         with self._lock:
             while self._waiting and len(self._active) + len(joiners) < self._max_batch:
-                seq = self._waiting[0]
+                seq = self._waiting.peek()
                 if seq.cancelled:
                     self._waiting.popleft()
                     self._finished += 1
@@ -325,7 +336,7 @@ class Batcher:
     def _fail_all(self, exc: BaseException) -> None:
         self._fail_active(exc)
         with self._lock:
-            waiting, self._waiting = list(self._waiting), deque()
+            waiting = self._waiting.drain()
         for seq in waiting:
             seq.post(exc)
 

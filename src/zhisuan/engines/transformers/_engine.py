@@ -46,6 +46,7 @@ class TransformersEngine:
         max_prefill_tokens: int = 4096,
         pooling: PoolingSpec | None = None,
         embed_batch_size: int = 32,
+        fair: bool = True,
     ) -> None:
         self.info = info
         self._tokenizer = tokenizer
@@ -67,6 +68,7 @@ class TransformersEngine:
                 max_batch=max_batch,
                 max_prefill_tokens=max_prefill_tokens,
                 pad_id=self._pad_id,
+                fair=fair,
             )
         else:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhisuan-embed")
@@ -249,6 +251,7 @@ class TransformersEngine:
             ignore_eos=ignore_eos,
             loop=asyncio.get_running_loop(),
             queue=asyncio.Queue(),
+            tenant=params.tenant,
         )
         try:
             self._batcher.submit(seq)

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from zhisuan.engines._turns import fair_option
 from zhisuan.engines.base import EngineInfo, Task, cpu_threads
 from zhisuan.engines.transformers._embed import PoolingSpec, read_pooling
 from zhisuan.engines.transformers._engine import TransformersEngine
@@ -42,7 +43,9 @@ def load(
             ``context_length`` (lower the model's limit),
             ``attn_implementation`` (default ``"sdpa"``), ``embed_batch_size`` (32),
             ``n_threads`` (CPU threads for torch; default on CPU: every core but one,
-            see :func:`zhisuan.engines.base.cpu_threads`).
+            see :func:`zhisuan.engines.base.cpu_threads`), ``queue`` (``"fair"``: the
+            waiting requests of different tenants take turns, the default; ``"fifo"``:
+            arrival order; see :mod:`zhisuan.engines._turns`).
 
     Returns:
         The loaded engine, ready to serve.
@@ -51,6 +54,7 @@ def load(
         InvalidParameter: an option has a value this engine does not know.
         OSError: the directory is missing files transformers needs.
     """
+    fair = fair_option(options)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # tqdm bars: noise
     torch_device = torch.device(device)
     if torch_device.type == "cpu" or options.get("n_threads"):
@@ -108,6 +112,7 @@ def load(
         max_prefill_tokens=int(options.get("max_prefill_tokens", 4096)),
         pooling=pooling,
         embed_batch_size=int(options.get("embed_batch_size", 32)),
+        fair=fair,
     )
 
 

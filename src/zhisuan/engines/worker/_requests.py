@@ -1,4 +1,5 @@
-"""What each generation used, kept briefly so the gateway can meter aborted requests.
+"""What each generation used, kept briefly so the gateway can meter aborted requests, and
+how busy the worker is (:class:`LoadTracker`).
 
 When a client goes away mid-stream the gateway closes its connection to the worker and
 never sees the final counts. It then asks ``GET /zhisuan/requests/{request_id}?wait=S``
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,3 +112,27 @@ class RequestLog:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(record.settled.wait(), timeout=wait)
         return record
+
+
+class LoadTracker:
+    """Requests in flight and cumulative busy time (seconds with at least one in flight)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._since = 0.0
+        self._busy = 0.0
+
+    def enter(self) -> None:
+        if self.active == 0:
+            self._since = time.monotonic()
+        self.active += 1
+
+    def exit(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._busy += time.monotonic() - self._since
+
+    @property
+    def busy_s(self) -> float:
+        running = time.monotonic() - self._since if self.active else 0.0
+        return self._busy + running

@@ -26,13 +26,14 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from zhisuan.engines._turns import TENANT_HEADER
 from zhisuan.engines.base import Delta, Engine, Task
 from zhisuan.engines.worker import _format as fmt
 from zhisuan.engines.worker._errors import engine_failure, from_validation_error
 from zhisuan.engines.worker._format import USAGE_HEADER
 from zhisuan.engines.worker._passthrough import PassThrough, ReportsLoad
 from zhisuan.engines.worker._registry import AnyEngine
-from zhisuan.engines.worker._requests import RequestLog, RequestRecord
+from zhisuan.engines.worker._requests import LoadTracker, RequestLog, RequestRecord
 from zhisuan.engines.worker._stream import SSEResponse, aclose, completion_events, relay
 from zhisuan.errors import (
     ContextLengthExceeded,
@@ -64,30 +65,6 @@ def _stat(stats: Any, name: str, default: float) -> Any:
 
 class ClientGone(Exception):
     """The client disconnected before a non-stream answer was ready."""
-
-
-class LoadTracker:
-    """Requests in flight and cumulative busy time (seconds with at least one in flight)."""
-
-    def __init__(self) -> None:
-        self.active = 0
-        self._since = 0.0
-        self._busy = 0.0
-
-    def enter(self) -> None:
-        if self.active == 0:
-            self._since = time.monotonic()
-        self.active += 1
-
-    def exit(self) -> None:
-        self.active -= 1
-        if self.active == 0:
-            self._busy += time.monotonic() - self._since
-
-    @property
-    def busy_s(self) -> float:
-        running = time.monotonic() - self._since if self.active else 0.0
-        return self._busy + running
 
 
 class Serving:
@@ -140,7 +117,7 @@ class Serving:
         engine = self._engine_for("chat")
         prompt = engine.render_chat(req.plain_messages())
         job = self._job("chat", "chatcmpl", request, req.include_usage)
-        params = self._params(engine, prompt, req.requested_max_tokens(), req, "messages")
+        params = self._params(engine, request, prompt, req.requested_max_tokens(), req, "messages")
         return await self._generate(request, engine, job, prompt, params, bool(req.stream))
 
     async def completions(self, request: Request, body: Any) -> Response:
@@ -151,7 +128,7 @@ class Serving:
         engine = self._engine_for("chat")
         prompt = req.prompt_text()
         job = self._job("completion", "cmpl", request, req.include_usage)
-        params = self._params(engine, prompt, req.max_tokens, req, "prompt")
+        params = self._params(engine, request, prompt, req.max_tokens, req, "prompt")
         echo = prompt if req.echo else ""
         return await self._generate(request, engine, job, prompt, params, bool(req.stream), echo)
 
@@ -226,6 +203,7 @@ class Serving:
     def _params(
         self,
         engine: Engine,
+        request: Request,
         prompt: str,
         requested: int | None,
         req: ChatCompletionRequest | CompletionRequest,
@@ -247,6 +225,7 @@ class Serving:
             seed=req.seed,
             stop=req.stop_list(),
             ignore_eos=req.ignore_eos,
+            tenant=request.headers.get(TENANT_HEADER, ""),
         )
 
     async def _generate(

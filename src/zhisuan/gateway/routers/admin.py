@@ -13,6 +13,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from zhisuan.engines._turns import QUEUE_ORDERS
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
@@ -71,6 +72,9 @@ class DeploymentIn(BaseModel):
         length = options.get("context_length")
         if length is not None and not (isinstance(length, int) and _number(length, minimum=1)):
             raise ValueError(f"options.context_length must be an integer >= 1, not {length!r}")
+        order = options.get("queue")
+        if order is not None and order not in QUEUE_ORDERS:
+            raise ValueError(f"options.queue must be fair or fifo, not {order!r}")
         return options
 
 
