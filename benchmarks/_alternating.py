@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 
 import uvloop
 
-from _harness import CHAT
+from _harness import CHAT, TENANT
 from _load import Client, LoadError
+from zhisuan.engines._turns import TENANT_HEADER
 
 BODY: dict[str, Any] = {
     "model": CHAT,
@@ -56,9 +57,13 @@ async def one(client: Client) -> float | None:
 
 
 def clients(base: str, key: str | None, stream: bool, n: int) -> list[Client]:
-    return [
-        Client(f"{base}/v1/chat/completions", {**BODY, "stream": stream}, key) for _ in range(n)
-    ]
+    """``n`` clients of one path: the gateway's with ``key``, the worker's without one. A
+    request to the worker names the tenant the gateway names for the key, so the paths'
+    requests wait in one line of the worker's queue (``zhisuan.engines._turns``); as two
+    tenants they would take turns, and a path's latency would depend on the other's."""
+    headers = {} if key else {TENANT_HEADER: TENANT}
+    url = f"{base}/v1/chat/completions"
+    return [Client(url, {**BODY, "stream": stream}, key, headers) for _ in range(n)]
 
 
 async def mixed(

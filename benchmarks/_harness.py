@@ -16,6 +16,7 @@ from tests.server._serve import start_server as start_server
 
 ADMIN = "zs-bench-admin-key-0000000000"
 CHAT = "zhisuan-tiny-chat"
+TENANT = "bench"
 
 
 def demo_path() -> str:
@@ -35,8 +36,8 @@ def start_metered(home: Path, *deploy_flags: str) -> tuple[Server, str, str]:
     srv.wait_ready(timeout=60)
     srv.cli("models", "import", demo_path(), "--name", CHAT)
     srv.cli("deploy", CHAT, "--price-in", "0.5", "--price-out", "1.5", *deploy_flags)
-    srv.cli("tenants", "create", "bench", "--rpm", "1000000", "--tpm", "1000000000")
-    key = srv.cli("keys", "create", "--tenant", "bench").stdout.strip().splitlines()[-1]
+    srv.cli("tenants", "create", TENANT, "--rpm", "1000000", "--tpm", "1000000000")
+    key = srv.cli("keys", "create", "--tenant", TENANT).stdout.strip().splitlines()[-1]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         rows = json.loads(srv.cli("ps", "--json").stdout)

@@ -101,13 +101,21 @@ class Client:
         url: the endpoint, e.g. ``http://127.0.0.1:8000/v1/chat/completions``.
         body: the JSON body.
         key: a bearer key, if any.
+        headers: more headers to send.
     """
 
-    def __init__(self, url: str, body: dict[str, Any], key: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        body: dict[str, Any],
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         data = json.dumps(body).encode()
         auth = f"authorization: Bearer {key}\r\n" if key else ""
+        auth += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.request = (
             f"POST {parts.path} HTTP/1.1\r\nhost: {parts.netloc}\r\n{auth}"
             f"content-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n"

@@ -4,8 +4,8 @@ A replica runs a fixed number of requests at once (the transformers engine's bat
 llama.cpp engine's one context); the rest wait. Waiting first in, first out, a tenant that
 sends 64 requests at once delays every other tenant's request by its whole backlog. Here
 each tenant has its own line, and the next request to start is the head of the next line
-in turn: a tenant with one request waiting starts it at the next free slot but one, however
-long the other lines are. Within a tenant, requests keep their order.
+in turn: a request waits for at most one turn of each other tenant with requests waiting,
+however long their lines are. Within a tenant, requests keep their order.
 
 The gateway names the tenant in the ``X-Zhisuan-Tenant`` header of the request it sends to
 the worker (:data:`TENANT_HEADER`); a request without one (sent to the worker directly, or
