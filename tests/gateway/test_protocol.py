@@ -150,7 +150,7 @@ def _cycle(transport: _Transport, keep_alive: bool = True) -> tuple[Any, list[st
     return cycle, events
 
 
-def test_a_whole_answer_is_one_write_and_a_stream_is_chunked_as_it_goes() -> None:
+def test_the_head_goes_with_the_first_of_the_body_and_a_stream_is_chunked_as_it_goes() -> None:
     async def main() -> None:
         whole = _Transport()
         cycle, events = _cycle(whole)
@@ -168,13 +168,16 @@ def test_a_whole_answer_is_one_write_and_a_stream_is_chunked_as_it_goes() -> Non
         stream = _Transport()
         cycle, events = _cycle(stream, keep_alive=False)
         await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+        assert stream.writes == []  # a stream's head waits for its first events
+        await cycle.send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await cycle.send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": True})
+        await cycle.send({"type": "http.response.body", "body": b"", "more_body": False})
         assert stream.writes == [
             b"HTTP/1.1 200 OK\r\ndate: today\r\nconnection: close\r\n"
-            b"transfer-encoding: chunked\r\n\r\n"
-        ]  # a stream's head goes at once
-        await cycle.send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
-        await cycle.send({"type": "http.response.body", "body": b"", "more_body": False})
-        assert stream.writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"]
+            b"transfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n",
+            b"9\r\ndata: 2\n\n\r\n",
+            b"0\r\n\r\n",
+        ]
         assert (events, stream.closed) == (["done"], True)  # connection: close is kept
 
         long = _Transport()
@@ -185,6 +188,16 @@ def test_a_whole_answer_is_one_write_and_a_stream_is_chunked_as_it_goes() -> Non
         with pytest.raises(RuntimeError, match="longer than Content-Length"):
             await cycle.send({"type": "http.response.body", "body": b"too long"})
         assert long.writes == []
+
+        empty = _Transport()  # a stream that ends with no event: its head goes with the end
+        cycle, _ = _cycle(empty)
+        await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+        await cycle.send({"type": "http.response.body", "body": b"", "more_body": True})
+        assert empty.writes == []
+        await cycle.send({"type": "http.response.body", "body": b"", "more_body": False})
+        assert empty.writes == [
+            b"HTTP/1.1 200 OK\r\ndate: today\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+        ]
 
     asyncio.run(main())
 

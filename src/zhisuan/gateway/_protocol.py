@@ -7,11 +7,12 @@ paths (:data:`zhisuan.gateway._serving.ROUTES`): its task calls
 middleware and the app's dispatch, and its answers are written by :class:`_HotCycle`.
 The gateway wrote those answers' headers itself, so they are not checked again against
 uvicorn's header patterns, and a whole answer's head and body go out in one ``write``
-(uvicorn writes them in two). Everything else (keep-alive, pipelining, flow control,
-disconnects, shutdown) is uvicorn's. With :func:`protocol_for`'s ``now``, a hot request
-whose ``content-length`` is at most :data:`EXPRESS_BODY` starts no task at its headers:
-once its body is in, the parser's callback hands it to ``now`` (``HotPath.now``), which
-answers it there (``_express``) or starts its task. The subclass leans on uvicorn's internals
+(uvicorn writes them in two), as do a stream's head and first events. Everything else
+(keep-alive, pipelining, flow control, disconnects, shutdown) is uvicorn's. With
+:func:`protocol_for`'s ``now``, a hot request whose ``content-length`` is at most
+:data:`EXPRESS_BODY` starts no task at its headers: once its body is in, the parser's
+callback hands it to ``now`` (``HotPath.now``), which answers it there (``_express``) or
+starts its task. The subclass leans on uvicorn's internals
 (``tests/gateway/test_protocol.py`` checks it against the installed version), hence the
 project's floor on uvicorn.
 
@@ -134,8 +135,9 @@ def protocol_for(hot_app: ASGIApp, now: Now | None = None) -> type[GatewayProtoc
 
 
 class _HotCycle(RequestResponseCycle):
-    """The answer to a hot path's request: headers the gateway wrote, head and body of a
-    whole answer in one write, a stream's head at once and its events chunked."""
+    """The answer to a hot path's request: headers the gateway wrote, and the head in one
+    write with the first of the body (the whole body of a whole answer, a stream's first
+    events, which a worker sends right after its own head)."""
 
     _head = b""
 
@@ -193,11 +195,9 @@ class _HotCycle(RequestResponseCycle):
             content.append(b"connection: close\r\n")
         if self.chunked_encoding is None:
             self.chunked_encoding = True
-            content.append(b"transfer-encoding: chunked\r\n\r\n")
-            self.transport.write(b"".join(content))  # a stream's head goes at once
-        else:
-            content.append(b"\r\n")
-            self._head = b"".join(content)  # written with the body
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        self._head = b"".join(content)  # written with the first of the body
 
     def _body(self, body: bytes, more_body: bool) -> None:
         if self.chunked_encoding:
@@ -208,8 +208,9 @@ class _HotCycle(RequestResponseCycle):
             self.expected_content_length -= len(body)
             if self.expected_content_length < 0:
                 raise RuntimeError("Response content longer than Content-Length")
-            data = self._head + body if self._head else body
-            self._head = b""
+            data = body
+        if self._head and (data or not more_body):
+            data, self._head = self._head + data, b""
         if data:
             self.transport.write(data)
         if more_body:
