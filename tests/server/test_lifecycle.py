@@ -104,3 +104,27 @@ def test_a_stopping_gateway_ends_requests_past_its_grace_period_each_metered_and
     # the worker's count of what each generated before it was cancelled
     assert all(0 < r["completion_tokens"] < 480 for r in cut), cut
     assert "Traceback" not in srv.log.read_text()
+
+
+def test_a_second_signal_skips_the_grace_period_not_the_metering(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    srv, client, stream, whole = _stopping(tmp_path_factory.mktemp("twice"), grace_s=30)
+    try:
+        time.sleep(0.05)
+        srv.proc.send_signal(signal.SIGINT)  # a second signal: no grace period
+        with pytest.raises(openai.APIError):  # told why, or the connection closes first
+            for _ in stream:
+                pass
+        with pytest.raises(openai.APIError):
+            whole.result(timeout=30)
+        assert srv.proc.wait(timeout=30) is not None
+    finally:
+        client.close()
+        srv.stop()
+    cut = [r for r in json.loads(srv.cli("usage", "--json").stdout) if r["status"] != "ok"]
+    assert [(r["status"], r["http_status"]) for r in cut] == [("error", 503)] * 2
+    # the worker's count of what each generated before it was cancelled
+    assert all(0 < r["completion_tokens"] < 480 for r in cut), cut
+    log = srv.log.read_text()
+    assert "stopped at once" in log and "Traceback" not in log

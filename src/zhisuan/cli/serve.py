@@ -46,8 +46,6 @@ def serve(
     ),
 ) -> None:
     """Start the gateway and every deployed replica."""
-    import uvicorn
-
     from zhisuan.gateway import create_app
     from zhisuan.store import open_store
 
@@ -77,6 +75,7 @@ def serve(
 
             ensure_demo(store, settings)
     from zhisuan.gateway._protocol import protocol_for
+    from zhisuan.gateway._server import run as run_server
     from zhisuan.gateway.app import auth_enabled, is_loopback
 
     if not auth_enabled(settings):
@@ -111,7 +110,7 @@ def serve(
             highlight=False,
         )
     settle_heap()
-    uvicorn.run(
+    run_server(
         app,
         host=settings.host,
         port=settings.port,
