@@ -99,10 +99,7 @@ def test_a_stopping_gateway_ends_requests_past_its_grace_period_each_metered_and
     finally:
         client.close()
         srv.stop()
-    cut = [r for r in json.loads(srv.cli("usage", "--json").stdout) if r["status"] != "ok"]
-    assert [(r["status"], r["http_status"]) for r in cut] == [("error", 503)] * 2
-    # the worker's count of what each generated before it was cancelled
-    assert all(0 < r["completion_tokens"] < 480 for r in cut), cut
+    _both_ended_and_metered(srv)
     assert "Traceback" not in srv.log.read_text()
 
 
@@ -122,9 +119,14 @@ def test_a_second_signal_skips_the_grace_period_not_the_metering(
     finally:
         client.close()
         srv.stop()
-    cut = [r for r in json.loads(srv.cli("usage", "--json").stdout) if r["status"] != "ok"]
-    assert [(r["status"], r["http_status"]) for r in cut] == [("error", 503)] * 2
-    # the worker's count of what each generated before it was cancelled
-    assert all(0 < r["completion_tokens"] < 480 for r in cut), cut
+    _both_ended_and_metered(srv)
     log = srv.log.read_text()
     assert "stopped at once" in log and "Traceback" not in log
+
+
+def _both_ended_and_metered(srv: Server) -> None:
+    """The stream and the whole answer each have an error record with the worker's count of
+    what it generated before it was cancelled."""
+    cut = [r for r in json.loads(srv.cli("usage", "--json").stdout) if r["status"] != "ok"]
+    assert [(r["status"], r["http_status"]) for r in cut] == [("error", 503)] * 2
+    assert all(0 < r["completion_tokens"] < 480 for r in cut), cut
