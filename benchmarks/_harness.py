@@ -10,9 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server._serve import Server as Server  # these three for the benchmarks too
+from tests.server._serve import Server as Server  # these four for the benchmarks too
 from tests.server._serve import free_port as free_port
 from tests.server._serve import start_server as start_server
+from tests.server._share_cli import tenant as tenant
 
 ADMIN = "zs-bench-admin-key-0000000000"
 CHAT = "zhisuan-tiny-chat"
@@ -36,8 +37,7 @@ def start_metered(home: Path, *deploy_flags: str) -> tuple[Server, str, str]:
     srv.wait_ready(timeout=60)
     srv.cli("models", "import", demo_path(), "--name", CHAT)
     srv.cli("deploy", CHAT, "--price-in", "0.5", "--price-out", "1.5", *deploy_flags)
-    srv.cli("tenants", "create", TENANT, "--rpm", "1000000", "--tpm", "1000000000")
-    key = srv.cli("keys", "create", "--tenant", TENANT).stdout.strip().splitlines()[-1]
+    key = tenant(srv, TENANT, "--rpm", "1000000", "--tpm", "1000000000")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         rows = json.loads(srv.cli("ps", "--json").stdout)

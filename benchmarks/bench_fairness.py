@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from _harness import ADMIN, Server, demo_path, start_server
+from _harness import ADMIN, Server, demo_path, start_server, tenant
 
 FAIR, FIFO = "fair-chat", "fifo-chat"
 
@@ -39,10 +39,7 @@ def setup(home: Path, max_batch: int) -> tuple[Server, dict[str, str]]:
     for name, order in ((FAIR, "fair"), (FIFO, "fifo")):
         srv.cli("models", "import", path, "--name", name)
         srv.cli("deploy", name, "--max-batch", str(max_batch), "--queue", order)
-    keys = {}
-    for tenant in ("bulk", "chat"):
-        srv.cli("tenants", "create", tenant)
-        keys[tenant] = srv.cli("keys", "create", "--tenant", tenant).stdout.strip().splitlines()[-1]
+    keys = {name: tenant(srv, name) for name in ("bulk", "chat")}
     srv.wait_ready(timeout=120)
     return srv, keys
 

@@ -167,8 +167,10 @@ def deploy(
     from zhisuan.store import open_store
 
     settings = Settings()
-    if queue not in ("fair", "fifo"):
-        fail(f"--queue must be fair or fifo, not {queue!r}")
+    from zhisuan.engines._turns import QUEUE_ORDERS
+
+    if queue not in QUEUE_ORDERS:
+        fail(f"--queue must be {' or '.join(QUEUE_ORDERS)}, not {queue!r}")
     with user_errors():
         _check_device(device)
         with open_store(settings) as store:

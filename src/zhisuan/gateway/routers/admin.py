@@ -74,7 +74,8 @@ class DeploymentIn(BaseModel):
             raise ValueError(f"options.context_length must be an integer >= 1, not {length!r}")
         order = options.get("queue")
         if order is not None and order not in QUEUE_ORDERS:
-            raise ValueError(f"options.queue must be fair or fifo, not {order!r}")
+            orders = " or ".join(QUEUE_ORDERS)
+            raise ValueError(f"options.queue must be {orders}, not {order!r}")
         return options
 
 
