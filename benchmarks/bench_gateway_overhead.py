@@ -175,6 +175,13 @@ def main() -> None:
         help="where the load generator runs: on the gateway's cores, or anywhere",
     )
     parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=64,
+        help="rows of the worker's batch (64: every request at 64 runs at once; the "
+        "deployments' default, 16, leaves the rest waiting in the worker's queue)",
+    )
+    parser.add_argument(
         "--engine-threads",
         type=int,
         default=None,
@@ -183,7 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     BODY["max_tokens"] = args.max_tokens
     BODY["ignore_eos"] = True
-    flags = ["--max-batch", "64"]
+    flags = ["--max-batch", str(args.max_batch)]
     if args.engine_threads:
         flags += ["--threads", str(args.engine_threads)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,7 +251,10 @@ def main() -> None:
                     rows.append((stream, conc, lat, wall, rounds, windows, per_request))
         finally:
             srv.stop()
-    print(f"\nworker threads: {args.engine_threads or 'default'}, {args.max_tokens} tokens")
+    print(
+        f"\nworker threads: {args.engine_threads or 'default'}, {args.max_tokens} tokens, "
+        f"a batch of {args.max_batch}"
+    )
     print(
         "| mode | concurrency | added p50 (ms) | added p99 (ms) | throughput vs direct "
         "| gateway CPU per request (ms) | latency difference p50 / p99 (ms) |"
