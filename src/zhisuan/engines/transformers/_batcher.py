@@ -5,9 +5,7 @@ Every iteration the scheduler
 1. drops cancelled sequences (their consumer closed the stream);
 2. admits waiting requests up to ``max_batch``, the tenants taking turns
    (:class:`~zhisuan.engines._turns.TurnQueue`), and prefills them together (left
-   padded) in one forward pass, sampling each one's first token; with a queue, free
-   slots wait one iteration for rows about to end, so both are prefilled in one pass
-   (``Batcher._hold``);
+   padded) in one forward pass, sampling each one's first token;
 3. appends their KV to the running batch (both sides left-padded to the common length);
 4. runs ONE decode forward over all active sequences and samples one token per row,
    each with its own temperature / top-p / generator;
@@ -80,7 +78,6 @@ class EngineStats:
         tokens_generated: completion tokens sampled since start.
         busy_seconds: wall time spent in forward passes and sampling since start.
         requests_finished: sequences retired (finished, stopped or cancelled).
-        prefills: prefill passes run (each admits one group of waiting requests).
     """
 
     active: int
@@ -88,7 +85,6 @@ class EngineStats:
     tokens_generated: int
     busy_seconds: float
     requests_finished: int
-    prefills: int = 0
 
 
 def cache_keyword(model: Any) -> str:
@@ -142,8 +138,6 @@ class Batcher:
         self._tokens_generated = 0
         self._busy_seconds = 0.0
         self._finished = 0
-        self._prefills = 0
-        self._held = False  # the last iteration left its free slots empty (``_hold``)
         self._thread = threading.Thread(target=self._run, name="zhisuan-batcher", daemon=True)
         self._thread.start()
 
@@ -172,7 +166,6 @@ class Batcher:
             tokens_generated=self._tokens_generated,
             busy_seconds=self._busy_seconds,
             requests_finished=self._finished,
-            prefills=self._prefills,
         )
 
     def close(self, timeout: float = 30.0) -> None:
@@ -220,8 +213,6 @@ class Batcher:
         joiners: list[Sequence] = []
         budget = self._max_prefill_tokens
         with self._lock:
-            if self._hold():
-                return joiners
             while self._waiting and len(self._active) + len(joiners) < self._max_batch:
                 seq = self._waiting.peek()
                 if seq.cancelled:
@@ -234,28 +225,7 @@ class Batcher:
                 joiners.append(self._waiting.popleft())
         return joiners
 
-    def _hold(self) -> bool:
-        """Whether the free slots stay empty for this iteration (under ``_lock``).
-
-        Every iteration that admits requests runs a prefill pass of its own, and on a
-        small model or a busy device that pass costs about as much as the decode step,
-        whatever its rows. Admitting whatever frees up at every iteration, a full queue
-        keeps the batch in staggered groups that each pay a prefill (four-token requests
-        on a 16-row batch: five rows per prefill and 0.74x the throughput of one group of
-        sixteen). So while more requests wait than slots are free, and some running rows
-        reach their token budget in this iteration's decode, the free slots wait for
-        theirs, and both are prefilled together next iteration; never two iterations in a
-        row, so a free slot is empty for one decode step at most.
-        """
-        held, self._held = self._held, False
-        free = self._max_batch - len(self._active)
-        if held or free <= 0 or len(self._waiting) <= free:
-            return False
-        self._held = any(s.max_tokens - len(s.generated) == 1 for s in self._active)
-        return self._held
-
     def _prefill(self, joiners: list[Sequence]) -> None:
-        self._prefills += 1
         width = max(len(s.prompt_ids) for s in joiners)
         ids = torch.full((len(joiners), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(joiners), width), dtype=torch.long)
