@@ -47,10 +47,18 @@ one per path, locked into batches of their own, and the groups' places, not the 
 moved their difference by ±10 ms from one round to the next.) ``--null`` checks the method:
 alternating between two identical direct paths, it found −0.05 (−0.1 to 0.1) ms at the
 p50 and −0.33 (−0.8 to 0.2) ms at the p99 without streaming, 0.12 (−0.2 to 0.5) and
-−0.05 (−0.2 to 0.1) ms streaming. The
-added p50 and p99 at 64 are the mean of the windows' differences, with a 95% confidence
-interval from them; the windows are the replicates, since latencies at 64 cluster on the
-engine's batch steps and a window's requests move together. They are given twice: of the
+−0.05 (−0.2 to 0.1) ms streaming. The alternating clients run ``--starts`` times
+(``--mixed`` seconds in all), each time from an idle engine: with more requests than rows,
+the engine's batch keeps the grouping its first arrivals gave it for as long as the load
+lasts, one group of 64 rows that all end together or two or three that take turns, and
+one group left the gateway a burst of 64 answers to relay at once (about 3 ms at the p50
+against 0.6-1.3 ms). A single run drew one grouping, and the grouping, not the gateway,
+decided whether it met the p50 target; several starts sample them, and each start prints
+its added p50 and how many requests joined the batch per prefill pass (the worker's
+``/health``). Within a start, a window's added p50 and p99 are its percentiles' differences;
+the figure at 64 is the mean over starts of their windows' mean, with a 95% confidence
+interval from the starts (the windows of one start share its grouping, so they are not
+independent replicates). They are given twice: of the
 latency itself, and of the latency less the worker's own time on the request (its
 ``server-timing``), which leaves out where a request fell in the engine's batches but not
 how the worker's event loop treated it. ``--control`` runs the method against a minimal
@@ -88,17 +96,18 @@ import uvloop
 from _alternating import (
     BODY,
     ERRORS,
-    Window,
+    Start,
+    added_across,
     added_in,
     alternate,
     clients,
     control,
     mean_ci,
-    mixed,
     null_check,
     one,
     paired_ratio,
     pct,
+    starts,
 )
 from _harness import start_metered
 from _load import Client
@@ -150,6 +159,13 @@ def main() -> None:
         type=float,
         default=60,
         help="seconds of clients alternating between the paths, for the latency at 64",
+    )
+    parser.add_argument(
+        "--starts",
+        type=int,
+        default=6,
+        help="the alternating clients' seconds split into this many runs, each from an idle "
+        "engine (each run keeps one grouping of the engine's batch)",
     )
     parser.add_argument(
         "--window", type=float, default=3, help="seconds per window of the alternating clients"
@@ -216,7 +232,7 @@ def main() -> None:
                     lat: dict[str, list[float]] = {"direct": [], "gateway": []}
                     wall: dict[str, float] = {"direct": 0.0, "gateway": 0.0}
                     rounds: dict[str, list[list[float]]] = {"direct": [], "gateway": []}
-                    windows: list[Window] = []
+                    runs: list[Start] = []
                     before = sum(gateway_proc.cpu_times()[:2])
                     if conc == 1:
                         got = uvloop.run(
@@ -240,15 +256,29 @@ def main() -> None:
                     _show(f"{mode} c={conc:<3}", lat["direct"], lat["gateway"])
                     if conc > 1:
                         paths = [(direct, None), (srv.url, key)]
-                        windows = uvloop.run(
-                            mixed(paths, stream, conc, args.mixed, args.warmup, args.window)
+                        runs = starts(
+                            paths,
+                            stream,
+                            conc,
+                            args.mixed,
+                            args.starts,
+                            args.warmup,
+                            args.window,
                         )
+                        windows = [w for run, _ in runs for w in run]
                         _show(
                             f"{mode} c={conc}+{conc} alternating",
                             [x for d_w, _ in windows for x, _ in d_w],
                             [x for _, g_w in windows for x, _ in g_w],
                         )
-                    rows.append((stream, conc, lat, wall, rounds, windows, per_request))
+                        for i, (run, joined) in enumerate(runs):
+                            group = "?" if joined is None else f"{joined:.1f}"
+                            print(
+                                f"  start {i + 1}: added p50 {added_in(run)[0]} ms less the "
+                                f"worker's time; {group} requests per prefill",
+                                flush=True,
+                            )
+                    rows.append((stream, conc, lat, wall, rounds, runs, per_request))
         finally:
             srv.stop()
     print(
@@ -260,7 +290,7 @@ def main() -> None:
         "| gateway CPU per request (ms) | latency difference p50 / p99 (ms) |"
     )
     print("|---|---|---|---|---|---|---|")
-    for stream, conc, lat, wall, rounds, windows, cpu_per_request in rows:
+    for stream, conc, lat, wall, rounds, runs, cpu_per_request in rows:
         d, g = lat["direct"], lat["gateway"]
         if conc == 1:
             ratio, low, high = paired_ratio(d, g)
@@ -270,8 +300,8 @@ def main() -> None:
             ratio = (len(g) / wall["gateway"]) / (len(d) / wall["direct"])
             pairs = list(zip(rounds["direct"], rounds["gateway"], strict=True))
             _, low, high = mean_ci([len(y) / len(x) for x, y in pairs])
-            added = added_in(windows)
-            plain = added_in(windows, own=False)
+            added = added_across(runs)
+            plain = added_across(runs, own=False)
         print(
             f"| {'stream' if stream else 'non-stream'} | {conc} | {added[0]} | {added[1]} | "
             f"{ratio:.1%} ({low:.1%}–{high:.1%}) | {cpu_per_request * 1e3:.2f} | "
@@ -279,9 +309,10 @@ def main() -> None:
         )
     print(
         "in brackets: 95% confidence intervals (at 1 from the paired requests; at 64 the"
-        " latency from the windows of alternating clients, the throughput from the paired"
-        " rounds). At 64 the added latency is that of the latency less the worker's own"
-        " time (its server-timing); the last column is of the latency itself."
+        " latency from the runs of alternating clients, each from an idle engine, the"
+        " throughput from the paired rounds). At 64 the added latency is that of the"
+        " latency less the worker's own time (its server-timing); the last column is of"
+        " the latency itself."
     )
     print(f"failed requests: {ERRORS or 'none'}")
     print(

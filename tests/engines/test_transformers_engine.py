@@ -248,9 +248,12 @@ def test_cancellation_frees_slots(chat: TransformersEngine) -> None:
 
 
 def test_single_token_budget(chat: TransformersEngine) -> None:
+    asyncio.run(wait_idle(chat))
+    before = chat.stats().prefills
     _, deltas = asyncio.run(collect(chat, PROMPTS[1], greedy(1)))
     assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 1
     asyncio.run(wait_idle(chat))
+    assert chat.stats().prefills == before + 1  # a request alone: one prefill pass
 
 
 def test_forward_failure_fails_requests_not_engine(
@@ -289,6 +292,8 @@ def test_requests_beyond_max_batch_wait(tiny_dir: Path) -> None:
         stats = engine.stats()
         assert stats.tokens_generated == 10 * len(PROMPTS)
         assert stats.busy_seconds > 0 and stats.requests_finished == len(PROMPTS)
+        # two rows: each prefill pass admitted one or two requests
+        assert -(-len(PROMPTS) // 2) <= stats.prefills <= len(PROMPTS)
     finally:
         asyncio.run(engine.close())
 

@@ -66,7 +66,10 @@ def test_a_tenants_request_waits_for_its_turn_not_for_another_tenants_backlog(
             tasks.append(asyncio.create_task(one(s, "small", 8)))
             await asyncio.wait_for(asyncio.gather(*tasks), 60)
 
+    before = httpx.get(f"{worker}/health").json()["prefills"]
     asyncio.run(main())
+    # one slot: every request joined the batch alone, in a prefill pass of its own
+    assert httpx.get(f"{worker}/health").json()["prefills"] - before == BACKLOG + 1
     assert sorted(ended) == sorted([*(f"bulk{i}" for i in range(BACKLOG)), "small"])
     if model == FAIR:  # next but one, or two if the first ended before it came
         assert ended.index("small") in (1, 2), ended

@@ -78,6 +78,8 @@ class EngineStats:
         tokens_generated: completion tokens sampled since start.
         busy_seconds: wall time spent in forward passes and sampling since start.
         requests_finished: sequences retired (finished, stopped or cancelled).
+        prefills: prefill passes run; each admits the requests that joined the batch in
+            one iteration, so requests over prefills is how many joined together.
     """
 
     active: int
@@ -85,6 +87,7 @@ class EngineStats:
     tokens_generated: int
     busy_seconds: float
     requests_finished: int
+    prefills: int = 0
 
 
 def cache_keyword(model: Any) -> str:
@@ -138,6 +141,7 @@ class Batcher:
         self._tokens_generated = 0
         self._busy_seconds = 0.0
         self._finished = 0
+        self._prefills = 0
         self._thread = threading.Thread(target=self._run, name="zhisuan-batcher", daemon=True)
         self._thread.start()
 
@@ -166,6 +170,7 @@ class Batcher:
             tokens_generated=self._tokens_generated,
             busy_seconds=self._busy_seconds,
             requests_finished=self._finished,
+            prefills=self._prefills,
         )
 
     def close(self, timeout: float = 30.0) -> None:
@@ -201,6 +206,7 @@ class Batcher:
         start = time.perf_counter()
         with torch.inference_mode():
             if joiners:
+                self._prefills += 1
                 self._prefill(joiners)
                 self._joining = []
                 self._retire()

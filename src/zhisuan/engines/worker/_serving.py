@@ -85,12 +85,14 @@ class Serving:
     def health(self) -> dict[str, Any]:
         """``GET /health`` body of a loaded worker."""
         active, waiting, busy_s = self.load.active, 0, self.load.busy_s
+        prefills = -1
         if isinstance(self.engine, ReportsLoad):
             stats = self.engine.stats()
             active = int(_stat(stats, "active", active))
             waiting = int(_stat(stats, "waiting", waiting))
             busy_s = float(_stat(stats, "busy_seconds", busy_s))
-        return {
+            prefills = int(_stat(stats, "prefills", prefills))
+        body: dict[str, Any] = {
             "status": "ok",
             "model": self.info.model,
             "engine": self.info.engine,
@@ -101,6 +103,9 @@ class Serving:
             "waiting": waiting,
             "busy_s": round(busy_s, 3),
         }
+        if prefills >= 0:  # an engine that batches: how often requests joined its batch
+            body["prefills"] = prefills
+        return body
 
     def models(self) -> dict[str, Any]:
         """``GET /v1/models`` body: this replica's one model."""
