@@ -304,7 +304,7 @@ def main() -> None:
             plain = added_across(runs, own=False)
         print(
             f"| {'stream' if stream else 'non-stream'} | {conc} | {added[0]} | {added[1]} | "
-            f"{ratio:.1%} ({low:.1%}–{high:.1%}) | {cpu_per_request * 1e3:.2f} | "
+            f"{ratio:.2%} ({low:.1%}–{high:.1%}) | {cpu_per_request * 1e3:.2f} | "
             f"{plain[0]} / {plain[1]} |"
         )
     print(

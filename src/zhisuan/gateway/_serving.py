@@ -181,7 +181,7 @@ class HotPath:
         stream's, on a task (``forward``'s ``sent``). Under load the checks come first,
         as they did before: a request sent at once would not start sooner in a busy
         replica's batches, and at 64 clients sending first showed no gain
-        (``README.md``).
+        (``docs/gateway-overhead.md``).
 
         Returns:
             True if the request was sent ahead; False, with nothing done, if it takes

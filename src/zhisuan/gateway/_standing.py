@@ -64,7 +64,7 @@ def peek(body: bytes) -> tuple[str, bool] | None:
     differently (a nested key of that name first, a duplicate key) has its request
     withdrawn and sent the careful way. Reading the bytes costs a fourth of parsing the
     JSON (0.5 against 1.9 µs warm), and on an idle gateway's cold caches it took 20 ± 13
-    and 5 ± 9 µs off a request at concurrency 1 (two paired runs, ``README.md``).
+    and 5 ± 9 µs off a request at concurrency 1 (two paired runs, ``docs/gateway-overhead.md``).
 
     Returns:
         None if no model is named as a plain string (no escapes), or ``stream`` is not
