@@ -139,7 +139,7 @@ def starts(
     With more requests than it has rows, an engine's batch keeps the grouping its first
     arrivals gave it: all rows joining and ending together, or in two or three groups
     that take turns. One grouping lasts the whole of one run, and at 64 it moved the
-    gateway's added p50 from about 0.6-1.3 ms (groups) to 2.8-3.5 ms (one group: the
+    gateway's added p50 from 0.5-2.4 ms (groups) to 2.8-3.5 ms (one group: the
     gateway relays a burst of 64 answers). Several starts sample the groupings, as a
     service's load would over a day. The first path is the worker's; its ``/health``
     tells how many requests joined per prefill pass in each start.

@@ -52,7 +52,7 @@ p50 and −0.33 (−0.8 to 0.2) ms at the p99 without streaming, 0.12 (−0.2 to
 the engine's batch keeps the grouping its first arrivals gave it for as long as the load
 lasts, one group of 64 rows that all end together or two or three that take turns, and
 one group left the gateway a burst of 64 answers to relay at once (about 3 ms at the p50
-against 0.6-1.3 ms). A single run drew one grouping, and the grouping, not the gateway,
+against 0.5-2.4 ms). A single run drew one grouping, and the grouping, not the gateway,
 decided whether it met the p50 target; several starts sample them, and each start prints
 its added p50 and how many requests joined the batch per prefill pass (the worker's
 ``/health``). Within a start, a window's added p50 and p99 are its percentiles' differences;
