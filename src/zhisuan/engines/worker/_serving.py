@@ -57,7 +57,7 @@ _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
 
 
-def _stat(stats: Any, name: str, default: float) -> Any:
+def _stat(stats: Any, name: str, default: float | None) -> Any:
     if isinstance(stats, dict):
         return stats.get(name, default)
     return getattr(stats, name, default)
@@ -85,13 +85,14 @@ class Serving:
     def health(self) -> dict[str, Any]:
         """``GET /health`` body of a loaded worker."""
         active, waiting, busy_s = self.load.active, 0, self.load.busy_s
-        prefills = -1
+        prefills: int | None = None  # only an engine that batches counts them
         if isinstance(self.engine, ReportsLoad):
             stats = self.engine.stats()
             active = int(_stat(stats, "active", active))
             waiting = int(_stat(stats, "waiting", waiting))
             busy_s = float(_stat(stats, "busy_seconds", busy_s))
-            prefills = int(_stat(stats, "prefills", prefills))
+            if (counted := _stat(stats, "prefills", None)) is not None:
+                prefills = int(counted)
         body: dict[str, Any] = {
             "status": "ok",
             "model": self.info.model,
@@ -103,7 +104,7 @@ class Serving:
             "waiting": waiting,
             "busy_s": round(busy_s, 3),
         }
-        if prefills >= 0:  # an engine that batches: how often requests joined its batch
+        if prefills is not None:  # how often requests joined the engine's batch
             body["prefills"] = prefills
         return body
 
