@@ -7,8 +7,9 @@ through psycopg 3 (``postgresql+psycopg://``; a bare ``postgresql://`` URL is up
 The schema is brought to the newest Alembic revision when a store is opened. To keep the
 gateway's cold start short, the revision recorded in the database is first compared with
 :data:`zhisuan.store.migrations.HEAD` using one query; Alembic is imported only when they
-differ. Concurrent openers are serialised (a lock file next to the SQLite file, an advisory
-lock on PostgreSQL) so two processes starting on a fresh home do not race.
+differ. Concurrent openers are serialised (a lock file next to the SQLite file, held for the
+check too; an advisory lock on PostgreSQL) so two processes starting on a fresh home do not
+race.
 """
 
 from __future__ import annotations
@@ -126,7 +127,12 @@ def _upgrade_lock(engine: Engine) -> Iterator[None]:
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
         lock_path = Path(database).expanduser().with_name(Path(database).name + ".migrate.lock")
-        with lock_path.open("a") as fh:
+        try:
+            fh = lock_path.open("a")
+        except OSError:  # a read-only home: nothing here can migrate it, so nothing to order
+            yield
+            return
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -145,12 +151,20 @@ def upgrade(engine: Engine) -> bool:
     Returns:
         True when migrations ran, False when the database was already at head.
     """
-    with engine.connect() as conn:
-        if current_revision(conn) == HEAD:
-            return False
+    # The check, too, runs under the lock: the first connection to a fresh SQLite file
+    # turns it to WAL, which needs the file to itself, and an opener reading beside it
+    # could be refused at once ("database is locked") rather than made to wait.
+    with _upgrade_lock(engine):
+        with engine.connect() as conn:
+            if current_revision(conn) == HEAD:
+                return False
+        return _migrate(engine)
+
+
+def _migrate(engine: Engine) -> bool:
     from alembic import command
 
-    with _upgrade_lock(engine), engine.begin() as conn:
+    with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
         before = current_revision(conn)
