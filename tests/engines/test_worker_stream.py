@@ -84,8 +84,23 @@ def test_gateway_header_puts_the_counts_of_a_whole_answer_in_a_header(chat_url: 
     )
     usage = metered.json()["usage"]
     assert usage["completion_tokens"] == 2
-    counts = f"{usage['prompt_tokens']} {usage['completion_tokens']}"
-    assert metered.headers["x-zhisuan-usage"] == counts
+    prompt, completion, decode_ms = metered.headers["x-zhisuan-usage"].split()
+    assert (int(prompt), int(completion)) == (usage["prompt_tokens"], 2)
+    assert 0 <= float(decode_ms) <= _worker_ms(metered.headers["server-timing"])
+
+
+def test_a_whole_answer_says_how_long_before_it_its_first_token_came() -> None:
+    # 20 ms before each of 4 tokens: the first comes at 20 ms, the answer at 80 ms
+    engine = FakeEngine("fake-chat", context_length=100, eos_after=50, delay=0.02)
+    app = create_app(lambda: engine, model_name="fake-chat", engine_kind="fake")
+    body = {"model": "fake-chat", "messages": MESSAGES, "max_tokens": 4}
+    with serve(app) as url:
+        resp = httpx.post(
+            f"{url}/v1/chat/completions", json=body, headers={"X-Zhisuan-Usage": "always"}
+        )
+    decode_ms = float(resp.headers["x-zhisuan-usage"].split()[2])
+    worker_ms = _worker_ms(resp.headers["server-timing"])
+    assert 55 <= decode_ms <= worker_ms - 18
 
 
 def _worker_ms(timing: str) -> float:

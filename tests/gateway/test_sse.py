@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from zhisuan.gateway._ends import answered
 from zhisuan.gateway._exchange import Exchange
-from zhisuan.gateway._sse import DONE_EVENT, StreamMeter, take_usage
+from zhisuan.gateway._sse import DONE_EVENT, StreamMeter, take_answer_counts, take_usage
 
 
 def chunk(counts: tuple[int, int] | None, **fields: Any) -> bytes:
@@ -76,3 +79,50 @@ def test_take_usage_reads_the_usage_object_of_a_json_answer() -> None:
     content = json.dumps({**body, "usage": {"prompt_tokens": 7, "completion_tokens": 4}})
     take_usage(ex, content.encode())
     assert (ex.prompt_tokens, ex.completion_tokens) == (7, 4)
+
+
+def test_a_whole_answers_counts_and_first_token_come_from_its_header() -> None:
+    ex = exchange()
+    ex.started -= 0.1  # the request arrived 100 ms ago
+    assert take_answer_counts(ex, b"9 5 40.0")
+    assert (ex.prompt_tokens, ex.completion_tokens) == (9, 5)
+    assert ex.ttft_s == pytest.approx(0.06, abs=0.01)  # the answer came 40 ms after it
+    ex.close()
+    assert ex.tpot_s == pytest.approx(0.04 / 4, abs=0.0025)
+    late = exchange()
+    assert take_answer_counts(late, b"1 2 5000")  # longer than the request: at its arrival
+    assert late.first_token_at == late.started
+    for header in (b"9 5", b"9 5 soon", b"9 5 -3"):  # no time to count back from
+        ex = exchange()
+        assert take_answer_counts(ex, header) and ex.completion_tokens == 5
+        assert ex.first_token_at is None
+    assert not take_answer_counts(exchange(), b"nine 5 1.0")
+
+
+class _Finished:
+    def __init__(self) -> None:
+        self.done: list[Exchange] = []
+
+    def finish(self, ex: Exchange) -> None:
+        self.done.append(ex)
+
+
+@pytest.mark.parametrize(
+    ("header", "known"),
+    [
+        (b"9 5 2.5", True),  # the worker timed its first token
+        (b"9 5", False),  # nobody did: no TTFT and no TPOT rather than made-up ones
+        (b"9 1", True),  # one token: the answer is its first token
+        (None, True),  # counts from the body, with one token
+    ],
+)
+def test_a_whole_answer_has_a_first_token_only_where_known(
+    header: bytes | None, known: bool
+) -> None:
+    gw, ex = _Finished(), exchange()
+    headers = {} if header is None else {b"x-zhisuan-usage": header}
+    content = b'{"usage":{"prompt_tokens":9,"completion_tokens":1}}'
+    answered(gw, ex, 200, headers, content)  # type: ignore[arg-type]
+    assert gw.done == [ex] and ex.status == "ok" and ex.prompt_tokens == 9
+    assert (ex.ttft_s is not None) == known
+    assert (ex.tpot_s is not None) == (known and ex.completion_tokens > 1)

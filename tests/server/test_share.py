@@ -313,6 +313,28 @@ def test_usage_fields_and_tenant_isolation(shared: Server) -> None:
     assert {"iso-a", "iso-b"} <= {r["tenant"] for r in admin.json()}
 
 
+def test_a_whole_answer_is_timed_from_its_first_token_as_a_stream_is(shared: Server) -> None:
+    c = client(shared, tenant(shared, "timer"))
+    extra = {"ignore_eos": True}
+    c.chat.completions.create(model=CHAT, messages=HI, max_tokens=16, extra_body=extra)
+    list(
+        c.chat.completions.create(
+            model=CHAT, messages=HI, max_tokens=16, stream=True, extra_body=extra
+        )
+    )
+    rows = wait_usage(shared, "timer", lambda r: len(r) == 2)
+    whole, stream = sorted(rows, key=lambda r: r["stream"])
+    decode = {}
+    for row in (whole, stream):
+        assert row["completion_tokens"] == 16
+        assert 0 < row["ttft_ms"] < row["latency_ms"]
+        decode[row["stream"]] = row["latency_ms"] - row["ttft_ms"]
+        assert row["tpot_ms"] == pytest.approx(decode[row["stream"]] / 15)
+    # 15 tokens after the first, on the same engine: about as long either way (a whole
+    # answer timed at its arrival would have microseconds here)
+    assert 0.25 < decode[False] / decode[True] < 4
+
+
 def test_requests_refused_for_their_body_are_metered(shared: Server) -> None:
     """An invalid or oversized body is refused before admission, and recorded all the same."""
     key = tenant(shared, "bad-bodies")

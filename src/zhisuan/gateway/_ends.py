@@ -18,7 +18,7 @@ from zhisuan.engines._turns import TENANT_HEADER
 from zhisuan.errors import EngineUnavailable
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._exchange import Exchange
-from zhisuan.gateway._sse import take_counts, take_usage
+from zhisuan.gateway._sse import take_answer_counts, take_usage
 from zhisuan.store import ANONYMOUS
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,10 @@ def answered(
     """Meter a whole answer (its record is durable on return); the headers to pass on."""
     if status == 200:
         counts = headers.get(_USAGE_BYTES)
-        if counts is None or not take_counts(ex, counts):
+        if counts is None or not take_answer_counts(ex, counts):
             take_usage(ex, content)
-        ex.mark_first_token()
+        if ex.completion_tokens < 2:  # an embedding, or one token: no time per token
+            ex.mark_first_token()  # else unknown unless the worker timed its first token
     else:
         ex.error = content[:500].decode(errors="replace")
     ex.close("ok" if status == 200 else "error", status)

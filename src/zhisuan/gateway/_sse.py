@@ -4,15 +4,16 @@ Workers asked with ``X-Zhisuan-Usage: always`` put a comment line ``: usage <pro
 <completion>`` in every stream event (SSE comments are ignored by clients), with the counts
 so far, and always end a stream with the usage chunk, which is dropped again when the
 client did not ask for ``stream_options.include_usage``; a whole (non-stream) answer
-carries the counts in an ``x-zhisuan-usage: <prompt> <completion>`` header. Their JSON
-is compact, so a few
-byte patterns tell the events apart; none of them can occur inside a JSON string, where
+carries the counts in an ``x-zhisuan-usage: <prompt> <completion> [<decode ms>]`` header,
+the last the milliseconds from its first token to the answer. Their JSON is compact, so a
+few byte patterns tell the events apart; none of them can occur inside a JSON string, where
 quotes and newlines are escaped.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from zhisuan.gateway._exchange import Exchange
@@ -136,3 +137,24 @@ def take_counts(ex: Exchange, counts: bytes) -> bool:
         ex.prompt_tokens, ex.completion_tokens = int(parts[0]), int(parts[1])
         return True
     return False
+
+
+def take_answer_counts(ex: Exchange, header: bytes) -> bool:
+    """Take a whole answer's ``<prompt> <completion> [<decode ms>]`` header, and time its
+    first token from the decode time: a whole answer's first token is the worker's to see.
+
+    Returns:
+        False when the counts are not there to take.
+    """
+    prompt, _, rest = header.strip().partition(b" ")
+    completion, _, decode = rest.partition(b" ")
+    if not (prompt.isdigit() and completion.isdigit()):
+        return False
+    ex.prompt_tokens, ex.completion_tokens = int(prompt), int(completion)
+    try:
+        decode_s = float(decode) / 1e3 if decode else None
+    except ValueError:
+        decode_s = None
+    if decode_s is not None and decode_s >= 0:
+        ex.first_token_at = max(ex.started, time.perf_counter() - decode_s)
+    return True

@@ -10,7 +10,8 @@ Run it with ``python -m zhisuan.engines.worker`` (see ``__main__``). HTTP contra
   ``/v1/embeddings``: OpenAI's API; errors are OpenAI error bodies.
 - Request headers from the gateway: ``X-Zhisuan-Usage: always`` (every stream ends with a
   usage chunk and each event carries a ``: usage <prompt> <completion>`` comment line; a
-  whole answer has an ``x-zhisuan-usage: <prompt> <completion>`` header) and
+  whole answer has an ``x-zhisuan-usage: <prompt> <completion> <decode ms>`` header, the
+  last the milliseconds from its first token to the answer) and
   ``X-Request-Id`` (used as the engine's request id and as the key below).
 - ``GET /zhisuan/requests/{request_id}?wait=S``: tokens a generation used, once it has
   settled (``state``: running, finished, cancelled, failed); for metering aborted streams.

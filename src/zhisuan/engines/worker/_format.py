@@ -74,14 +74,21 @@ def sse(obj: dict[str, Any], counts: tuple[int, int] | None = None) -> bytes:
     return data + b"\n\n"
 
 
-def answer_headers(job: Job, answer: dict[str, Any]) -> dict[str, str]:
+def answer_headers(
+    job: Job, answer: dict[str, Any], first_token_at: float | None = None
+) -> dict[str, str]:
     """A whole answer's headers: its :data:`TIMING_HEADER`, and ``x-zhisuan-usage:
-    <prompt> <completion>`` for the gateway, which then reads the counts without parsing
-    the body."""
+    <prompt> <completion> [<decode ms>]`` for the gateway, which then reads the counts
+    without parsing the body, and times the first token from the milliseconds between it
+    and the answer (``first_token_at``, a ``time.perf_counter()``), which a client of a
+    whole answer never sees."""
     headers = {TIMING_HEADER: timing(job)}
     if job.usage_comments:
         use = answer.get("usage") or {}
-        headers[USAGE_HEADER] = f"{use.get('prompt_tokens', 0)} {use.get('completion_tokens', 0)}"
+        counts = f"{use.get('prompt_tokens', 0)} {use.get('completion_tokens', 0)}"
+        if first_token_at is not None:
+            counts += f" {(time.perf_counter() - first_token_at) * 1e3:.3f}"
+        headers[USAGE_HEADER] = counts
     return headers
 
 

@@ -33,6 +33,7 @@ class RequestRecord:
         completion_tokens: tokens generated (so far, while running).
         finish_reason: ``stop`` or ``length`` once finished.
         state: running, finished, cancelled (client left) or failed (engine error).
+        first_token_at: ``time.perf_counter()`` when the first token was generated.
     """
 
     id: str
@@ -40,12 +41,15 @@ class RequestRecord:
     completion_tokens: int = 0
     finish_reason: str | None = None
     state: State = "running"
+    first_token_at: float | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     on_settle: Callable[[RequestRecord], None] | None = None
 
     def update(self, delta: Delta) -> None:
         self.prompt_tokens = delta.prompt_tokens
         self.completion_tokens = delta.completion_tokens
+        if self.first_token_at is None and delta.completion_tokens:
+            self.first_token_at = time.perf_counter()
         if delta.finish_reason is not None:
             self.finish_reason = delta.finish_reason
             self.end("finished")

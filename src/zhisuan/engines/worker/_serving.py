@@ -248,7 +248,8 @@ class Serving:
         if not stream:
             work = _collect(engine, job, prompt, params, echo, record)
             answer = await self._tracked(request, work)
-            return JSONResponse(answer, headers=fmt.answer_headers(job, answer))
+            headers = fmt.answer_headers(job, answer, record.first_token_at)
+            return JSONResponse(answer, headers=headers)
         self.load.enter()
         deltas: AsyncIterator[Delta] | None = None
         try:
