@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,9 +25,26 @@ def test_deployments_come_back_after_restart(tmp_path_factory: pytest.TempPathFa
     first = start_server(home, "--demo")
     try:
         first.wait_ready(timeout=120)
-        first.cli("deploy", "zhisuan-tiny-chat", "--replicas", "2")
+        # the home knows its gateway's address: a command without ZHISUAN_PORT finds it
+        written = json.loads((home / "gateway.json").read_text())
+        assert written == {"url": first.url, "pid": first.proc.pid}
+        unaddressed = {k: v for k, v in first.env.items() if k != "ZHISUAN_PORT"}
+        deployed = subprocess.run(
+            [sys.executable, "-m", "zhisuan", "deploy", "zhisuan-tiny-chat", "--replicas", "2"],
+            env=unaddressed,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert "warning" not in deployed.stderr
+        deadline = time.monotonic() + 120
+        while len(json.loads(first.cli("ps", "--json").stdout)) < 4:  # the second replica
+            assert time.monotonic() < deadline, "the gateway was not told of the deployment"
+            time.sleep(0.2)
     finally:
         first.stop()
+    assert not (home / "gateway.json").exists()
     rows = json.loads(first.cli("ps", "--json").stdout)
     assert [r["state"] for r in rows if r["model"] == "zhisuan-tiny-chat"] == ["stopped"] * 2
     second = start_server(home)  # no --demo: everything comes from the store

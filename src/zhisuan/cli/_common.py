@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 from rich.console import Console
 
 from zhisuan.errors import ZhisuanError
+from zhisuan.settings import Settings
 
 PIPED_WIDTH = 200  # piped output keeps whole table cells instead of ellipses
 
@@ -42,3 +46,53 @@ def gateway_url(host: str, port: int) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+GATEWAY_FILE = "gateway.json"
+"""Where a running ``zhisuan serve`` writes its address and pid, in its home, so that the
+other commands of that home find it on any port."""
+
+
+def home_gateway(settings: Settings) -> str:
+    """The URL of this home's gateway: the address the settings give where a port was
+    given (``ZHISUAN_PORT``), else the one a running ``zhisuan serve`` of this home wrote
+    down, else the default."""
+    if "port" not in settings.model_fields_set:
+        written = _written(settings.home / GATEWAY_FILE)
+        if written is not None:
+            return written
+    return gateway_url(settings.host, settings.port)
+
+
+def write_down(settings: Settings) -> None:
+    """Write this process's gateway address into its home (once it listens there)."""
+    path = settings.home / GATEWAY_FILE
+    spare = path.with_name(f".{GATEWAY_FILE}.{os.getpid()}")
+    url = gateway_url(settings.host, settings.port)
+    spare.write_text(json.dumps({"url": url, "pid": os.getpid()}) + "\n")
+    spare.replace(path)  # whole or not at all
+
+
+def forget(settings: Settings) -> None:
+    """Remove the address :func:`write_down` wrote, unless another gateway's replaced it."""
+    path = settings.home / GATEWAY_FILE
+    if _written(path, pid=os.getpid()) is not None:
+        path.unlink(missing_ok=True)
+
+
+def _written(path: Path, pid: int | None = None) -> str | None:
+    """The URL in ``path`` if the process that wrote it is alive (and is ``pid``)."""
+    try:
+        found = json.loads(path.read_text())
+        url, owner = str(found["url"]), int(found["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid is not None and owner != pid:
+        return None
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return None  # a gateway killed without its cleanup
+    except PermissionError:
+        pass  # alive, another user's
+    return url

@@ -10,7 +10,16 @@ from typing import Any
 import typer
 
 from zhisuan._heap import settle_heap
-from zhisuan.cli._common import console, err_console, fail, gateway_url, user_errors
+from zhisuan.cli._common import (
+    console,
+    err_console,
+    fail,
+    forget,
+    gateway_url,
+    home_gateway,
+    user_errors,
+    write_down,
+)
 from zhisuan.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -112,6 +121,8 @@ def serve(
     settle_heap()
     run_server(
         app,
+        on_started=lambda: write_down(settings),  # so this home's commands find it
+        on_stopped=lambda: forget(settings),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
@@ -257,10 +268,16 @@ def ps(
 def _replicas(settings: Settings, url: str | None) -> list[dict[str, Any]]:
     import httpx
 
-    base = url or gateway_url(settings.host, settings.port)
+    base = url or home_gateway(settings)
     try:
         resp = httpx.get(f"{base}/admin/replicas", timeout=5.0, headers=_admin_headers(settings))
     except httpx.HTTPError:
+        err_console.print(
+            f"[yellow]note:[/] no gateway answers at {base}: the deployments are listed as "
+            "stopped (start one with `zhisuan serve`, or give its address with --url)",
+            highlight=False,
+            soft_wrap=True,
+        )
         return _stopped_rows(settings)
     if resp.status_code != 200:
         fail(f"the gateway at {base} answered {resp.status_code}", resp.text[:200])
@@ -298,7 +315,7 @@ def _notify(settings: Settings) -> None:
     """Ask a running gateway to reconcile; no gateway is fine (it reads the store at start)."""
     import httpx
 
-    base = gateway_url(settings.host, settings.port)
+    base = home_gateway(settings)
     try:
         resp = httpx.post(f"{base}/admin/reconcile", timeout=10.0, headers=_admin_headers(settings))
     except httpx.HTTPError:

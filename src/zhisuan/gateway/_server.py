@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -27,9 +28,27 @@ STARTUP_FAILURE = 3  # uvicorn's exit status when the app did not start
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn's server with the second signal's stop described in the module docstring."""
+    """uvicorn's server with the second signal's stop described in the module docstring,
+    and calls once it listens (``on_started``) and once it has stopped (``on_stopped``:
+    uvicorn raises a stopping signal again on its way out, so the caller's own code after
+    ``run`` does not run then)."""
+
+    on_started: Callable[[], None] | None = None
+    on_stopped: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await self._shutdown(sockets)
+        finally:
+            if self.on_stopped is not None:
+                self.on_stopped()
+
+    async def _shutdown(self, sockets: list[socket.socket] | None) -> None:
         await super().shutdown(sockets)
         done = getattr(self.lifespan, "shutdown_event", None)
         if not self.force_exit or done is None or done.is_set():
@@ -45,10 +64,17 @@ class GatewayServer(uvicorn.Server):
         await self.lifespan.shutdown()
 
 
-def run(app: Any, **options: Any) -> None:
+def run(
+    app: Any,
+    on_started: Callable[[], None] | None = None,
+    on_stopped: Callable[[], None] | None = None,
+    **options: Any,
+) -> None:
     """Serve ``app`` as ``uvicorn.run`` would (``options`` are ``uvicorn.Config``'s), with
-    :class:`GatewayServer`."""
+    :class:`GatewayServer`, calling ``on_started`` once it listens and ``on_stopped`` once
+    it has stopped."""
     server = GatewayServer(Config(app, **options))
+    server.on_started, server.on_stopped = on_started, on_stopped
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:
