@@ -129,6 +129,10 @@ def test_tenant_errors_are_one_line_with_a_hint(cli: CliRunner) -> None:
     assert "cannot clear 'colour'" in error and "rpm" in hint
     error, _ = _fails(cli, "tenants", "create", "beta", "--models", " , ")
     assert "--models names no model" in error
+    _ok(cli, "tenants", "create", "gamma", "--models", "qwen")
+    error, hint = _fails(cli, "keys", "create", "--tenant", "gamma", "--models", "qwen,glm")
+    assert "tenant 'gamma' may not use 'glm', so its key cannot either" in error
+    assert "tenants set gamma --models" in hint
 
 
 def test_keys_create_prints_the_key_alone_on_the_last_line(

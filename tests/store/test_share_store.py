@@ -120,8 +120,9 @@ def test_key_is_stored_only_as_prefix_and_hash(store: Store) -> None:
 
 
 def test_authenticate(store: Store) -> None:
-    store.create_tenant("acme", rpm=5, models=["qwen"])
+    store.create_tenant("acme", rpm=5, models=["qwen", "llama"])
     _, secret = store.create_key(tenant="acme", models=["qwen", "llama"], tpm=100)
+    store.update_tenant("acme", models=["qwen"])  # narrowed after the key was made
     key = store.authenticate(secret)
     assert key is not None and key.status() == "active"
     assert key.tenant is not None and key.tenant.name == "acme"  # readable, detached
@@ -179,6 +180,21 @@ def test_admin_key_and_key_rules(store: Store) -> None:
         store.create_key(tenant="acme", name="x" * 129)
     with pytest.raises(NotFound, match="tenant 'acm' not found"):
         store.create_key(tenant="acm")
+
+
+def test_a_keys_allow_list_stays_within_its_tenants(store: Store) -> None:
+    store.create_tenant("acme", models=["qwen", "llama"])
+    store.create_tenant("open")  # every model
+    with pytest.raises(InvalidParameter, match="tenant 'acme' may not use 'glm'") as refused:
+        store.create_key(tenant="acme", models=["qwen", "glm"])
+    assert refused.value.param == "models" and "qwen, llama" in (refused.value.hint or "")
+    assert store.list_keys("acme") == []  # nothing written
+    row, _ = store.create_key(tenant="acme", models=["llama"])
+    with pytest.raises(InvalidParameter, match="may not use 'glm'"):
+        store.update_key(row.prefix, models=["glm"])
+    assert store.list_keys("acme")[0].models == ["llama"]  # as it was
+    assert store.update_key(row.prefix, models=None).models is None  # the tenant's list
+    assert store.create_key(tenant="open", models=["any-name"])[0].models == ["any-name"]
 
 
 def test_list_keys(store: Store) -> None:

@@ -64,6 +64,22 @@ def check_models(models: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(cleaned))
 
 
+def check_within_tenant(key: ApiKey, tenant: Tenant | None) -> None:
+    """Refuse a key allow-list that names a model its tenant may not use (the key could
+    never use it: a key's list narrows its tenant's)."""
+    if tenant is None or key.models is None or tenant.models is None:
+        return
+    outside = [m for m in key.models if m not in tenant.models]
+    if outside:
+        raise InvalidParameter(
+            f"tenant {tenant.name!r} may not use {', '.join(map(repr, outside))}, so its key "
+            "cannot either",
+            param="models",
+            hint=f"the tenant allows {', '.join(tenant.models)}; allow more with "
+            f"`zhisuan tenants set {tenant.name} --models ...`",
+        )
+
+
 def as_utc(value: datetime) -> datetime:
     """``value`` in UTC (naive = UTC already)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -23,7 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zhisuan.errors import InvalidParameter, NotFound, UserError, closest
-from zhisuan.store._share_checks import apply_limits, as_utc, check_currency, check_tenant_name
+from zhisuan.store._share_checks import (
+    apply_limits,
+    as_utc,
+    check_currency,
+    check_tenant_name,
+    check_within_tenant,
+)
 from zhisuan.store._share_models import (
     KEY_PREFIX_LEN,
     LIMIT_FIELDS,
@@ -166,7 +172,8 @@ class ShareStoreMixin(UsageStoreMixin):
 
         Raises:
             InvalidParameter: both or neither of tenant/admin, limits on an admin key, a
-                limit ≤ 0, or ``expires_at`` not in the future.
+                limit ≤ 0, ``expires_at`` not in the future, or a model the tenant's
+                allow-list leaves out.
             NotFound: no such tenant.
         """
         if admin == (tenant is not None):
@@ -197,6 +204,7 @@ class ShareStoreMixin(UsageStoreMixin):
             try:
                 with self.session_factory() as s, s.begin():
                     row.tenant = _tenant(s, tenant) if tenant is not None else None
+                    check_within_tenant(row, row.tenant)
                     s.add(row)
             except IntegrityError:
                 continue
@@ -276,7 +284,8 @@ class ShareStoreMixin(UsageStoreMixin):
         Raises:
             NotFound: no key has this prefix.
             InvalidParameter: an unknown field, a limit ≤ 0, limits or an allow-list on an
-                admin key, ``expires_at`` not in the future, a name over 128 characters.
+                admin key, ``expires_at`` not in the future, a name over 128 characters,
+                a model the tenant's allow-list leaves out.
         """
         fields = (*LIMIT_FIELDS, "models", "expires_at", "name")
         unknown = sorted(set(changes) - set(fields))
@@ -298,6 +307,8 @@ class ShareStoreMixin(UsageStoreMixin):
                     "an admin key has no limits or allow-list", param="admin", hint="drop them"
                 )
             apply_limits(row, changes)
+            if "models" in changes:
+                check_within_tenant(row, row.tenant)
             if name is not ...:
                 row.name = name
             if expires_at is not ...:
