@@ -82,8 +82,26 @@ def test_tokens_per_day_uses_the_stored_baseline_and_resets_at_midnight() -> Non
         led.admit(scope, 100, 0.0)
     assert info.value.code == "tokens_per_day_exceeded"
     assert 1 <= info.value.retry_after <= 61
+    assert "(used 950, in flight 0; this request may use up to 100)" in info.value.message
     clock.t += 120  # next day
     led.admit(scope, 100, 0.0)
+    with pytest.raises(RateLimited, match="up to 1001, more than the limit itself"):
+        led.admit(scope, 1001, 0.0)
+
+
+def test_a_budget_refusal_says_what_the_request_may_cost() -> None:
+    led = ledger(Clock(NOON), baseline=(0, 0.25))
+    scope = [("tenant:b", Limits(budget=1.0))]
+    held = led.admit(scope, 10, 0.5)
+    with pytest.raises(RateLimited) as info:
+        led.admit(scope, 10, 0.5)
+    message = info.value.message
+    assert "(spent 0.25, in flight 0.5; this request may cost up to 0.5)." in message
+    assert "more than the budget itself" not in message  # it fits once the first has settled
+    led.settle(held, 10, 0.1)
+    led.admit(scope, 10, 0.5)
+    with pytest.raises(RateLimited, match="up to 1.3, more than the budget itself: lower max"):
+        led.admit(scope, 10, 1.3)  # not even in a month of its own
 
 
 def test_concurrency_cap_and_key_and_tenant_scopes() -> None:

@@ -194,6 +194,10 @@ def _roll(scope: _Scope, day: tuple[str, str]) -> None:
         scope.month, scope.month_cost = day[1], 0.0
 
 
+_NEVER = ", more than the limit itself: lower max_tokens or the prompt"
+"""Said of a request whose worst case alone is over a limit: no wait makes room for it."""
+
+
 def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
     lim = s.limits
     who = sid.split(":", 1)[0]
@@ -210,9 +214,7 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
             code="requests_per_minute_exceeded",
         )
     if lim.tpm is not None and s.window_tokens() + tokens > lim.tpm:
-        never = ""
-        if tokens > lim.tpm:  # no wait makes room for it
-            never = ", more than the limit itself: lower max_tokens or the prompt"
+        never = _NEVER if tokens > lim.tpm else ""
         raise RateLimited(
             f"Rate limit reached for this {who}: {lim.tpm} tokens per minute "
             f"(this request may use up to {tokens}{never}).",
@@ -224,16 +226,21 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
     ):
         wall = datetime.fromtimestamp(now, UTC)
         tomorrow = (wall + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        never = _NEVER if tokens > lim.tokens_per_day else ""
         raise RateLimited(
-            f"Daily token limit reached for this {who}: {lim.tokens_per_day} tokens per day.",
+            f"Daily token limit reached for this {who}: {lim.tokens_per_day} tokens per day "
+            f"(used {s.day_tokens}, in flight {s.reserved_tokens}; this request may use up "
+            f"to {tokens}{never}).",
             retry_after=(tomorrow - wall).total_seconds(),
             code="tokens_per_day_exceeded",
         )
     if lim.budget is not None and s.month_cost + s.reserved_cost + cost > lim.budget + 1e-12:
         wall = datetime.fromtimestamp(now, UTC)
+        never = _NEVER.replace("limit", "budget") if cost > lim.budget + 1e-12 else ""
         raise RateLimited(
             f"Monthly budget reached for this {who}: {lim.budget:g} "
-            f"(spent {s.month_cost:.6g}, in flight {s.reserved_cost:.6g}).",
+            f"(spent {s.month_cost:.6g}, in flight {s.reserved_cost:.6g}; this request may "
+            f"cost up to {cost:.6g}{never}).",
             retry_after=(_next_month(wall) - wall).total_seconds(),
             code="budget_exceeded",
         )
