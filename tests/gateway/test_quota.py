@@ -100,7 +100,7 @@ def test_a_budget_refusal_says_what_the_request_may_cost() -> None:
     assert "more than the budget itself" not in message  # it fits once the first has settled
     led.settle(held, 10, 0.1)
     led.admit(scope, 10, 0.5)
-    with pytest.raises(RateLimited, match="up to 1.3, more than the budget itself: lower max"):
+    with pytest.raises(RateLimited, match=r"up to 1\.3, more than the budget itself: lower max"):
         led.admit(scope, 10, 1.3)  # not even in a month of its own
 
 

@@ -316,12 +316,28 @@ def test_usage_summary_groupings(store: Store) -> None:
             _rec("2", model="qwen", created_at=day2, status="error", ttft_ms=None, latency_ms=50.0),
             _rec("3", model="llama", tenant="beta", key_prefix="zs-bbbbbbbbb", cost=1.0),
             _rec("4", model="llama", tenant="beta", key_prefix=None, currency="CNY"),
+            *(
+                _rec(
+                    rid,
+                    model=m,
+                    tenant="gamma",
+                    status="rejected",
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    ttft_ms=None,
+                    tpot_ms=None,
+                    latency_ms=0.1,
+                    cost=0.0,
+                )
+                for rid, m in (("5", "qwen"), ("6", "glm"))
+            ),
         ]
     )
     by_model = {r["model"]: r for r in store.usage_summary(by="model") if r["currency"] == "USD"}
-    assert by_model["qwen"]["requests"] == 2 and by_model["qwen"]["errors"] == 1
+    assert by_model["qwen"]["requests"] == 3 and by_model["qwen"]["errors"] == 2
     assert by_model["qwen"]["total_tokens"] == 30
-    assert by_model["qwen"]["mean_latency_ms"] == pytest.approx(75.0)
+    assert by_model["qwen"]["mean_latency_ms"] == pytest.approx(75.0)  # the refusal left out
+    assert by_model["glm"]["mean_latency_ms"] is None
     assert by_model["qwen"]["mean_ttft_ms"] == pytest.approx(10.0)
     assert by_model["llama"]["cost"] == pytest.approx(1.0)
 
@@ -333,6 +349,7 @@ def test_usage_summary_groupings(store: Store) -> None:
         ("acme", "USD", 2),
         ("beta", "CNY", 1),
         ("beta", "USD", 1),
+        ("gamma", "USD", 2),
     ]
     by_key = store.usage_summary(by="key", tenant="beta")
     assert {(r["key"], r["tenant"]) for r in by_key} == {(None, "beta"), ("zs-bbbbbbbbb", "beta")}

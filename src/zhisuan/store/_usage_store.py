@@ -150,7 +150,8 @@ class UsageStoreMixin:
             One dict per group, ordered by the group: ``{by: value, "currency",
             "requests", "errors" (status other than ok), "prompt_tokens",
             "completion_tokens", "total_tokens", "cost", "energy_wh", "device_s",
-            "mean_latency_ms", "mean_ttft_ms" (None when no request had a first token)}``.
+            "mean_latency_ms" (of the requests a replica saw: None when every one was
+            ``rejected``), "mean_ttft_ms" (None when no request had a first token)}``.
 
         Raises:
             InvalidParameter: an unknown ``by``.
@@ -176,7 +177,8 @@ class UsageStoreMixin:
             func.sum(u.cost).label("cost"),
             func.sum(u.energy_wh).label("energy_wh"),
             func.sum(u.device_s).label("device_s"),
-            func.avg(u.latency_ms).label("mean_latency_ms"),
+            # refused before a replica saw them, in no time: not the service's latency
+            func.avg(case((u.status != "rejected", u.latency_ms))).label("mean_latency_ms"),
             func.avg(u.ttft_ms).label("mean_ttft_ms"),
         )
         query = _where(query, tenant=tenant, since=since, until=until, model=model)
@@ -191,10 +193,10 @@ class UsageStoreMixin:
             item["prompt_tokens"] = int(r["prompt_tokens"] or 0)
             item["completion_tokens"] = int(r["completion_tokens"] or 0)
             item["total_tokens"] = item["prompt_tokens"] + item["completion_tokens"]
-            for key in ("cost", "energy_wh", "device_s", "mean_latency_ms"):
+            for key in ("cost", "energy_wh", "device_s"):
                 item[key] = float(r[key] or 0.0)
-            ttft = r["mean_ttft_ms"]
-            item["mean_ttft_ms"] = float(ttft) if ttft is not None else None
+            for key in ("mean_latency_ms", "mean_ttft_ms"):
+                item[key] = float(r[key]) if r[key] is not None else None
             out.append(item)
         return out
 
