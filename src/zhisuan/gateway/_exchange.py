@@ -20,7 +20,9 @@ class Exchange:
         status: ``ok``, ``error``, ``client_abort``, ``worker_error`` or ``rejected``.
         http_status: status sent to the client.
         prompt_tokens / completion_tokens: as the model's tokenizer counted them.
-        ttft_s: seconds from arrival to the first content byte (streams) or to the answer.
+        ttft_s: seconds from arrival to the first token: a stream's first content event;
+            a whole answer's, counted back from its arrival by the worker's decode time
+            (its latency when it has one token; None when nobody timed it).
         latency_s: seconds from arrival to the end.
     """
 
