@@ -63,6 +63,8 @@ def test_a_tenants_request_waits_for_its_turn_not_for_another_tenants_backlog(
         ):
             tasks = [asyncio.create_task(one(b, f"bulk{i}", 480)) for i in range(BACKLOG)]
             await _waiting(worker, BACKLOG - 1)  # one runs in the replica's one slot
+            if model == FAIR:
+                await _gateway_sees_the_queue(srv, model)
             tasks.append(asyncio.create_task(one(s, "small", 8)))
             await asyncio.wait_for(asyncio.gather(*tasks), 60)
 
@@ -91,3 +93,22 @@ async def _waiting(worker: str, n: int, timeout: float = 20) -> None:
                 return
             await asyncio.sleep(0.01)
     raise AssertionError(f"never {n} requests waiting at {worker}")
+
+
+async def _gateway_sees_the_queue(srv: Server, model: str) -> None:
+    """The gateway's /metrics has the replica's queue as its worker counts it: one request
+    running and the rest waiting (one fewer if the first has ended meanwhile), not every
+    request in flight that has no first token yet."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"{srv.url}/metrics")).text
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("zhisuan_") and f'model="{model}"' in line
+    }
+    queued = samples[f'zhisuan_requests_queued{{model="{model}"}}']
+    assert queued in (BACKLOG - 1, BACKLOG - 2), samples
+    assert samples[f'zhisuan_requests_in_flight{{model="{model}"}}'] == queued + 1
+    labels = f'model="{model}",replica="0"'
+    assert samples[f'zhisuan_replica_requests{{{labels},state="running"}}'] == 1
+    assert samples[f'zhisuan_replica_requests{{{labels},state="waiting"}}'] == queued

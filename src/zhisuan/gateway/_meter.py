@@ -301,7 +301,7 @@ class Meter:
 
 
 class _LiveCollector(Collector):
-    """In-flight and queued (no first token yet) requests per model, at scrape time."""
+    """In-flight requests per model, at scrape time."""
 
     def __init__(self, live: dict[str, Exchange]) -> None:
         self._live = live
@@ -310,21 +310,12 @@ class _LiveCollector(Collector):
         in_flight = GaugeMetricFamily(
             "zhisuan_requests_in_flight", "Requests admitted and not finished.", labels=["model"]
         )
-        queued = GaugeMetricFamily(
-            "zhisuan_requests_queued",
-            "Requests in flight that have no first token yet.",
-            labels=["model"],
-        )
-        counts: dict[str, list[int]] = {}
+        counts: dict[str, int] = {}
         for ex in list(self._live.values()):
-            c = counts.setdefault(ex.model, [0, 0])
-            c[0] += 1
-            c[1] += ex.first_token_at is None
-        for model, (n, q) in sorted(counts.items()):
+            counts[ex.model] = counts.get(ex.model, 0) + 1
+        for model, n in sorted(counts.items()):
             in_flight.add_metric([model], n)
-            queued.add_metric([model], q)
         yield in_flight
-        yield queued
 
     def describe(self) -> Iterable[Metric]:
         return []

@@ -9,11 +9,13 @@ Every update happens on the event loop; a scrape copies what it reads first.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -75,8 +77,37 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.ttft: dict[str, Histogram] = {}
         self.tpot: dict[str, Histogram] = {}
+        self.load: dict[tuple[str, str], tuple[int, int]] = {}
+        """(model, replica) → (running, waiting) as its worker counted them at the last
+        :meth:`poll`."""
+        self._backend = backend
         self.registry.register(_RequestCollector(self))
-        self.registry.register(_ReplicaCollector(backend))
+        self.registry.register(_ReplicaCollector(backend, self.load))
+
+    async def poll(self, client: aiohttp.ClientSession, timeout: float = 1.0) -> None:
+        """Ask every ready replica's worker how many requests it runs and how many wait
+        (``GET /health``), for the scrape that follows; a replica that does not answer in
+        ``timeout`` seconds is left out."""
+        ready = [
+            r
+            for r in self._backend.replicas()
+            if r.state is ReplicaState.READY and r.endpoint is not None
+        ]
+
+        async def ask(endpoint: str) -> tuple[int, int] | None:
+            try:
+                got = client.get(f"{endpoint}/health", timeout=aiohttp.ClientTimeout(timeout))
+                async with got as resp:
+                    body = await resp.json() if resp.status == 200 else {}
+                return int(body["active"]), int(body["waiting"])
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+                return None
+
+        answers = await asyncio.gather(*(ask(str(r.endpoint)) for r in ready))
+        self.load.clear()
+        for rep, load in zip(ready, answers, strict=True):
+            if load is not None:
+                self.load[(rep.spec.model, str(rep.spec.index))] = load
 
     def add(
         self, ex: Exchange, tenant: str, cost: float, currency: str, energy_wh: float, source: str
@@ -173,10 +204,12 @@ def _histograms(name: str, doc: str, by_model: dict[str, Histogram]) -> Histogra
 
 
 class _ReplicaCollector(Collector):
-    """Replica up and restarts, read from the backend at scrape time."""
+    """Replica up and restarts, read from the backend at scrape time, and the requests the
+    replicas run and queue, as :meth:`Metrics.poll` found them."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, load: dict[tuple[str, str], tuple[int, int]]) -> None:
         self._backend = backend
+        self._load = load
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily(
@@ -193,6 +226,26 @@ class _ReplicaCollector(Collector):
             restarts.add_metric(labels, float(rep.restarts))
         yield up
         yield restarts
+        requests = GaugeMetricFamily(
+            "zhisuan_replica_requests",
+            "Requests a replica runs in its engine's batch and waits to start, as its worker "
+            "counts them.",
+            labels=["model", "replica", "state"],
+        )
+        queued = GaugeMetricFamily(
+            "zhisuan_requests_queued",
+            "Requests waiting in the replicas' queues for their engine's batch.",
+            labels=["model"],
+        )
+        waiting: dict[str, int] = {}
+        for (model, index), (running, queue) in sorted(self._load.items()):
+            requests.add_metric([model, index, "running"], running)
+            requests.add_metric([model, index, "waiting"], queue)
+            waiting[model] = waiting.get(model, 0) + queue
+        for model, n in sorted(waiting.items()):
+            queued.add_metric([model], n)
+        yield requests
+        yield queued
 
     def describe(self) -> Iterable[Metric]:
         return []

@@ -38,7 +38,9 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests, tokens, latency histograms, replicas, cost, energy."""
+    """Prometheus metrics: requests, tokens, latency histograms, replicas and their queues,
+    cost, energy."""
     gw = gateway_of(request)
+    await gw.meter.metrics.poll(gw.client)  # what the replicas run and queue now
     gw.meter.flush()  # the requests that ended in the last moments too
     return Response(generate_latest(gw.meter.metrics.registry), media_type=CONTENT_TYPE_LATEST)
