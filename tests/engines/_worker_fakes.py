@@ -58,6 +58,7 @@ class FakeEngine:
         self.finished: list[str] = []
         self.aborted: list[str] = []
         self.embedded: list[list[str]] = []
+        self.embed_tenants: list[str] = []
         self.closed = False
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
@@ -115,8 +116,9 @@ class FakeEngine:
             if not done:
                 self.aborted.append(request_id)
 
-    async def embed(self, texts: list[str]) -> Embeddings:
+    async def embed(self, texts: list[str], tenant: str = "") -> Embeddings:
         self.embedded.append(texts)
+        self.embed_tenants.append(tenant)
         if self.delay:
             await asyncio.sleep(self.delay)
         vectors = []

@@ -117,6 +117,16 @@ def test_embeddings_float_and_base64(embed_client: openai.OpenAI, embed_engine: 
     assert single.data[0].embedding == pytest.approx(decoded)
 
 
+def test_an_embedding_waits_in_the_line_of_the_tenant_the_gateway_names(
+    embed_client: openai.OpenAI, embed_engine: FakeEngine
+) -> None:
+    embed_client.embeddings.create(
+        model="fake-embed", input="a", extra_headers={"X-Zhisuan-Tenant": "team-a"}
+    )
+    embed_client.embeddings.create(model="fake-embed", input="b")  # sent directly: no tenant
+    assert embed_engine.embed_tenants[-2:] == ["team-a", ""]
+
+
 def test_embedding_dimensions_must_match(embed_client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         embed_client.embeddings.create(model="fake-embed", input="a", dimensions=3)

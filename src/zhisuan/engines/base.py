@@ -108,8 +108,9 @@ class Engine(Protocol):
         """
         ...
 
-    async def embed(self, texts: list[str]) -> Embeddings:
-        """Embed each text with the model's own pooling (and normalisation, if any)."""
+    async def embed(self, texts: list[str], tenant: str = "") -> Embeddings:
+        """Embed each text with the model's own pooling (and normalisation, if any), the
+        request waiting in ``tenant``'s line (:mod:`zhisuan.engines._turns`)."""
         ...
 
     async def close(self) -> None:

@@ -268,8 +268,9 @@ class LlamaCppEngine:
                 self._eog_ids = [t for t in range(n) if llama_cpp.llama_vocab_is_eog(vocab, t)]
         return self._eog_ids
 
-    async def embed(self, texts: list[str]) -> Embeddings:
-        """Embed each text (embedding GGUFs loaded with ``embedding: true`` only).
+    async def embed(self, texts: list[str], tenant: str = "") -> Embeddings:
+        """Embed each text (embedding GGUFs loaded with ``embedding: true`` only), the
+        request waiting in ``tenant``'s line for the one context.
 
         Raises:
             InvalidParameter: this is a chat model.
@@ -288,7 +289,7 @@ class LlamaCppEngine:
                 raise err
         loop = asyncio.get_running_loop()
         self._waiting += 1
-        async with self._lock.hold(""):
+        async with self._lock.hold(tenant):
             self._waiting -= 1
             self._active = 1
             started = loop.time()

@@ -79,7 +79,8 @@ class EngineStats:
         busy_seconds: wall time spent in forward passes and sampling since start.
         requests_finished: sequences retired (finished, stopped or cancelled).
         prefills: prefill passes run; each admits the requests that joined the batch in
-            one iteration, so requests over prefills is how many joined together.
+            one iteration, so requests over prefills is how many joined together (of an
+            embedding engine: its forward passes, which requests share).
     """
 
     active: int

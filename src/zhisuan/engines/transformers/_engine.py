@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jinja2
@@ -15,7 +13,8 @@ import torch
 from zhisuan.engines.base import Delta, Embeddings, EngineInfo
 from zhisuan.engines.transformers._batcher import Batcher, EngineStats, Sequence
 from zhisuan.engines.transformers._detok import StopDetokenizer
-from zhisuan.engines.transformers._embed import PoolingSpec, pool
+from zhisuan.engines.transformers._embed import PoolingSpec
+from zhisuan.engines.transformers._embedder import Embedder
 from zhisuan.engines.transformers._sampling import make_generator
 from zhisuan.errors import (
     ContextLengthExceeded,
@@ -47,17 +46,14 @@ class TransformersEngine:
         pooling: PoolingSpec | None = None,
         embed_batch_size: int = 32,
         fair: bool = True,
+        group_embeddings: bool = True,
     ) -> None:
         self.info = info
         self._tokenizer = tokenizer
         self._model = model
         self._device = torch.device(info.device)
-        self._pooling = pooling or PoolingSpec(("mean",), normalize=False)
-        self._embed_batch_size = embed_batch_size
         self._batcher: Batcher | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._embed_busy = 0.0
-        self._embed_pending = 0
+        self._embedder: Embedder | None = None
         self._eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (min(self._eos_ids) if self._eos_ids else 0)
@@ -71,7 +67,17 @@ class TransformersEngine:
                 fair=fair,
             )
         else:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhisuan-embed")
+            self._embedder = Embedder(
+                model,
+                tokenizer,
+                self._device,
+                pooling or PoolingSpec(("mean",), normalize=False),
+                pad_id=self._pad_id,
+                limit=info.context_length,
+                batch_size=embed_batch_size,
+                fair=fair,
+                group=group_embeddings,
+            )
 
     # -- Engine protocol -----------------------------------------------------------------
 
@@ -157,13 +163,16 @@ class TransformersEngine:
             )
         return self._stream(ids, params, request_id, ignore_eos or params.ignore_eos)
 
-    async def embed(self, texts: list[str]) -> Embeddings:
+    async def embed(self, texts: list[str], tenant: str = "") -> Embeddings:
         """Embed each text with the model's own pooling (and normalisation, if any).
 
-        Inputs are batched (``embed_batch_size`` per forward pass) on the engine's thread.
+        The request waits its tenant's turn for the engine's thread, where it shares forward
+        passes of ``embed_batch_size`` rows with the other requests of its group
+        (:mod:`~zhisuan.engines.transformers._embedder`).
 
         Args:
             texts: the inputs; an empty list gives no vectors.
+            tenant: whose line the request waits in.
 
         Returns:
             One vector per input and the prompt tokens consumed (special tokens included,
@@ -174,30 +183,22 @@ class TransformersEngine:
                 (``param="input"``); inputs are never truncated.
             InvalidParameter: this is a chat model.
         """
-        if self._executor is None:
+        if self._embedder is None:
             raise InvalidParameter(
                 f"model {self.info.model!r} is a chat model; it does not serve embeddings",
                 param="model",
             )
         if not texts:
             return Embeddings(vectors=[], prompt_tokens=0)
-        loop = asyncio.get_running_loop()
-        self._embed_pending += 1
-        try:
-            # tokenizing happens on the engine thread too: one thread per tokenizer
-            vectors, tokens = await loop.run_in_executor(
-                self._executor, self._embed_sync, list(texts)
-            )
-        finally:
-            self._embed_pending -= 1
+        vectors, tokens = await self._embedder.embed(texts, tenant)
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
 
     async def close(self) -> None:
         """Stop the scheduler (failing what is still queued), then release the device."""
         if self._batcher is not None:
             await asyncio.to_thread(self._batcher.close)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if self._embedder is not None:
+            await self._embedder.close()
         self._model = None
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
@@ -213,12 +214,14 @@ class TransformersEngine:
         """
         if self._batcher is not None:
             return self._batcher.stats()
+        assert self._embedder is not None
         return EngineStats(
-            active=0,
-            waiting=self._embed_pending,
+            active=self._embedder.active,
+            waiting=self._embedder.waiting,
             tokens_generated=0,
-            busy_seconds=self._embed_busy,
-            requests_finished=0,
+            busy_seconds=self._embedder.busy_s,
+            requests_finished=self._embedder.finished,
+            prefills=self._embedder.passes,  # an embedding's only pass
         )
 
     # -- internals -----------------------------------------------------------------------
@@ -271,44 +274,6 @@ class TransformersEngine:
             if not seq.done:
                 logger.debug("request %s closed early; cancelling", request_id)
                 self._batcher.cancel(seq)
-
-    def _embed_sync(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        # No ``padding=True``: that would switch the Rust tokenizer's padding state, and a
-        # concurrent ``count_tokens`` on the event loop thread would then hit
-        # "Already borrowed". We pad by hand instead.
-        encoded = self._tokenizer(texts)
-        lengths = [len(ids) for ids in encoded["input_ids"]]
-        limit = self.info.context_length
-        for n in lengths:
-            if n > limit:
-                err = ContextLengthExceeded(prompt_tokens=n, limit=limit)
-                err.param = "input"
-                raise err
-        start = time.perf_counter()
-        out: list[list[float]] = []
-        try:
-            with torch.inference_mode():
-                for i in range(0, len(texts), self._embed_batch_size):
-                    batch = {
-                        key: _pad_right(
-                            values[i : i + self._embed_batch_size],
-                            self._pad_id if key == "input_ids" else 0,
-                        )
-                        for key, values in encoded.items()
-                    }
-                    batch = {key: t.to(self._device) for key, t in batch.items()}
-                    hidden = self._model(**batch).last_hidden_state  # (B, T, H)
-                    vectors = pool(hidden, batch["attention_mask"], self._pooling)
-                    out.extend(vectors.cpu().tolist())
-        finally:
-            self._embed_busy += time.perf_counter() - start
-        return out, sum(lengths)
-
-
-def _pad_right(rows: list[list[int]], pad: int) -> Any:
-    """``(B, T)`` long tensor of ``rows`` right-padded with ``pad``."""
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

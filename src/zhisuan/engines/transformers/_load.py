@@ -41,7 +41,9 @@ def load(
             CPU, the checkpoint's dtype on CUDA),
             ``max_batch`` (default 16), ``max_prefill_tokens`` (default 4096),
             ``context_length`` (lower the model's limit),
-            ``attn_implementation`` (default ``"sdpa"``), ``embed_batch_size`` (32),
+            ``attn_implementation`` (default ``"sdpa"``), ``embed_batch_size`` (32: rows per
+            forward pass, which embedding requests waiting together share),
+            ``embed_group`` (default true; false: a pass of its own for each request),
             ``n_threads`` (CPU threads for torch; default on CPU: every core but one,
             see :func:`zhisuan.engines.base.cpu_threads`), ``queue`` (``"fair"``: the
             waiting requests of different tenants take turns, the default; ``"fifo"``:
@@ -113,6 +115,7 @@ def load(
         pooling=pooling,
         embed_batch_size=int(options.get("embed_batch_size", 32)),
         fair=fair,
+        group_embeddings=bool(options.get("embed_group", True)),
     )
 
 

@@ -145,7 +145,8 @@ class Serving:
             answer = await self._tracked(request, self.engine.forward_json("/embeddings", body))
             return JSONResponse(answer)
         engine = self._engine_for("embedding")
-        result = await self._tracked(request, engine.embed(req.inputs()))
+        tenant = request.headers.get(TENANT_HEADER, "")
+        result = await self._tracked(request, engine.embed(req.inputs(), tenant))
         if req.dimensions is not None and result.vectors:
             native = len(result.vectors[0])
             if req.dimensions != native:
