@@ -168,10 +168,11 @@ def test_in_flight_and_queued_requests_by_model(tmp_path: Path) -> None:
     def gauges() -> dict[str, float]:
         text = generate_latest(parts.meter.metrics.registry).decode()
         return {
-            s.name: s.value
+            s.name + str(sorted(s.labels.values())): s.value
             for family in text_string_to_metric_families(text)
             for s in family.samples
-            if s.name in ("zhisuan_requests_in_flight", "zhisuan_requests_queued")
+            if s.name.startswith(("zhisuan_requests_", "zhisuan_replica_requests"))
+            and not s.name.startswith("zhisuan_requests_total")
         }
 
     first, second = (
@@ -179,9 +180,17 @@ def test_in_flight_and_queued_requests_by_model(tmp_path: Path) -> None:
     )
     parts.meter.begin(first)
     parts.meter.begin(second)
-    assert gauges() == {"zhisuan_requests_in_flight": 2, "zhisuan_requests_queued": 2}
-    first.mark_first_token()
-    assert gauges() == {"zhisuan_requests_in_flight": 2, "zhisuan_requests_queued": 1}
+    assert gauges() == {"zhisuan_requests_in_flight['chat']": 2}  # no replica asked yet
+    # what the replicas' workers said at the scrape's poll: queued is what waits in them
+    parts.meter.metrics.load.update({("chat", "0"): (1, 3), ("chat", "1"): (2, 0)})
+    assert gauges() == {
+        "zhisuan_requests_in_flight['chat']": 2,
+        "zhisuan_requests_queued['chat']": 3,
+        "zhisuan_replica_requests['0', 'chat', 'running']": 1,
+        "zhisuan_replica_requests['0', 'chat', 'waiting']": 3,
+        "zhisuan_replica_requests['1', 'chat', 'running']": 2,
+        "zhisuan_replica_requests['1', 'chat', 'waiting']": 0,
+    }
     first.close("ok", 200)
     parts.meter.finish(first)
-    assert gauges() == {"zhisuan_requests_in_flight": 1, "zhisuan_requests_queued": 1}
+    assert gauges()["zhisuan_requests_in_flight['chat']"] == 1
