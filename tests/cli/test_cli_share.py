@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.store._records import usage_record
 from typer.testing import CliRunner
 
 from zhisuan.cli._share import parse_when
@@ -64,25 +65,7 @@ def _fails(cli: CliRunner, *args: str) -> tuple[str, str]:
 
 
 def _record(rid: str, tenant: str, **kw: Any) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "request_id": rid,
-        "created_at": datetime(2025, 3, 31, 23, 0, tzinfo=UTC),
-        "tenant": tenant,
-        "key_prefix": "zs-aaaaaaaaa",
-        "model": "qwen",
-        "endpoint": "/v1/chat/completions",
-        "status": "ok",
-        "http_status": 200,
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "ttft_ms": 20.0,
-        "latency_ms": 40.0,
-        "cost": 0.25,
-        "energy_wh": 0.01,
-        "energy_source": "measured",
-    }
-    rec.update(kw)
-    return rec
+    return usage_record(rid, **{"tenant": tenant, "cost": 0.25, "energy_source": "measured", **kw})
 
 
 def test_tenants_create_list_show_set(cli: CliRunner, notified: list[object]) -> None:

@@ -194,8 +194,10 @@ def _roll(scope: _Scope, day: tuple[str, str]) -> None:
         scope.month, scope.month_cost = day[1], 0.0
 
 
-_NEVER = ", more than the limit itself: lower max_tokens or the prompt"
-"""Said of a request whose worst case alone is over a limit: no wait makes room for it."""
+def _never(over: bool, limit: str = "limit") -> str:
+    """What a refusal adds when the request's worst case alone is ``over`` the ``limit``:
+    no wait makes room for it."""
+    return f", more than the {limit} itself: lower max_tokens or the prompt" if over else ""
 
 
 def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
@@ -214,7 +216,7 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
             code="requests_per_minute_exceeded",
         )
     if lim.tpm is not None and s.window_tokens() + tokens > lim.tpm:
-        never = _NEVER if tokens > lim.tpm else ""
+        never = _never(tokens > lim.tpm)
         raise RateLimited(
             f"Rate limit reached for this {who}: {lim.tpm} tokens per minute "
             f"(this request may use up to {tokens}{never}).",
@@ -226,7 +228,7 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
     ):
         wall = datetime.fromtimestamp(now, UTC)
         tomorrow = (wall + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        never = _NEVER if tokens > lim.tokens_per_day else ""
+        never = _never(tokens > lim.tokens_per_day)
         raise RateLimited(
             f"Daily token limit reached for this {who}: {lim.tokens_per_day} tokens per day "
             f"(used {s.day_tokens}, in flight {s.reserved_tokens}; this request may use up "
@@ -236,7 +238,7 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
         )
     if lim.budget is not None and s.month_cost + s.reserved_cost + cost > lim.budget + 1e-12:
         wall = datetime.fromtimestamp(now, UTC)
-        never = _NEVER.replace("limit", "budget") if cost > lim.budget + 1e-12 else ""
+        never = _never(cost > lim.budget + 1e-12, "budget")
         raise RateLimited(
             f"Monthly budget reached for this {who}: {lim.budget:g} "
             f"(spent {s.month_cost:.6g}, in flight {s.reserved_cost:.6g}; this request may "

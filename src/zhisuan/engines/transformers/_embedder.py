@@ -165,29 +165,24 @@ class Embedder:
         # "Already borrowed". We pad by hand instead.
         encoded = self._tokenizer([text for texts in groups for text in texts])
         lengths = [len(ids) for ids in encoded["input_ids"]]
-        results: list[Result | Exception] = []
-        spans: list[tuple[int, int]] = []  # (first row, rows) of each request embedded
+        spans: list[tuple[int, int, int] | Exception] = []  # (first row, rows, tokens)
         rows: list[int] = []
         at = 0
         for texts in groups:
             own = lengths[at : at + len(texts)]
-            longest = max(own, default=0)
-            if longest > self._limit:
-                err = ContextLengthExceeded(prompt_tokens=longest, limit=self._limit)
+            if max(own, default=0) > self._limit:
+                err = ContextLengthExceeded(prompt_tokens=max(own), limit=self._limit)
                 err.param = "input"
-                results.append(err)
+                spans.append(err)
             else:
-                results.append(([], sum(own)))
-                spans.append((len(rows), len(texts)))
+                spans.append((len(rows), len(texts), sum(own)))
                 rows.extend(range(at, at + len(texts)))
             at += len(texts)
         vectors = self._forward(encoded, rows, lengths)
-        spans.reverse()
-        for i, result in enumerate(results):
-            if not isinstance(result, Exception):
-                first, n = spans.pop()
-                results[i] = (vectors[first : first + n], result[1])
-        return results
+        return [
+            span if isinstance(span, Exception) else (vectors[span[0] : span[0] + span[1]], span[2])
+            for span in spans
+        ]
 
     def _forward(self, encoded: Any, rows: list[int], lengths: list[int]) -> list[list[float]]:
         """The vectors of ``rows`` (indices into ``encoded``), in their order."""
