@@ -86,3 +86,27 @@ def test_a_reader_or_a_full_batch_cuts_the_linger_short() -> None:
     assert writer.sync(timeout=5)
     assert batches == [4, 1]
     writer.close()
+
+
+def test_keys_in_use_are_marked_once_per_batch_and_a_failure_loses_no_record() -> None:
+    stored: list[str] = []
+    touched: list[list[str]] = []
+
+    def touch(prefixes: list[str]) -> None:
+        touched.append(prefixes)
+        if len(touched) == 2:
+            raise RuntimeError("database is locked")
+
+    writer = UsageWriter(lambda rs: stored.extend(r["request_id"] for r in rs), touch=touch)
+    for prefix in ("zs-b", "zs-a", "zs-b"):
+        writer.used(prefix)
+    writer.submit({"request_id": "one"})
+    assert writer.sync(timeout=5)
+    assert touched == [["zs-a", "zs-b"]]  # one call for the batch, each key once
+    writer.used("zs-c")  # its touch fails: a warning, and the writer goes on
+    writer.submit({"request_id": "two"})
+    assert writer.sync(timeout=5)
+    writer.submit({"request_id": "three"})
+    assert writer.sync(timeout=5)
+    writer.close()
+    assert stored == ["one", "two", "three"] and touched[1] == ["zs-c"]

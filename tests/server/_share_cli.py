@@ -1,4 +1,5 @@
-"""Tenants, keys and usage of a running ``zhisuan serve``, through its CLI (as an operator)."""
+"""Tenants, keys and usage of a running ``zhisuan serve``, through its CLI (as an operator),
+and the ``--auth on`` server the share tests have in common (the ``shared`` fixture)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,51 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from tests.server._serve import Server
+import openai
+
+from tests.server._serve import Server, start_server
+
+CHAT = "zhisuan-tiny-chat"
+EMBED = "minilm-embed"
+ADMIN = "zs-test-admin-key-0123456789"
+HI = [{"role": "user", "content": "Hi"}]
+IGNORE = {"ignore_eos": True}
+PRICE = 1_000_000.0  # per million tokens: one unit of money per token
+_CLIENTS: list[openai.OpenAI] = []
+
+
+def start_shared(home: Path) -> Server:
+    """``zhisuan serve --auth on`` with the demo chat and embedding models deployed, set up
+    through the CLI as an operator would, the chat model priced at one unit per token."""
+    srv = start_server(home, "--auth", "on", env={"ZHISUAN_ADMIN_KEY": ADMIN})
+    try:
+        srv.wait_ready(timeout=60)
+        srv.cli("models", "import", demo_path(srv, "tiny_chat_dir"), "--name", CHAT)
+        embed_dir = demo_path(srv, "minilm_dir")
+        srv.cli("models", "import", embed_dir, "--name", EMBED, "--task", "embedding")
+        srv.cli("deploy", CHAT, "--price-in", str(PRICE), "--price-out", str(PRICE))
+        srv.cli("deploy", EMBED)
+        srv.wait_ready(timeout=120)
+        wait_models(srv, {CHAT, EMBED})
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
+def client(srv: Server, key: str) -> openai.OpenAI:
+    """A client for ``key``, closed by :func:`close_clients`."""
+    c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, max_retries=0, timeout=60)
+    _CLIENTS.append(c)
+    return c
+
+
+def close_clients() -> None:
+    while _CLIENTS:
+        _CLIENTS.pop().close()
 
 
 def demo_path(srv: Server, attr: str) -> str:
@@ -44,3 +87,21 @@ def wait_usage(srv: Server, name: str, predicate: Any, timeout: float = 10) -> l
         if predicate(rows) or time.monotonic() > deadline:
             return rows
         time.sleep(0.1)
+
+
+def last_used(srv: Server, key: str) -> str | None:
+    """The key's ``last_used_at`` as ``keys list --json`` shows it."""
+    listed = json.loads(srv.cli("keys", "list", "--json").stdout)
+    found: str | None = next(k["last_used_at"] for k in listed if k["prefix"] == key[:12])
+    return found
+
+
+def wait_models(srv: Server, names: set[str]) -> None:
+    """Wait until every model of ``names`` has a ready replica."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rows = json.loads(srv.cli("ps", "--json").stdout)
+        if names <= {r["model"] for r in rows if r["state"] == "ready"}:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{names} not ready")

@@ -1,5 +1,6 @@
-"""A real ``zhisuan serve --demo`` shared by the server tests of one session; a failed server
-test carries the tails of its server's and workers' logs in its report."""
+"""A real ``zhisuan serve --demo`` shared by the server tests of one session, and a real
+``zhisuan serve --auth on`` shared by the share tests; a failed server test carries the tails
+of its server's and workers' logs in its report."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import openai
 import pytest
 
 from tests.server._serve import Server, start_server
+from tests.server._share_cli import close_clients, start_shared
 
 LOG_LINES = 30
 
@@ -46,7 +48,7 @@ def _tail(path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("home"), "--demo")
+    srv = start_server(tmp_path_factory.mktemp("home"), "--demo", "--log-level", "info")
     try:
         srv.wait_ready(timeout=120)
         yield srv
@@ -60,3 +62,13 @@ def client(server: Server) -> Iterator[openai.OpenAI]:
         base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60
     ) as c:
         yield c
+
+
+@pytest.fixture(scope="package")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_shared(tmp_path_factory.mktemp("share"))
+    try:
+        yield srv
+    finally:
+        close_clients()
+        srv.stop()

@@ -177,7 +177,11 @@ def test_embedding_on_chat_model_is_400(client: openai.OpenAI) -> None:
 def test_health_and_ready(server: Server) -> None:
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
     # started on loopback without --auth: auth is off, and the gateway says so
-    assert "warning: auth is off" in server.log.read_text()
+    log = server.log.read_text()
+    assert "warning: auth is off" in log
+    # at the default log level (as `make run`): a line per replica, none per readiness poll
+    assert f"replica {CHAT}#0: ready" in log
+    assert "HTTP Request: GET" not in log
     ready = httpx.get(f"{server.url}/ready")
     assert ready.status_code == 200
     assert ready.json()["models"][CHAT]["ready"] >= 1

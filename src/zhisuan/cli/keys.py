@@ -94,9 +94,10 @@ def list_(
     if not keys:
         console.print("no keys yet; create one with `zhisuan keys create --tenant NAME`")
         return
-    table = Table(caption="expires and created in UTC")
+    table = Table(caption="times in UTC; a key's last use is noted within seconds")
     table.add_column("prefix", style="bold", no_wrap=True)
-    for header in ("tenant", "name", "models", "limits", "expires", "status", "created"):
+    headers = ("tenant", "name", "models", "limits", "expires", "status", "created", "last used")
+    for header in headers:
         table.add_column(header)
     for k in keys:
         table.add_row(
@@ -110,6 +111,7 @@ def list_(
             k.expires_at.strftime("%Y-%m-%d %H:%M") if k.expires_at else "never",
             k.status(),
             k.created_at.strftime("%Y-%m-%d"),
+            k.last_used_at.strftime("%Y-%m-%d %H:%M") if k.last_used_at else "never",
         )
     table_console().print(table)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -21,6 +21,9 @@ from zhisuan.cli._common import (
     write_down,
 )
 from zhisuan.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,9 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if log_level.lower() != "debug":
+        # httpx logs every request at INFO: the replicas' readiness polls, a line every 50 ms
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     from zhisuan.cluster import cores
     from zhisuan.cluster.local import LocalBackend
 
@@ -280,9 +286,28 @@ def _replicas(settings: Settings, url: str | None) -> list[dict[str, Any]]:
         )
         return _stopped_rows(settings)
     if resp.status_code != 200:
-        fail(f"the gateway at {base} answered {resp.status_code}", resp.text[:200])
+        _refused(base, resp)
     rows: list[dict[str, Any]] = resp.json()
     return rows
+
+
+ADMIN_KEY_HINT = (
+    "set ZHISUAN_ADMIN_KEY to an admin key (create one with `zhisuan keys create --admin`)"
+)
+
+
+def _refused(base: str, resp: httpx.Response) -> NoReturn:
+    """Fail with the gateway's own reason, and what to set when it wants an admin key."""
+    try:
+        reason = str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        reason = resp.text[:200]
+    if resp.status_code in (401, 403):
+        fail(
+            f"the gateway at {base} needs an admin key (HTTP {resp.status_code}): {reason}",
+            ADMIN_KEY_HINT,
+        )
+    fail(f"the gateway at {base} answered {resp.status_code}: {reason}")
 
 
 def _stopped_rows(settings: Settings) -> list[dict[str, Any]]:
@@ -331,7 +356,7 @@ def _notify(settings: Settings) -> None:
         )
         if resp.status_code in (401, 403):
             err_console.print(
-                "[yellow]hint:[/] set ZHISUAN_ADMIN_KEY to the gateway's admin key",
+                f"[yellow]hint:[/] {ADMIN_KEY_HINT}",
                 highlight=False,
                 soft_wrap=True,
             )

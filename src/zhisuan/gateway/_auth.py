@@ -10,7 +10,9 @@ header that carried it (a lookup on Python's keyed SipHash of the bytes: no sha2
 request, and a wrong key's timing tells nothing of a right one), and the cache is dropped
 when the store changes through the admin API or ``POST /admin/reconcile`` (which the
 CLI calls after a revoke), so revocation takes effect at once on this gateway and within
-:data:`CACHE_S` on others. Keys never reach the logs.
+:data:`CACHE_S` on others. Each lookup of a stored key marks it as used
+(:attr:`Authenticator.on_used`), so its ``last_used_at`` is within seconds of its last
+request. Keys never reach the logs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -87,6 +90,9 @@ class Authenticator:
         self.refusals: dict[tuple[str], float] = {}
         """Requests refused, by reason: ``missing``, ``incorrect``, ``revoked``,
         ``expired``, ``admin_required`` (``zhisuan_auth_refusals_total``)."""
+        self.on_used: Callable[[str], None] | None = None
+        """Told a stored key's prefix each time the key is looked up (at most once per
+        :data:`CACHE_S` while it is in use), for its ``last_used_at``."""
 
     def _refuse(self, reason: str, err: ZhisuanError) -> ZhisuanError:
         """Count a refusal; the error to raise."""
@@ -193,6 +199,8 @@ class Authenticator:
         status = key.status()
         if status != "active":
             raise self._refuse_key(status, f"The API key has been {status}.")
+        if self.on_used is not None:
+            self.on_used(key.prefix)
         if key.is_admin:
             return Principal(tenant=ADMIN_TENANT, key_prefix=key.prefix, admin=True)
         tenant = key.tenant

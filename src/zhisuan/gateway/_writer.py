@@ -11,7 +11,8 @@ database's per-commit cost (about 2 ms of CPU through SQLAlchemy, whatever the b
 size) is not paid per request. It sleeps through the linger rather than waking for each
 record, and readers that need every record so far call :meth:`UsageWriter.sync`, which
 cuts the linger short. A failed commit is retried; records that still cannot be stored
-stay in the journal, which the next start replays.
+stay in the journal, which the next start replays. Keys seen in use (:meth:`UsageWriter.used`)
+have their ``last_used_at`` set with the batch, in one statement.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class UsageWriter:
         journal: where records are made durable first (None: only in memory until stored).
         max_batch: records per commit at most.
         linger_s: how long a batch waits for more records after its first one.
+        touch: marks keys as used now, by prefix (e.g. ``store.touch_keys``).
     """
 
     def __init__(
@@ -50,12 +52,16 @@ class UsageWriter:
         journal: UsageJournal | None = None,
         max_batch: int = 512,
         linger_s: float = LINGER_S,
+        touch: Callable[[list[str]], object] | None = None,
     ) -> None:
         self._write = write
+        self._touch = touch
         self._journal = journal
         self._max_batch = max_batch
         self._linger_s = linger_s
-        self._queue: queue.SimpleQueue[Record | threading.Event | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Record | threading.Event | str | object] = (
+            queue.SimpleQueue()
+        )
         self._urgent = threading.Event()  # end the linger now (a reader waits, or stopping)
         self._submitted = 0  # written by submitters only
         self._taken = 0  # written by the writer thread only
@@ -79,6 +85,10 @@ class UsageWriter:
         self._submitted += 1
         if self._submitted - self._taken >= self._max_batch:
             self._urgent.set()
+
+    def used(self, prefix: str) -> None:
+        """Note that the key ``prefix`` was used (stored with the next batch)."""
+        self._queue.put(prefix)
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until every record submitted so far is stored (or ``timeout`` passes)."""
@@ -106,17 +116,22 @@ class UsageWriter:
                     items.append(self._queue.get_nowait())
             batch: list[Record] = []
             synced: list[threading.Event] = []
+            used: set[str] = set()
             for item in items:
                 if item is _STOP:
                     stopping = True
                 elif isinstance(item, threading.Event):
                     synced.append(item)
+                elif isinstance(item, str):
+                    used.add(item)
                 else:
                     assert isinstance(item, dict)
                     batch.append(item)
             self._taken += len(batch)
             for at in range(0, len(batch), self._max_batch):
                 self._flush(batch[at : at + self._max_batch])
+            if used and self._touch is not None:
+                _mark_used(self._touch, sorted(used))
             for event in synced:
                 event.set()
 
@@ -135,3 +150,10 @@ class UsageWriter:
                 time.sleep(0.05 * 2**attempt)
         if self._journal is not None:
             self._journal.stored(len(batch))
+
+
+def _mark_used(touch: Callable[[list[str]], object], prefixes: list[str]) -> None:
+    try:
+        touch(prefixes)
+    except Exception as exc:  # only the keys' last-used time: not worth a retry
+        logger.warning("could not mark %d key(s) as used: %s", len(prefixes), exc)

@@ -119,7 +119,11 @@ def create_app(
         ledger = QuotaLedger(lambda sid, now: _baseline(the_store, sid, now))
         journals = settings.home / JOURNAL_DIR
         await asyncio.to_thread(replay, journals, the_store.add_usage)
-        writer = UsageWriter(the_store.add_usage, UsageJournal(journals))
+        writer = UsageWriter(
+            the_store.add_usage, UsageJournal(journals), touch=the_store.touch_keys
+        )
+        if authenticator is not None:
+            authenticator.on_used = writer.used
         refusals = None if authenticator is None else authenticator.refusals
         meter = Meter(settings, Metrics(the_backend, refusals), ledger, writer)
         gw = Gateway(

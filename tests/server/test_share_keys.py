@@ -1,0 +1,96 @@
+"""Keys against a real ``zhisuan serve --auth on``: refused, revoked, expired, noted when used,
+and the CLI told plainly when it has no admin key for the gateway."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.server._serve import Server
+from tests.server._share_cli import ADMIN, CHAT, HI, client, key_for, last_used, tenant
+
+pytestmark = pytest.mark.server
+
+
+def test_no_key_bad_key_are_401_but_health_and_metrics_are_open(shared: Server) -> None:
+    assert httpx.get(f"{shared.url}/health").status_code == 200
+    assert httpx.get(f"{shared.url}/metrics").status_code == 200
+    for path in ("/ready", "/v1/models", "/admin/tenants", "/docs", "/openapi.json"):
+        resp = httpx.get(f"{shared.url}{path}")
+        assert resp.status_code == 401, path
+        assert resp.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        client(shared, "zs-not-a-real-key").chat.completions.create(model=CHAT, messages=HI)
+    metrics = httpx.get(f"{shared.url}/metrics").text  # no tenant to meter them under
+    for reason in ("missing", "incorrect"):
+        line = next(
+            ln for ln in metrics.splitlines() if f'refusals_total{{reason="{reason}"}}' in ln
+        )
+        assert float(line.split()[-1]) >= 1, line
+
+
+def test_key_printed_alone_on_last_line_and_works(shared: Server) -> None:
+    key = tenant(shared, "alpha")
+    assert key.startswith("zs-") and " " not in key and last_used(shared, key) is None
+    resp = client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=4)
+    assert resp.usage is not None and resp.usage.completion_tokens > 0
+    deadline = time.monotonic() + 10  # noted with the next batch of usage records
+    while last_used(shared, key) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert last_used(shared, key) is not None
+
+
+def test_revoked_key_is_401_at_once(shared: Server) -> None:
+    key = tenant(shared, "revoked-co")
+    c = client(shared, key)
+    c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    shared.cli("keys", "revoke", key[:12])
+    with pytest.raises(openai.AuthenticationError) as info:
+        c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    assert "revoked" in str(info.value)
+
+
+def test_expired_key_is_401(shared: Server) -> None:
+    shared.cli("tenants", "create", "expiring")
+    key = key_for(shared, "expiring", "--expires", "2999-01-01")
+    c = client(shared, key)
+    c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    with sqlite3.connect(shared.home / "zhisuan.db") as db:  # time travel: the key's end passed
+        db.execute(
+            "UPDATE api_keys SET expires_at = ? WHERE prefix = ?",
+            ("2001-01-01 00:00:00.000000", key[:12]),
+        )
+    httpx.post(f"{shared.url}/admin/reconcile", headers={"Authorization": f"Bearer {ADMIN}"})
+    with pytest.raises(openai.AuthenticationError) as info:
+        c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    assert "expired" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("admin_key", "status", "reason"),
+    [
+        (None, 401, "You didn't provide an API key."),
+        ("zs-not-a-key", 401, "Incorrect API key provided."),
+        ("tenant", 403, "The admin API needs an admin key."),
+    ],
+)
+def test_ps_without_an_admin_key_says_what_to_set(
+    shared: Server, admin_key: str | None, status: int, reason: str
+) -> None:
+    env = {k: v for k, v in shared.env.items() if k != "ZHISUAN_ADMIN_KEY"}
+    if admin_key is not None:
+        env["ZHISUAN_ADMIN_KEY"] = tenant(shared, "ps-user") if admin_key == "tenant" else admin_key
+    done = Server(shared.proc, shared.url, shared.home, env, shared.log).cli("ps", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    error, hint = done.stderr.strip().splitlines()
+    assert error.startswith(
+        f"error: the gateway at {shared.url} needs an admin key (HTTP {status}): {reason}"
+    )
+    assert hint == (
+        "hint: set ZHISUAN_ADMIN_KEY to an admin key (create one with `zhisuan keys create "
+        "--admin`)"
+    )
