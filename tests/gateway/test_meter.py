@@ -162,6 +162,27 @@ def test_replicas_on_one_gpu_split_its_energy_once(
     assert meter.share_meter(cpu0) is not meter.share_meter(cpu1)  # each has its own cores
 
 
+def test_a_new_price_applies_to_new_requests_and_the_replicas_time_runs_on(
+    tmp_path: Path,
+) -> None:
+    parts = _Parts(tmp_path)
+    meter = parts.meter
+    repriced = ReplicaSpec(
+        model="chat",
+        engine="transformers",
+        device="cpu",
+        model_path="/m",
+        options=(("price_input_per_mtok", 4.0), ("power_w", 100.0)),
+    )
+    share = meter.share_meter(SPEC)
+    before = share.begin()  # in flight while the price changes (the worker runs on)
+    assert meter.share_meter(repriced) is share and share.power_w == 100.0
+    assert meter.pricing(repriced).cost(1_000_000, 0, 0.0) == 4.0
+    after = share.begin()
+    assert share.end(before).device_s >= share.end(after).device_s >= 0.0
+    assert meter.pricing(SPEC).cost(1_000_000, 0, 0.0) == 2.0  # what it was admitted at
+
+
 def test_in_flight_and_queued_requests_by_model(tmp_path: Path) -> None:
     parts = _Parts(tmp_path)
 

@@ -17,6 +17,7 @@ from tests.server._share_cli import (
     EMBED,
     HI,
     IGNORE,
+    PRICE,
     client,
     key_for,
     tenant,
@@ -262,6 +263,25 @@ def test_metrics_count_requests_tokens_and_replicas(shared: Server) -> None:
     assert "zhisuan_ttft_seconds_bucket" in text
     assert f'zhisuan_replica_up{{model="{CHAT}",replica="0"}} 1.0' in text
     assert "zhisuan_energy_wh_total" in text
+
+
+def test_a_new_price_applies_at_once_without_a_restart(shared: Server) -> None:
+    c = client(shared, tenant(shared, "repriced"))
+
+    def embed_pid() -> int:
+        rows = json.loads(shared.cli("ps", "--json").stdout)
+        [(pid, state)] = [(r["pid"], r["state"]) for r in rows if r["model"] == EMBED]
+        assert state == "ready"
+        return int(pid)
+
+    pid = embed_pid()
+    c.embeddings.create(model=EMBED, input="before")
+    shared.cli("deploy", EMBED, "--price-in", str(PRICE))  # one unit per token from now on
+    c.embeddings.create(model=EMBED, input="after")  # no wait: the replica is still ready
+    assert embed_pid() == pid
+    rows = wait_usage(shared, "repriced", lambda r: len(r) == 2)
+    assert [r["cost"] for r in rows] == [0.0, rows[1]["prompt_tokens"]]
+    assert rows[1]["prompt_tokens"] > 0
 
 
 def test_keys_never_reach_the_logs(shared: Server) -> None:

@@ -4,7 +4,9 @@ A backend owns worker processes (or Ray actors) for a set of :class:`ReplicaSpec
 gateway tells it the desired set with :meth:`Backend.apply` (reconcile: start what is
 missing, stop what is no longer wanted, leave the rest alone) and reads the live state
 with :meth:`Backend.replicas`. A backend restarts a worker that dies, with backoff, and
-marks it ``restarting`` meanwhile so routing skips it.
+marks it ``restarting`` meanwhile so routing skips it. A spec that changes only in what
+the gateway reads (a price, say: :meth:`ReplicaSpec.runs_as`) is taken by the running
+replica, with no restart.
 
 Backends: ``local`` (worker processes on this machine, the default).
 """
@@ -12,7 +14,7 @@ Backends: ``local`` (worker processes on this machine, the default).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -48,6 +50,31 @@ class ReplicaSpec:
     @property
     def key(self) -> str:
         return f"{self.model}#{self.index}"
+
+    def runs_as(self, other: ReplicaSpec) -> bool:
+        """Whether a worker started for this spec serves ``other`` as well: they differ at
+        most in options only the gateway reads (:data:`GATEWAY_OPTIONS`)."""
+        return self == other or replace(self, options=_for_worker(self)) == replace(
+            other, options=_for_worker(other)
+        )
+
+
+GATEWAY_OPTIONS = frozenset(
+    {
+        "price_input_per_mtok",
+        "price_output_per_mtok",
+        "cost_per_hour",
+        "currency",
+        "power_w",
+        "budget_deadline_s",
+    }
+)
+"""Deployment options the gateway reads and the worker does not (prices, power, the deadline
+of requests billed by device time): a change to them alone leaves the replicas running."""
+
+
+def _for_worker(spec: ReplicaSpec) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, v) for k, v in spec.options if k not in GATEWAY_OPTIONS)
 
 
 @dataclass(slots=True)

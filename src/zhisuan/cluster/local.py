@@ -120,9 +120,12 @@ class LocalBackend:
 
     async def apply(self, specs: list[ReplicaSpec]) -> None:
         wanted = {s.key: s for s in specs}
-        for key in list(self._replicas):
-            if key not in wanted or self._replicas[key].spec != wanted[key]:
+        for key, running in list(self._replicas.items()):
+            spec = wanted.get(key)
+            if spec is None or not running.spec.runs_as(spec):
                 await self._stop_one(key)
+            else:
+                running.spec = spec  # at most the gateway's options changed: no restart
         if self._cores is not None:
             self._placement = self._cores.assign(specs)
             for key, replica in self._replicas.items():  # running ones move to their new slice

@@ -119,7 +119,7 @@ class Meter:
         self._ledger = ledger
         self._writer = writer
         self._replicas: dict[str, tuple[ReplicaSpec, ShareMeter, Pricing]] = {}
-        self._devices: dict[str, ShareMeter] = {}  # a GPU's, by device
+        self._devices: dict[str, ShareMeter] = {}  # a GPU's by device, a CPU replica's by key
         self._live: dict[str, Exchange] = {}
         self._later: list[tuple[Exchange, dict[str, Any], Ends]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -137,13 +137,17 @@ class Meter:
     def _share_of(self, spec: ReplicaSpec) -> ShareMeter:
         """A CPU replica's own integrator (it has its own cores); a GPU's, shared by its
         replicas: the device's time and energy are split among every request on it,
-        whichever replica serves it, and its energy counter is counted once."""
-        if not spec.device.startswith("cuda"):
-            return ShareMeter(power_of(spec, self._settings))
-        share = self._devices.get(spec.device)
+        whichever replica serves it, and its energy counter is counted once. Either lasts
+        as long as the gateway, through a change of the spec (a new price, say) while
+        requests are in flight; a new ``power_w`` applies from then on."""
+        power = power_of(spec, self._settings)
+        gpu = spec.device.startswith("cuda")
+        where = spec.device if gpu else spec.key
+        share = self._devices.get(where)
         if share is None:
-            share = ShareMeter(power_of(spec, self._settings), nvml_energy_reader(spec.device))
-            self._devices[spec.device] = share
+            share = ShareMeter(power, nvml_energy_reader(spec.device) if gpu else None)
+            self._devices[where] = share
+        share.power_w = power
         return share
 
     def share_meter(self, spec: ReplicaSpec) -> ShareMeter:
