@@ -68,7 +68,10 @@ def _record(rid: str, tenant: str, **kw: Any) -> dict[str, Any]:
     return usage_record(rid, **{"tenant": tenant, "cost": 0.25, "energy_source": "measured", **kw})
 
 
-def test_tenants_create_list_show_set(cli: CliRunner, notified: list[object]) -> None:
+def test_tenants_create_list_show_set(
+    cli: CliRunner, notified: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZHISUAN_CURRENCY", "CNY")  # the platform's prices are in CNY
     out = _ok(
         cli, "tenants", "create", "acme", "--rpm", "60", "--tpm", "1000",
         "--tokens-per-day", "5000000000", "--budget", "12.5", "--max-concurrent", "4",
@@ -152,6 +155,47 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(
     assert f"revoked {secret[:12]}" in out and len(notified) == 1
     assert json.loads(_ok(cli, "keys", "list", "--json"))[0]["status"] == "revoked"
     _ok(cli, "keys", "revoke", secret[:12])  # idempotent
+
+
+def test_a_budget_is_in_the_prices_currency(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error, hint = _fails(cli, "tenants", "create", "acme", "--budget", "5", "--currency", "cny")
+    assert error == (
+        "error: a budget in CNY cannot be kept: prices and costs are in USD, and are not converted"
+    )
+    assert "ZHISUAN_CURRENCY=CNY" in hint
+    assert json.loads(_ok(cli, "tenants", "list", "--json")) == []  # nothing written
+    _ok(cli, "tenants", "create", "acme", "--budget", "5")
+    error, _ = _fails(cli, "tenants", "set", "acme", "--currency", "EUR")
+    assert "a budget in EUR cannot be kept" in error
+    monkeypatch.setenv("ZHISUAN_CURRENCY", "EUR")
+    _ok(cli, "tenants", "create", "euro-team", "--budget", "5")  # the platform's, by default
+    assert json.loads(_ok(cli, "tenants", "show", "euro-team", "--json"))["currency"] == "EUR"
+
+
+def test_a_budget_over_unpriced_deployments_is_warned_of(cli: CliRunner, home_env: str) -> None:
+    with Store.open(home_env) as store:
+        for name, options in (("free", {}), ("priced", {"price_output_per_mtok": 2.0})):
+            store.put_deployment(name, engine="upstream", options=options)
+    res = cli.invoke(app, ["tenants", "create", "acme", "--budget", "5"])
+    assert res.exit_code == 0 and "created tenant acme" in res.stdout
+    warning, hint = res.stderr.strip().splitlines()
+    assert warning == (
+        "warning: the budget counts what requests cost, and requests to free cost nothing "
+        "(no price)"
+    )
+    assert "zhisuan deploy MODEL --price-in X --price-out Y" in hint
+    for quiet in (
+        ["tenants", "create", "beta"],  # no budget
+        ["tenants", "create", "gamma", "--budget", "5", "--models", "priced"],
+        ["keys", "create", "--tenant", "acme", "--budget", "1", "--models", "priced"],
+    ):
+        res = cli.invoke(app, quiet)
+        assert res.exit_code == 0 and res.stderr == "", quiet
+    res = cli.invoke(app, ["keys", "create", "--tenant", "acme", "--budget", "1"])
+    assert "requests to free cost nothing" in res.stderr
+    assert res.stdout.strip().splitlines()[-1].startswith("zs-")  # the key still last
 
 
 def test_key_errors(cli: CliRunner) -> None:

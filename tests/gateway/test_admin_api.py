@@ -50,6 +50,11 @@ def test_tenants_and_keys(gateway: tuple[TestClient, Any, Store]) -> None:
     client, _, _ = gateway
     made = client.post("/admin/tenants", json={"name": "acme", "rpm": 5}, headers=AS_ADMIN)
     assert made.status_code == 201 and made.json()["rpm"] == 5
+    assert made.json()["currency"] == "USD"  # the prices' (ZHISUAN_CURRENCY)
+    other = {"name": "euro", "budget": 5, "currency": "EUR"}
+    refused = client.post("/admin/tenants", json=other, headers=AS_ADMIN)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "currency"
+    assert "a budget in EUR cannot be kept" in refused.json()["error"]["message"]
     changed = client.patch("/admin/tenants/acme", json={"rpm": 7}, headers=AS_ADMIN)
     assert changed.json()["rpm"] == 7
     assert client.get("/admin/tenants/acme", headers=AS_ADMIN).json()["rpm"] == 7
@@ -171,3 +176,20 @@ def test_who_may_read_the_metrics(tmp_path: Path, access: str) -> None:
             ]
             assert client.get("/health").status_code == 200
     assert codes == ([200, 200, 200] if access == "open" else [401, 403, 200])
+
+
+def test_a_budget_in_another_currency_is_named_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(home=tmp_path, auth="on", admin_key=ADMIN, currency="CNY")
+    with open_store(settings) as store:
+        store.create_tenant("before", budget=50.0, currency="USD")  # ZHISUAN_CURRENCY changed
+        store.create_tenant("same", budget=50.0, currency="CNY")
+        store.create_tenant("unbudgeted", currency="USD")
+        with TestClient(create_app(settings, store=store, backend=NullBackend())):
+            pass
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        "tenant before has a budget of 50 USD, but prices and costs are in CNY: it is kept as "
+        "50 CNY (restate it: zhisuan tenants set before --currency CNY --budget AMOUNT)"
+    ]

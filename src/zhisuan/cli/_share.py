@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from zhisuan.cli._common import console
+from zhisuan.cli._common import console, err_console
 from zhisuan.errors import InvalidParameter
 from zhisuan.settings import Settings
+
+if TYPE_CHECKING:
+    from zhisuan.store import Store
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -137,3 +140,31 @@ def notify(settings: Settings) -> None:
     from zhisuan.cli import serve
 
     serve._notify(settings)
+
+
+PRICE_OPTIONS = ("price_input_per_mtok", "price_output_per_mtok", "cost_per_hour")
+
+
+def warn_unpriced(store: Store, settings: Settings, models: list[str] | None) -> None:
+    """Warn that a budget will not see the requests to deployments within ``models`` (None:
+    every one) that have no price: they cost nothing, so they never count against it."""
+    free = [
+        d.model_name
+        for d in store.list_deployments()
+        if (models is None or d.model_name in models)
+        and not any((d.options or {}).get(name) for name in PRICE_OPTIONS)
+        and not settings.device_cost_per_hour
+    ]
+    if free:
+        err_console.print(
+            f"[yellow]warning:[/] the budget counts what requests cost, and requests to "
+            f"{', '.join(free)} cost nothing (no price)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        err_console.print(
+            "[yellow]hint:[/] price them: `zhisuan deploy MODEL --price-in X --price-out Y` "
+            "(per million tokens), or `--cost-per-hour X`",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -7,6 +7,8 @@ gateway at once (``POST /admin/reconcile``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from zhisuan.cli._common import console, user_errors
@@ -18,8 +20,12 @@ from zhisuan.cli._share import (
     parse_when,
     show_limit,
     table_console,
+    warn_unpriced,
 )
 from zhisuan.settings import Settings
+
+if TYPE_CHECKING:
+    from zhisuan.store import ApiKey, Store
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -68,6 +74,8 @@ def create(
                 budget=budget,
                 max_concurrent=max_concurrent,
             )
+            if budget is not None:
+                _warn_unpriced(store, settings, row)
     owner = "an admin key" if row.is_admin else f"a key for tenant {row.tenant_name}"
     until = f", expires {row.expires_at.isoformat()}" if row.expires_at else ""
     typer.echo(f"created {owner} (prefix {row.prefix}{until})")
@@ -155,6 +163,8 @@ def set_(
             given["expires_at"] = given.pop("expires")
         with open_store(settings) as store:
             row = store.update_key(prefix, **given)
+            if row.budget is not None and ("budget" in given or "models" in given):
+                _warn_unpriced(store, settings, row)
     notify(settings)
     if as_json:
         echo_json(row.to_dict())
@@ -196,3 +206,11 @@ def _limits(
     )
     shown = [f"{label} {show_limit(v)}" for label, v in pairs if v is not None]
     return ", ".join(shown) or "tenant's"
+
+
+def _warn_unpriced(store: Store, settings: Settings, key: ApiKey) -> None:
+    """Warn of the unpriced deployments a key's budget will not see (those it may use)."""
+    if key.tenant_name is None:
+        return
+    models = key.models if key.models is not None else store.get_tenant(key.tenant_name).models
+    warn_unpriced(store, settings, models)

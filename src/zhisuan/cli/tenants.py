@@ -21,6 +21,7 @@ from zhisuan.cli._share import (
     parse_models,
     show_limit,
     table_console,
+    warn_unpriced,
 )
 from zhisuan.settings import Settings
 
@@ -36,6 +37,7 @@ _TPM = "Tokens (prompt + completion) per minute \\[default: unlimited]."
 _TPD = "Tokens per UTC day \\[default: unlimited]."
 _BUDGET = "Money per calendar month, in the tenant's currency \\[default: unlimited]."
 _CONC = "Requests in flight at once \\[default: unlimited]."
+_CURRENCY = "The budget's currency: the prices' (ZHISUAN_CURRENCY), the only one allowed."
 _MODELS = "Comma-separated model allow-list \\[default: every model]."
 
 
@@ -46,17 +48,18 @@ def create(
     tpm: int | None = typer.Option(None, "--tpm", help=_TPM),
     tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help=_TPD),
     budget: float | None = typer.Option(None, "--budget", help=_BUDGET),
-    currency: str = typer.Option("USD", "--currency", help="ISO 4217 currency of the budget."),
+    currency: str | None = typer.Option(None, "--currency", help=_CURRENCY),
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", help=_CONC),
     models: str | None = typer.Option(None, "--models", help=_MODELS),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Create tenant NAME with its limits."""
-    from zhisuan.store import open_store
+    from zhisuan.store import open_store, tenant_currency
 
     settings = Settings()
     with user_errors():
         allow = parse_models(models)
+        currency = tenant_currency(currency, settings.currency)
         with open_store(settings) as store:
             tenant = store.create_tenant(
                 name,
@@ -68,6 +71,8 @@ def create(
                 models=allow,
                 currency=currency,
             )
+            if budget is not None:
+                warn_unpriced(store, settings, tenant.models)
     if as_json:
         echo_json(tenant.to_dict())
         return
@@ -82,7 +87,7 @@ def set_(
     tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute."),
     tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help="Tokens per day."),
     budget: float | None = typer.Option(None, "--budget", help="Money per calendar month."),
-    currency: str | None = typer.Option(None, "--currency", help="ISO 4217 currency."),
+    currency: str | None = typer.Option(None, "--currency", help=_CURRENCY),
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", help=_CONC),
     models: str | None = typer.Option(None, "--models", help="Comma-separated allow-list."),
     clear: list[str] = typer.Option(
@@ -91,7 +96,7 @@ def set_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Change some of NAME's limits; those not given stay as they are."""
-    from zhisuan.store import open_store
+    from zhisuan.store import open_store, tenant_currency
 
     settings = Settings()
     with user_errors():
@@ -103,11 +108,13 @@ def set_(
             tokens_per_day=tokens_per_day,
             budget=budget,
             max_concurrent=max_concurrent,
-            currency=currency,
+            currency=None if currency is None else tenant_currency(currency, settings.currency),
             models=parse_models(models),
         )
         with open_store(settings) as store:
             tenant = store.update_tenant(name, **given)
+            if tenant.budget is not None and ("budget" in given or "models" in given):
+                warn_unpriced(store, settings, tenant.models)
     notify(settings)
     if as_json:
         echo_json(tenant.to_dict())

@@ -138,6 +138,7 @@ def create_app(
         gw.extras["ledger"] = ledger
         app.state.gateway = gw
         await the_backend.apply(desired_specs(the_store))
+        _warn_of_other_currencies(the_store, settings.currency)
         try:
             yield
         finally:
@@ -180,3 +181,21 @@ def _baseline(store: Store, sid: str, now: datetime) -> tuple[int, float]:
     if kind == "tenant":
         return store.usage_baseline(tenant=name, day_start=day, month_start=month)
     return store.usage_baseline(key_prefix=name, day_start=day, month_start=month)
+
+
+def _warn_of_other_currencies(store: Store, currency: str) -> None:
+    """Budgets are compared with costs as they are: say which are in another currency."""
+    for tenant in store.list_tenants():
+        if tenant.budget is not None and tenant.currency != currency.upper():
+            logger.warning(
+                "tenant %s has a budget of %g %s, but prices and costs are in %s: it is kept "
+                "as %g %s (restate it: zhisuan tenants set %s --currency %s --budget AMOUNT)",
+                tenant.name,
+                tenant.budget,
+                tenant.currency,
+                currency.upper(),
+                tenant.budget,
+                currency.upper(),
+                tenant.name,
+                currency.upper(),
+            )

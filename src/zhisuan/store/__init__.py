@@ -15,6 +15,7 @@ home needs no manual step::
 from __future__ import annotations
 
 from zhisuan.store._db import alembic_config, current_revision, make_engine, upgrade
+from zhisuan.store._share_checks import tenant_currency
 from zhisuan.store._share_models import (
     ADMIN_TENANT,
     ANONYMOUS,
@@ -66,5 +67,6 @@ __all__ = [
     "hash_secret",
     "make_engine",
     "open_store",
+    "tenant_currency",
     "upgrade",
 ]

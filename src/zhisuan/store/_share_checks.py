@@ -110,3 +110,23 @@ def check_currency(currency: str) -> str:
             f"invalid currency {currency!r}", param="currency", hint="use an ISO 4217 code: USD"
         )
     return code
+
+
+def tenant_currency(currency: str | None, platform: str) -> str:
+    """The currency of a tenant's budget: the platform's (``ZHISUAN_CURRENCY``), in which
+    every deployment is priced and every cost recorded. Costs are not converted, so a budget
+    in another currency could not be kept exactly, and is refused.
+
+    Raises:
+        InvalidParameter: a malformed code, or one other than the platform's.
+    """
+    code = check_currency(currency or platform)
+    if code != check_currency(platform):
+        raise InvalidParameter(
+            f"a budget in {code} cannot be kept: prices and costs are in {platform.upper()}, "
+            "and are not converted",
+            param="currency",
+            hint=f"leave the currency out, or run the gateway and the CLI with "
+            f"ZHISUAN_CURRENCY={code} to price everything in {code}",
+        )
+    return code

@@ -17,6 +17,7 @@ from zhisuan.engines._turns import QUEUE_ORDERS
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
+from zhisuan.store import tenant_currency
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -34,7 +35,7 @@ class Limits(BaseModel):
 
 class TenantIn(Limits):
     name: str = Field(min_length=1, max_length=64)
-    currency: str = Field(default="USD", min_length=3, max_length=8)
+    currency: str | None = Field(default=None, min_length=3, max_length=8)
 
 
 class KeyIn(Limits):
@@ -124,7 +125,9 @@ def create_tenant(request: Request, body: TenantIn) -> dict[str, Any]:
     """Create a tenant with its limits."""
     data = body.model_dump()
     name = data.pop("name")
-    return gateway_of(request).store.create_tenant(name, **data).to_dict()
+    gw = gateway_of(request)
+    data["currency"] = tenant_currency(data["currency"], gw.settings.currency)
+    return gw.store.create_tenant(name, **data).to_dict()
 
 
 @router.get("/tenants/{name}")
