@@ -136,7 +136,8 @@ def test_usage_summary_groupings(store: Store) -> None:
         ]
     )
     by_model = {r["model"]: r for r in store.usage_summary(by="model") if r["currency"] == "USD"}
-    assert by_model["qwen"]["requests"] == 3 and by_model["qwen"]["errors"] == 2
+    assert by_model["qwen"]["requests"] == 3 and by_model["qwen"]["errors"] == 1
+    assert by_model["qwen"]["refused"] == 1 and by_model["glm"]["refused"] == 1
     assert by_model["qwen"]["total_tokens"] == 30
     assert by_model["qwen"]["mean_latency_ms"] == pytest.approx(75.0)  # the refusal left out
     assert by_model["glm"]["mean_latency_ms"] is None

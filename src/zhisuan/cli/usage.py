@@ -25,6 +25,7 @@ BY = ("model", "key", "day", "tenant")
 SUMMARY_TOTALS = (
     "currency",
     "requests",
+    "refused",
     "errors",
     "prompt_tokens",
     "completion_tokens",
@@ -143,13 +144,15 @@ def _print_summary(by: str, totals: list[dict[str, Any]], *, as_json: bool, as_c
     table.add_column(by, style="bold", no_wrap=True)
     if by == "key":
         table.add_column("tenant")
-    for header in ("requests", "errors", "prompt", "compl.", "cost", "Wh", "mean ms", "ttft ms"):
+    headers = ("requests", "refused", "errors", "prompt", "compl.", "cost", "Wh", "mean ms")
+    for header in (*headers, "ttft ms"):
         table.add_column(header, justify="right")
     for t in totals:
         table.add_row(
             str(t[by] if t[by] is not None else "-"),
             *([t["tenant"]] if by == "key" else []),
             f"{t['requests']:,}",
+            f"{t['refused']:,}",
             f"{t['errors']:,}",
             f"{t['prompt_tokens']:,}",
             f"{t['completion_tokens']:,}",

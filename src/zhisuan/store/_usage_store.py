@@ -148,8 +148,9 @@ class UsageStoreMixin:
 
         Returns:
             One dict per group, ordered by the group: ``{by: value, "currency",
-            "requests", "errors" (status other than ok), "prompt_tokens",
-            "completion_tokens", "total_tokens", "cost", "energy_wh", "device_s",
+            "requests", "refused" (status ``rejected``: refused at the gateway),
+            "errors" (any other status but ok: errors, worker errors, client aborts),
+            "prompt_tokens", "completion_tokens", "total_tokens", "cost", "energy_wh", "device_s",
             "mean_latency_ms" (of the requests a replica saw: None when every one was
             ``rejected``), "mean_ttft_ms" (None when no request had a first token)}``.
 
@@ -171,7 +172,8 @@ class UsageStoreMixin:
         query: Select[Any] = select(
             *groups,
             func.count().label("requests"),
-            func.sum(case((u.status != "ok", 1), else_=0)).label("errors"),
+            func.sum(case((u.status == "rejected", 1), else_=0)).label("refused"),
+            func.sum(case((u.status.not_in(("ok", "rejected")), 1), else_=0)).label("errors"),
             func.sum(u.prompt_tokens).label("prompt_tokens"),
             func.sum(u.completion_tokens).label("completion_tokens"),
             func.sum(u.cost).label("cost"),
@@ -189,6 +191,7 @@ class UsageStoreMixin:
         for r in rows:
             item: dict[str, Any] = {name: r[name] for name in names}
             item["requests"] = int(r["requests"])
+            item["refused"] = int(r["refused"] or 0)
             item["errors"] = int(r["errors"] or 0)
             item["prompt_tokens"] = int(r["prompt_tokens"] or 0)
             item["completion_tokens"] = int(r["completion_tokens"] or 0)
