@@ -88,7 +88,10 @@ def test_tenants_create_list_show_set(
     assert "acme" in _ok(cli, "tenants", "list")
     shown = json.loads(_ok(cli, "tenants", "show", "acme", "--json"))
     assert shown["usage"]["tokens_today"] == 0 and shown["usage"]["cost_this_month"] == 0.0
-    assert "used of" in _ok(cli, "tenants", "show", "acme")
+    shown = _ok(cli, "tenants", "show", "acme")  # tokens/day 5,000,000,000; budget 12.5 CNY
+    assert "0 used of 5,000,000,000" in shown and "0.0000 used of 12.5 CNY" in shown
+    _ok(cli, "tenants", "create", "open")
+    assert "0 used (unlimited)" in _ok(cli, "tenants", "show", "open")
     assert notified == []
 
     updated = json.loads(

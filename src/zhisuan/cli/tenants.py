@@ -192,8 +192,8 @@ def show(
     rows = [
         ("requests/minute", show_limit(tenant.rpm)),
         ("tokens/minute", show_limit(tenant.tpm)),
-        ("tokens/day", f"{tokens:,} used of {show_limit(tenant.tokens_per_day)}"),
-        ("budget/month", f"{cost:.4f} used of {show_limit(tenant.budget)} {tenant.currency}"),
+        ("tokens/day", _used(f"{tokens:,}", tenant.tokens_per_day)),
+        ("budget/month", _used(f"{cost:.4f}", tenant.budget, f" {tenant.currency}")),
         ("concurrent", show_limit(tenant.max_concurrent)),
         ("models", ", ".join(tenant.models) if tenant.models is not None else "all"),
         ("keys", f"{active} active of {len(keys)}"),
@@ -220,3 +220,10 @@ def _summary(t: Tenant) -> str:
     if t.models is not None:
         parts.append(f"models {', '.join(t.models)}")
     return "; ".join(parts) or "no limits"
+
+
+def _used(amount: str, limit: float | None, unit: str = "") -> str:
+    """What was used, of the limit if there is one."""
+    if limit is None:
+        return f"{amount}{unit} used (unlimited)"
+    return f"{amount} used of {show_limit(limit)}{unit}"
