@@ -96,6 +96,8 @@ def test_deployments_reach_the_backend_and_bad_options_are_refused(
         ({"budget_deadline_s": 0}, "options.budget_deadline_s"),
         ({"budget_deadline_s": "5"}, "options.budget_deadline_s"),
         ({"queue": "lifo"}, "options.queue"),
+        ({"base_url": "http://u/v1", "timeuot": 5}, "did you mean timeout?"),
+        ({"base_url": "http://u/v1", "max_batch": 8}, "no upstream deployment option"),
     ):
         body = {"model": "m", "engine": "upstream", "options": options}
         refused = client.post("/admin/deployments", json=body, headers=AS_ADMIN)

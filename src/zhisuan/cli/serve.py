@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    from zhisuan.cli.deploy import deploy, undeploy
+
     app.command()(serve)
     app.command()(deploy)
     app.command()(undeploy)
@@ -136,106 +138,6 @@ def serve(
         http=protocol_for(app.serve_hot, app.serve_now),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
-
-
-def deploy(
-    model: str = typer.Argument(
-        ..., help="Model name (imported, or any name for --engine upstream)."
-    ),
-    replicas: int = typer.Option(1, min=1, help="Worker processes to run."),
-    engine: str | None = typer.Option(
-        None, help="transformers | llamacpp | upstream \\[default: by model format]."
-    ),
-    device: str = typer.Option("cpu", help="cpu or cuda:N."),
-    upstream_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server."),
-    upstream_key_env: str | None = typer.Option(
-        None, help="Name of the environment variable that holds the upstream's API key."
-    ),
-    upstream_model: str | None = typer.Option(None, help="Model name on the upstream."),
-    max_batch: int | None = typer.Option(None, min=1, help="Concurrent sequences per replica."),
-    threads: int | None = typer.Option(
-        None, min=1, help="CPU threads per replica \\[default: every core of the replica but one]."
-    ),
-    price_in: float | None = typer.Option(
-        None, min=0, help="Price per million prompt tokens (bills by tokens)."
-    ),
-    price_out: float | None = typer.Option(
-        None, min=0, help="Price per million completion tokens (bills by tokens)."
-    ),
-    cost_per_hour: float | None = typer.Option(
-        None, min=0, help="Device cost per hour (bills by busy share when not token-priced)."
-    ),
-    power_w: float | None = typer.Option(
-        None, min=0, help="Device power in watts, for energy estimates without NVML."
-    ),
-    queue: str = typer.Option(
-        "fair",
-        help="fair | fifo: the order of requests waiting for the engine (fair: the tenants "
-        "take turns; fifo: arrival order).",
-    ),
-    deadline_s: float | None = typer.Option(
-        None,
-        min=0.001,
-        help="Longest a request billed by --cost-per-hour may run for a caller with a budget "
-        "\\[default: ZHISUAN_BUDGET_DEADLINE_S].",
-    ),
-) -> None:
-    """Deploy MODEL (persisted; a running gateway picks it up at once)."""
-    from zhisuan.store import open_store
-
-    settings = Settings()
-    from zhisuan.engines._turns import QUEUE_ORDERS
-
-    if queue not in QUEUE_ORDERS:
-        fail(f"--queue must be {' or '.join(QUEUE_ORDERS)}, not {queue!r}")
-    with user_errors():
-        _check_device(device)
-        with open_store(settings) as store:
-            if engine is None:
-                found = store.find_model(model)
-                engine = (
-                    "llamacpp" if found is not None and found.format == "gguf" else "transformers"
-                )
-            options: dict[str, Any] = {}
-            if engine == "upstream":
-                if not upstream_url:
-                    fail(
-                        "an upstream deployment needs --upstream-url",
-                        "e.g. --upstream-url http://10.0.0.5:8000/v1",
-                    )
-                options["base_url"] = upstream_url
-                if upstream_key_env:
-                    options["api_key_env"] = upstream_key_env
-                if upstream_model:
-                    options["upstream_model"] = upstream_model
-            extra = {
-                "max_batch": max_batch,
-                "n_threads": threads,
-                "price_input_per_mtok": price_in,
-                "price_output_per_mtok": price_out,
-                "cost_per_hour": cost_per_hour,
-                "power_w": power_w,
-                "budget_deadline_s": deadline_s,
-            }
-            options.update({k: v for k, v in extra.items() if v is not None})
-            if queue != "fair":
-                options["queue"] = queue
-            store.put_deployment(
-                model, engine=engine, device=device, replicas=replicas, options=options
-            )
-    console.print(f"deployed [bold]{model}[/] ({engine} on {device}, {replicas} replica(s))")
-    _notify(settings)
-
-
-def undeploy(model: str = typer.Argument(..., help="Deployed model name.")) -> None:
-    """Remove MODEL's deployment (its replicas stop)."""
-    from zhisuan.store import open_store
-
-    settings = Settings()
-    with user_errors(), open_store(settings) as store:
-        store.remove_deployment(model)
-    console.print(f"undeployed [bold]{model}[/]")
-    _notify(settings)
 
 
 def ps(
@@ -360,13 +262,3 @@ def _notify(settings: Settings) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
-
-
-def _check_device(device: str) -> None:
-    from zhisuan.errors import InvalidParameter
-
-    if device == "cpu" or (device.startswith("cuda:") and device[5:].isdigit()):
-        return
-    raise InvalidParameter(
-        f"unknown device {device!r}", param="device", hint="use cpu or cuda:N (e.g. cuda:0)"
-    )

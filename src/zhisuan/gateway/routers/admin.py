@@ -6,14 +6,13 @@ Thin: each route validates its body and calls the store; changes that a gateway 
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from zhisuan.engines._turns import QUEUE_ORDERS
+from zhisuan.engines.options import check_options, check_values
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
@@ -61,35 +60,9 @@ class DeploymentIn(BaseModel):
 
     @field_validator("options")
     @classmethod
-    def _metered_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """The options the gateway itself reads (prices, power, context) must be numbers."""
-        for name in METERED_OPTIONS:
-            value = options.get(name)
-            if value is not None and not _number(value, minimum=0):
-                raise ValueError(f"options.{name} must be a number >= 0, not {value!r}")
-        deadline = options.get("budget_deadline_s")
-        if deadline is not None and not (_number(deadline, minimum=0) and deadline > 0):
-            raise ValueError(f"options.budget_deadline_s must be a number > 0, not {deadline!r}")
-        length = options.get("context_length")
-        if length is not None and not (isinstance(length, int) and _number(length, minimum=1)):
-            raise ValueError(f"options.context_length must be an integer >= 1, not {length!r}")
-        order = options.get("queue")
-        if order is not None and order not in QUEUE_ORDERS:
-            orders = " or ".join(QUEUE_ORDERS)
-            raise ValueError(f"options.queue must be {orders}, not {order!r}")
+    def _known_values(cls, options: dict[str, Any]) -> dict[str, Any]:
+        check_values(options)
         return options
-
-
-METERED_OPTIONS = ("price_input_per_mtok", "price_output_per_mtok", "cost_per_hour", "power_w")
-
-
-def _number(value: Any, *, minimum: float) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= minimum
-    )
 
 
 async def _refresh(gw: Gateway) -> None:
@@ -192,6 +165,7 @@ def list_deployments(request: Request) -> list[dict[str, Any]]:
 async def put_deployment(request: Request, body: DeploymentIn) -> dict[str, Any]:
     """Deploy a model (or change its deployment); replicas start at once."""
     gw = gateway_of(request)
+    check_options(body.engine, body.options)
     dep = gw.store.put_deployment(
         body.model,
         engine=body.engine,

@@ -1,0 +1,194 @@
+"""``zhisuan deploy`` and ``undeploy``: which models run, where, on which engine, at which
+price. Deployments live in the store; a running gateway is asked to reconcile at once.
+
+Engine options without a flag of their own go in ``--option NAME=VALUE`` (repeatable; the
+value is read as JSON when it parses, else as a string): a name that neither the engine nor
+the gateway reads is refused (:mod:`zhisuan.engines.options`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from zhisuan.cli._common import console, fail, user_errors
+from zhisuan.settings import Settings
+
+FLAGGED = {
+    "max_batch": "--max-batch",
+    "n_threads": "--threads",
+    "price_input_per_mtok": "--price-in",
+    "price_output_per_mtok": "--price-out",
+    "cost_per_hour": "--cost-per-hour",
+    "power_w": "--power-w",
+    "budget_deadline_s": "--deadline-s",
+    "queue": "--queue",
+    "base_url": "--upstream-url",
+    "api_key_env": "--upstream-key-env",
+    "upstream_model": "--upstream-model",
+}
+"""Options that have a flag of their own: ``--option`` may not set them."""
+
+
+def deploy(
+    model: str = typer.Argument(
+        ..., help="Model name (imported, or any name for --engine upstream)."
+    ),
+    replicas: int = typer.Option(1, min=1, help="Worker processes to run."),
+    engine: str | None = typer.Option(
+        None, help="transformers | llamacpp | upstream \\[default: by model format]."
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda:N."),
+    upstream_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server."),
+    upstream_key_env: str | None = typer.Option(
+        None, help="Name of the environment variable that holds the upstream's API key."
+    ),
+    upstream_model: str | None = typer.Option(None, help="Model name on the upstream."),
+    max_batch: int | None = typer.Option(None, min=1, help="Concurrent sequences per replica."),
+    threads: int | None = typer.Option(
+        None, min=1, help="CPU threads per replica \\[default: every core of the replica but one]."
+    ),
+    price_in: float | None = typer.Option(
+        None, min=0, help="Price per million prompt tokens (bills by tokens)."
+    ),
+    price_out: float | None = typer.Option(
+        None, min=0, help="Price per million completion tokens (bills by tokens)."
+    ),
+    cost_per_hour: float | None = typer.Option(
+        None, min=0, help="Device cost per hour (bills by busy share when not token-priced)."
+    ),
+    power_w: float | None = typer.Option(
+        None, min=0, help="Device power in watts, for energy estimates without NVML."
+    ),
+    queue: str = typer.Option(
+        "fair",
+        help="fair | fifo: the order of requests waiting for the engine (fair: the tenants "
+        "take turns; fifo: arrival order).",
+    ),
+    deadline_s: float | None = typer.Option(
+        None,
+        min=0.001,
+        help="Longest a request billed by --cost-per-hour may run for a caller with a budget "
+        "\\[default: ZHISUAN_BUDGET_DEADLINE_S].",
+    ),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        help="Another engine option, NAME=VALUE (VALUE as JSON if it parses: 2048, false, "
+        '"text"), e.g. --option max_prefill_tokens=2048. Repeatable.',
+    ),
+) -> None:
+    """Deploy MODEL (persisted; a running gateway picks it up at once)."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    from zhisuan.engines._turns import QUEUE_ORDERS
+
+    if queue not in QUEUE_ORDERS:
+        fail(f"--queue must be {' or '.join(QUEUE_ORDERS)}, not {queue!r}")
+    with user_errors():
+        _check_device(device)
+        with open_store(settings) as store:
+            if engine is None:
+                found = store.find_model(model)
+                engine = (
+                    "llamacpp" if found is not None and found.format == "gguf" else "transformers"
+                )
+            options = _given(option)
+            if engine == "upstream":
+                if not upstream_url:
+                    fail(
+                        "an upstream deployment needs --upstream-url",
+                        "e.g. --upstream-url http://10.0.0.5:8000/v1",
+                    )
+                options["base_url"] = upstream_url
+                if upstream_key_env:
+                    options["api_key_env"] = upstream_key_env
+                if upstream_model:
+                    options["upstream_model"] = upstream_model
+            extra = {
+                "max_batch": max_batch,
+                "n_threads": threads,
+                "price_input_per_mtok": price_in,
+                "price_output_per_mtok": price_out,
+                "cost_per_hour": cost_per_hour,
+                "power_w": power_w,
+                "budget_deadline_s": deadline_s,
+            }
+            options.update({k: v for k, v in extra.items() if v is not None})
+            if queue != "fair":
+                options["queue"] = queue
+            _check(engine, options)
+            store.put_deployment(
+                model, engine=engine, device=device, replicas=replicas, options=options
+            )
+    console.print(f"deployed [bold]{model}[/] ({engine} on {device}, {replicas} replica(s))")
+    _notify(settings)
+
+
+def undeploy(model: str = typer.Argument(..., help="Deployed model name.")) -> None:
+    """Remove MODEL's deployment (its replicas stop)."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors(), open_store(settings) as store:
+        store.remove_deployment(model)
+    console.print(f"undeployed [bold]{model}[/]")
+    _notify(settings)
+
+
+def _check_device(device: str) -> None:
+    from zhisuan.errors import InvalidParameter
+
+    if device == "cpu" or (device.startswith("cuda:") and device[5:].isdigit()):
+        return
+    raise InvalidParameter(
+        f"unknown device {device!r}", param="device", hint="use cpu or cuda:N (e.g. cuda:0)"
+    )
+
+
+def _given(pairs: list[str]) -> dict[str, Any]:
+    """The ``--option NAME=VALUE`` pairs as options."""
+    from zhisuan.errors import InvalidParameter
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InvalidParameter(
+                f"--option {pair!r} is not NAME=VALUE",
+                param="option",
+                hint="e.g. --option max_prefill_tokens=2048",
+            )
+        if name in FLAGGED:
+            raise InvalidParameter(
+                f"--option {name} has a flag of its own",
+                param="option",
+                hint=f"use {FLAGGED[name]}",
+            )
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text
+    return options
+
+
+def _check(engine: str, options: dict[str, Any]) -> None:
+    """Options every reader of them can use: known names, and values the gateway reads."""
+    from zhisuan.engines.options import check_options, check_values
+    from zhisuan.errors import InvalidParameter
+
+    check_options(engine, options)  # an unknown engine: the store says so
+    try:
+        check_values(options)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc), param="option") from None
+
+
+def _notify(settings: Settings) -> None:
+    from zhisuan.cli import serve
+
+    serve._notify(settings)
