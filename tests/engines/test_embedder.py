@@ -83,3 +83,20 @@ def test_a_text_too_long_fails_its_request_alone(engine: TransformersEngine) -> 
     for ok in (results[1], results[3]):
         assert not isinstance(ok, BaseException)
         assert len(ok.vectors) == 1 and ok.prompt_tokens > 0  # type: ignore[attr-defined]
+
+
+def test_a_request_whose_client_left_leaves_the_line_at_once(engine: TransformersEngine) -> None:
+    async def run() -> tuple[int, int, int]:
+        first = asyncio.ensure_future(engine.embed(SENTENCES[:8], "a"))  # holds the thread
+        await asyncio.sleep(0)
+        left = asyncio.ensure_future(engine.embed(["gone"], "b"))
+        stays = asyncio.ensure_future(engine.embed(["stays"], "b"))
+        await asyncio.sleep(0)
+        queued = engine.stats().waiting
+        left.cancel()  # the worker cancels the request when its client leaves
+        await asyncio.sleep(0)
+        after = engine.stats().waiting
+        await asyncio.gather(first, stays)
+        return queued, after, engine.stats().waiting
+
+    assert asyncio.run(run()) == (2, 1, 0)

@@ -41,6 +41,25 @@ def test_fifo_keeps_arrival_order() -> None:
     assert queue.drain() == ARRIVALS
 
 
+@pytest.mark.parametrize("fair", [True, False])
+def test_an_item_whose_waiter_left_is_taken_out_of_its_line(fair: bool) -> None:
+    queue: TurnQueue[tuple[str, int]] = TurnQueue(fair)
+    for tenant, n in ARRIVALS:
+        queue.append(tenant, (tenant, n))
+    assert queue.remove("c", ("c", 1)) and len(queue) == 5  # c's only item: its line goes
+    assert not queue.remove("c", ("c", 1))  # gone already
+    assert queue.remove("a", ("a", 2))
+    in_turn = [("a", 1), ("b", 1), ("a", 3), ("b", 2)]
+    expected = in_turn if fair else [("a", 1), ("a", 3), ("b", 1), ("b", 2)]  # arrival order
+    assert queue.drain() == expected and len(queue) == 0
+
+
+def test_an_item_is_looked_for_in_its_own_tenants_line() -> None:
+    queue: TurnQueue[str] = TurnQueue()
+    queue.append("a", "x")
+    assert not queue.remove("b", "x") and queue.remove("a", "x") and len(queue) == 0
+
+
 def test_the_queue_option() -> None:
     assert fair_option({}) and fair_option({"queue": "fair"})
     assert not fair_option({"queue": "fifo"})

@@ -100,6 +100,18 @@ class TurnQueue(Generic[T]):
             return item
         raise IndexError("pop from an empty TurnQueue")
 
+    def remove(self, tenant: str, item: T) -> bool:
+        """Take ``item`` out of ``tenant``'s line (its waiter left); False if it is not there."""
+        key = tenant if self._fair else ""
+        line = self._lines.get(key)
+        if line is None or item not in line:
+            return False
+        line.remove(item)
+        self._size -= 1
+        if not line:
+            del self._lines[key]
+        return True
+
     def drain(self) -> list[T]:
         """Take every item (in turn order) and leave the queue empty."""
         items: list[T] = []

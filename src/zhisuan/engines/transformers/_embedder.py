@@ -29,7 +29,7 @@ Result = tuple[list[list[float]], int]
 """A request's vectors, one per text in order, and the tokens its texts took."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # a job is itself: found in its line by identity
 class _Job:
     texts: list[str]
     future: asyncio.Future[Result]
@@ -85,7 +85,7 @@ class Embedder:
 
     @property
     def waiting(self) -> int:
-        """Requests waiting for the thread (some may have been left by their clients)."""
+        """Requests waiting for the thread."""
         return len(self._waiting)
 
     async def embed(self, texts: list[str], tenant: str) -> Result:
@@ -101,7 +101,11 @@ class Embedder:
         job = _Job(list(texts), loop.create_future())
         self._waiting.append(tenant, job)
         self._next(loop)
-        return await job.future  # cancelled: skipped when its turn comes
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # its client left: out of the line if still in it
+            self._waiting.remove(tenant, job)
+            raise
 
     async def close(self) -> None:
         """Fail what waits, and wait for the pass on the thread to end."""
