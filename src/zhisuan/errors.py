@@ -107,9 +107,11 @@ class NotFound(ZhisuanError):
         suggestions: list[str] | None = None,
         param: str | None = None,
         code: str | None = None,
+        otherwise: str | None = None,
     ) -> None:
+        """``otherwise``: the hint when nothing comes close (where to look them up)."""
         self.suggestions = list(suggestions or [])
-        hint = f"did you mean: {', '.join(self.suggestions)}?" if self.suggestions else None
+        hint = f"did you mean: {', '.join(self.suggestions)}?" if self.suggestions else otherwise
         super().__init__(message, param=param, code=code, hint=hint)
 
 

@@ -211,8 +211,9 @@ def test_key_errors(cli: CliRunner) -> None:
     assert "cannot read expires 'soon' as a date" in error and "YYYY-MM-DD" in hint
     error, hint = _fails(cli, "keys", "create", "--tenant", "acm")
     assert "tenant 'acm' not found" in error and "acme" in hint
-    error, _ = _fails(cli, "keys", "revoke", "zs-nothere00")
+    error, hint = _fails(cli, "keys", "revoke", "zs-nothere00")  # no key comes close
     assert "no API key with prefix 'zs-nothere00'" in error
+    assert hint == "hint: `zhisuan keys list` shows every key's prefix"
 
 
 def test_keys_set_changes_and_clears_a_keys_own_limits(

@@ -369,6 +369,7 @@ def _key(s: Session, prefix: str) -> ApiKey:
             suggestions=closest(prefix, prefixes),
             param="prefix",
             code="key_not_found",
+            otherwise="`zhisuan keys list` shows every key's prefix",
         )
     return row
 
