@@ -142,3 +142,25 @@ def test_retry_after_is_never_earlier_than_the_wait() -> None:
         return error_headers(RateLimited("Too many requests.", retry_after=wait))["Retry-After"]
 
     assert [header(w) for w in (0.01, 1.2, 50.0, 59.5)] == ["1", "2", "50", "60"]
+
+
+def test_use_reports_each_limit_with_what_is_in_flight() -> None:
+    clock = Clock(NOON)
+    led = ledger(clock, baseline=(500, 2.0))  # used earlier today and this month
+    tenant = ("tenant:a", Limits(tpm=1000, tokens_per_day=10_000, budget=10.0))
+    key = ("key:zs-k", Limits(rpm=5, max_concurrent=2))
+    assert led.use() == []  # no scope seen yet
+    done = led.admit([tenant, key], tokens=100, cost=0.5)
+    led.settle(done, tokens=40, cost=0.25)
+    led.admit([tenant, key], tokens=100, cost=0.5)  # still in flight
+    assert sorted(led.use()) == [
+        ("key:zs-k", "max_concurrent", 1.0, 2.0),
+        ("key:zs-k", "rpm", 2.0, 5.0),
+        ("tenant:a", "budget", 2.0 + 0.25 + 0.5, 10.0),
+        ("tenant:a", "tokens_per_day", 500 + 40 + 100, 10_000.0),
+        ("tenant:a", "tpm", 140.0, 1000.0),
+    ]
+    clock.t += 86_400  # the next day: the window and the day start empty
+    use = {(sid, limit): used for sid, limit, used, _ in led.use()}
+    assert use[("tenant:a", "tpm")] == 0 and use[("key:zs-k", "rpm")] == 0
+    assert use[("tenant:a", "tokens_per_day")] == 100  # what the request in flight holds

@@ -254,9 +254,15 @@ def test_requests_refused_for_their_body_are_metered(shared: Server) -> None:
 
 
 def test_metrics_count_requests_tokens_and_replicas(shared: Server) -> None:
-    key = tenant(shared, "metered")
-    client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=3)
+    key = tenant(shared, "metered", "--budget", "1000", "--tpm", "5000")
+    reply = client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=3)
     text = httpx.get(f"{shared.url}/metrics").text
+    assert reply.usage is not None  # priced at one unit per token: the budget used is tokens
+    spent = float(reply.usage.total_tokens)
+    for limit, used, allowed in (("budget", spent, 1000.0), ("tpm", spent, 5000.0)):
+        labels = f'kind="tenant",limit="{limit}",name="metered"'
+        assert f"zhisuan_quota_used{{{labels}}} {used}" in text
+        assert f"zhisuan_quota_limit{{{labels}}} {allowed}" in text
     assert f'zhisuan_requests_total{{model="{CHAT}",status="ok",tenant="metered"}}' in text
     out = 'zhisuan_tokens_total{direction="out",model="zhisuan-tiny-chat",tenant="metered"}'
     assert out in text

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -246,6 +246,40 @@ class _ReplicaCollector(Collector):
             queued.add_metric([model], n)
         yield requests
         yield queued
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+QuotaUse = Callable[[], list[tuple[str, str, float, float]]]
+"""The quota ledger's :meth:`~zhisuan.gateway._quota.QuotaLedger.use`."""
+
+
+class QuotaCollector(Collector):
+    """Each limit of each tenant and key in use, and how much of it is used (with what
+    requests in flight hold), at scrape time: an alert on ``used / limit`` sees a budget or
+    a daily allowance running out before requests are refused."""
+
+    def __init__(self, use: QuotaUse) -> None:
+        self._use = use
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["kind", "name", "limit"]
+        used = GaugeMetricFamily(
+            "zhisuan_quota_used",
+            "Use of a tenant's or a key's limit, with what requests in flight hold (money "
+            "in the prices' currency).",
+            labels=labels,
+        )
+        allowed = GaugeMetricFamily(
+            "zhisuan_quota_limit", "A tenant's or a key's limit.", labels=labels
+        )
+        for sid, limit, value, cap in self._use():
+            kind, _, name = sid.partition(":")
+            used.add_metric([kind, name, limit], value)
+            allowed.add_metric([kind, name, limit], cap)
+        yield used
+        yield allowed
 
     def describe(self) -> Iterable[Metric]:
         return []

@@ -157,6 +157,30 @@ class QuotaLedger:
             "concurrent": scope.concurrent,
         }
 
+    def use(self) -> list[tuple[str, str, float, float]]:
+        """``(scope, limit, used, allowed)`` for every limit of every scope this gateway has
+        admitted a request for since it started; ``used`` counts what requests in flight
+        hold, as admission does (the rpm, tpm, tokens_per_day, budget and max_concurrent
+        limits, by those names)."""
+        now = self._clock()
+        day = self._today(now)
+        out: list[tuple[str, str, float, float]] = []
+        for sid, s in list(self._scopes.items()):
+            s.expire(now)
+            if s.day != day[0]:
+                _roll(s, day)  # idle since yesterday: today's use is none yet
+            lim = s.limits
+            for name, used, allowed in (
+                ("rpm", len(s.requests), lim.rpm),
+                ("tpm", s.window_total, lim.tpm),
+                ("tokens_per_day", s.day_tokens + s.reserved_tokens, lim.tokens_per_day),
+                ("budget", s.month_cost + s.reserved_cost, lim.budget),
+                ("max_concurrent", s.concurrent, lim.max_concurrent),
+            ):
+                if allowed is not None:
+                    out.append((sid, name, float(used), float(allowed)))
+        return out
+
     def forget(self, sid: str) -> None:
         """Drop a scope's cached state (after its limits change)."""
         scope = self._scopes.get(sid)

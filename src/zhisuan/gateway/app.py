@@ -28,7 +28,7 @@ from zhisuan.gateway._ends import STOPPING, settled
 from zhisuan.gateway._express import end_in_flight
 from zhisuan.gateway._limits import BodyLimit
 from zhisuan.gateway._meter import Meter
-from zhisuan.gateway._metrics import Metrics
+from zhisuan.gateway._metrics import Metrics, QuotaCollector
 from zhisuan.gateway._quota import QuotaLedger
 from zhisuan.gateway._serving import ROUTES, Cycle, HotPath, Start
 from zhisuan.gateway._writer import UsageWriter
@@ -126,6 +126,7 @@ def create_app(
             authenticator.on_used = writer.used
         refusals = None if authenticator is None else authenticator.refusals
         meter = Meter(settings, Metrics(the_backend, refusals), ledger, writer)
+        meter.metrics.registry.register(QuotaCollector(ledger.use))
         gw = Gateway(
             settings=settings,
             store=the_store,
