@@ -13,6 +13,7 @@ class Worker:
     def __init__(self) -> None:
         self.mode = "answer"
         self.posts = 0  # requests received
+        self.heads: list[bytes] = []  # the heads of the POSTs received
         self.gone = asyncio.Event()
         self.port = 0
         self.writers: list[asyncio.StreamWriter] = []
@@ -43,7 +44,9 @@ class Worker:
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
-            self.posts += head.startswith(b"POST ")
+            if head.startswith(b"POST "):
+                self.posts += 1
+                self.heads.append(head)
             if head.startswith(b"GET /zhisuan/requests/"):
                 count = json.dumps({"completion_tokens": 2}).encode()
                 self._write(writer, 200, count, b"content-type: application/json\r\n")

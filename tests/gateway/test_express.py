@@ -36,15 +36,28 @@ class Meter:
     def abandon(self, ex: Exchange) -> None:
         self.calls.append("abandon")
 
+    def journal(self, ex: Exchange) -> bool:
+        """The record durable: the lane writes the answer, then calls :meth:`account`."""
+        ex.context["journaled"] = True
+        return True
+
+    def account(self, ex: Exchange) -> None:
+        if ex.context.pop("journaled", False):
+            self.finish(ex)  # set by ``_gateway``: what the gateway's finish records
+
+    finish: Any = None
+
 
 def _gateway(port: int, client: aiohttp.ClientSession | None = None) -> Any:
     spec = ReplicaSpec(model=MODEL, engine="transformers", device="cpu", model_path=None)
     replica = Replica(spec, state=ReplicaState.READY, endpoint=f"http://127.0.0.1:{port}")
     finished: list[Exchange] = []
+    meter = Meter()
+    meter.finish = finished.append
     return SimpleNamespace(
         backend=SimpleNamespace(replicas=lambda model=None: [replica]),
         wire=Pool(),
-        meter=Meter(),
+        meter=meter,
         client=client,
         finish=finished.append,
         finished=finished,

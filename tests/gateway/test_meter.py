@@ -19,6 +19,7 @@ from zhisuan.gateway._metrics import Metrics
 from zhisuan.gateway._quota import Limits, QuotaLedger
 from zhisuan.gateway._writer import UsageWriter
 from zhisuan.settings import Settings
+from zhisuan.store.journal import UsageJournal
 
 SPEC = ReplicaSpec(
     model="chat",
@@ -75,6 +76,29 @@ def test_quota_is_settled_at_once_and_the_rest_follows(tmp_path: Path) -> None:
     parts.writer.close()
     assert [r["request_id"] for r in parts.stored] == ["r1"]
     assert parts.stored[0]["cost"] == parts.ledger.snapshot("tenant:team")["cost_this_month"]
+
+
+def test_the_express_lanes_two_halves_are_the_whole_once(tmp_path: Path) -> None:
+    parts = _Parts(tmp_path)
+    parts.writer.close()
+    journal = UsageJournal(tmp_path / "journal")
+    parts.writer = UsageWriter(parts.stored.extend, journal, linger_s=0.0)
+    parts.meter = Meter(Settings(home=tmp_path), parts.meter.metrics, parts.ledger, parts.writer)
+    ex = parts.request(1)
+    assert parts.meter.journal(ex) and not parts.meter.journal(ex)  # metered once
+    assert journal.pending == 1  # durable before the answer is written
+    held = parts.ledger.snapshot("tenant:team")
+    assert held["concurrent"] == 1 and held["reserved_cost"] == pytest.approx(0.004)
+    parts.meter.account(ex)  # after the answer: settled
+    parts.meter.account(ex)  # and only once
+    parts.meter.finish(ex)  # a finish after the halves does nothing more
+    use = parts.ledger.snapshot("tenant:team")
+    assert use["concurrent"] == 0 and use["reserved_cost"] == 0
+    assert use["tokens_last_minute"] == 14
+    parts.meter.flush()
+    assert parts.requests_counted() == 1
+    parts.writer.close()
+    assert [r["request_id"] for r in parts.stored] == ["r1"]
 
 
 def test_readers_on_other_threads_see_every_finished_request(

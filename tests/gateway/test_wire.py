@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from zhisuan.gateway._wire import Pool, WireError
+from zhisuan.gateway._ends import worker_headers, worker_request
+from zhisuan.gateway._exchange import Exchange
+from zhisuan.gateway._wire import Pool, WireError, post_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -152,3 +154,19 @@ def test_whole_waits_for_the_body_and_a_loss_mid_body_reaches_the_reader() -> No
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_the_express_lanes_request_carries_what_every_request_to_a_worker_does() -> None:
+    ex = Exchange(request_id="req-1", endpoint="chat.completions", model="m")
+    ex.context["tenant"] = "team"
+    body = b'{"model": "m"}'
+    fast = worker_request("127.0.0.1", 8001, "/v1/chat/completions", body, ex)
+    plain = post_request("127.0.0.1", 8001, "/v1/chat/completions", body, worker_headers(ex))
+
+    def parts(request: bytes) -> tuple[bytes, set[bytes], bytes]:
+        head, _, rest = request.partition(b"\r\n\r\n")
+        first, *fields = head.split(b"\r\n")
+        return first, {f.lower() for f in fields}, rest
+
+    assert parts(fast) == parts(plain)
+    assert b"x-zhisuan-tenant: team" in parts(fast)[1]

@@ -1,7 +1,8 @@
 """How a proxied request's end is metered, for the task path (``_proxy``) and the express
 lane (``_express``) alike: a whole answer (:func:`answered`, its record durable before the
 client has it) and a request cut short (:func:`settle_abort`, with the worker's final
-count); and what a request to a worker carries (:func:`worker_headers`, :func:`address`).
+count); and what a request to a worker carries (:func:`worker_headers`,
+:func:`worker_request`, :func:`address`).
 """
 
 from __future__ import annotations
@@ -48,9 +49,18 @@ def worker_headers(ex: Exchange) -> dict[str, str]:
 
 
 def answered(
-    gw: Gateway, ex: Exchange, status: int, headers: Mapping[bytes, bytes], content: bytes
+    gw: Gateway,
+    ex: Exchange,
+    status: int,
+    headers: Mapping[bytes, bytes],
+    content: bytes,
+    *,
+    account: bool = True,
 ) -> list[tuple[bytes, bytes]]:
-    """Meter a whole answer (its record is durable on return); the headers to pass on."""
+    """Meter a whole answer (its record is durable on return); the headers to pass on.
+
+    ``account=False`` leaves the rest of the metering (``gw.meter.account``) to the caller,
+    for after the answer is written."""
     if status == 200:
         counts = headers.get(_USAGE_BYTES)
         if counts is None or not take_answer_counts(ex, counts):
@@ -60,7 +70,10 @@ def answered(
     else:
         ex.error = content[:500].decode(errors="replace")
     ex.close("ok" if status == 200 else "error", status)
-    gw.finish(ex)
+    if account:
+        gw.finish(ex)
+    else:
+        gw.meter.journal(ex)
     passed = [(b"x-request-id", ex.request_id.encode())]
     timing = headers.get(_TIMING_BYTES)
     if timing is not None:
@@ -90,8 +103,40 @@ async def settled(timeout: float) -> None:
 def address(endpoint: str | None) -> tuple[str, int]:
     if endpoint is None:
         raise OSError("the replica has no endpoint yet")
+    return _address(endpoint)
+
+
+@functools.lru_cache(maxsize=256)
+def _address(endpoint: str) -> tuple[str, int]:
     url = urlsplit(endpoint)
     return url.hostname or "127.0.0.1", url.port or 80
+
+
+def worker_request(host: str, port: int, path: str, body: bytes, ex: Exchange) -> bytes:
+    """The bytes of a request to a worker on the express lane and for a stream sent ahead:
+    what :func:`worker_headers` names, on a head whose unchanging part is made once per
+    worker and path."""
+    tenant = ex.context.get("tenant") or ANONYMOUS
+    return b"%s%s\r\n%s%s\r\ncontent-length: %d\r\n\r\n%s" % (
+        _head(host, port, path),
+        ex.request_id.encode(),
+        _TENANT_FIELD,
+        tenant.encode(),
+        len(body),
+        body,
+    )
+
+
+_TENANT_FIELD = f"{TENANT_HEADER}: ".encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _head(host: str, port: int, path: str) -> bytes:
+    """A worker request's head up to its request id's value."""
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        f"{USAGE_HEADER}: always\r\n{REQUEST_ID_HEADER}: "
+    ).encode("latin-1")
 
 
 async def _settle_abort(gw: Gateway, endpoint: str, ex: Exchange) -> None:

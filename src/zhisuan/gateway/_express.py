@@ -27,11 +27,11 @@ from collections.abc import Callable
 from zhisuan.cluster import Replica
 from zhisuan.errors import EngineUnavailable, ZhisuanError
 from zhisuan.gateway._context import Gateway
-from zhisuan.gateway._ends import address, answered, settle_abort, worker_headers
+from zhisuan.gateway._ends import address, answered, settle_abort, worker_request
 from zhisuan.gateway._exchange import Exchange
 from zhisuan.gateway._reply import error_answer, json_headers
 from zhisuan.gateway._routing import pick_replica
-from zhisuan.gateway._wire import _Conn, post_request
+from zhisuan.gateway._wire import _Conn
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +150,11 @@ class Express:
             if conn.complete:
                 content = conn.take()
                 status = conn.parser.get_status_code()
-                headers = answered(gw, ex, status, conn.headers, content)
+                # durable before the client has its answer; the quota and the rest after
+                headers = answered(gw, ex, status, conn.headers, content, account=False)
                 self._release(conn, replica)  # free before the client has its answer
                 self._answer(status, json_headers(content, headers), content)
+                gw.meter.account(ex)
                 return
             self._release(conn, replica)
             if not conn.received:  # a pooled connection the worker had just closed
@@ -169,6 +171,7 @@ class Express:
             if not ex.context.get("metered"):
                 ex.close("error", 500)
                 gw.finish(ex)
+            gw.meter.account(ex)  # journaled before the failure: settled all the same
             self._answer(*error_answer(ZhisuanError("internal server error")))
 
     def _release(self, conn: _Conn, replica: Replica | None) -> None:
@@ -215,7 +218,7 @@ def _take(gw: Gateway, ex: Exchange, path: str, body: bytes) -> tuple[Replica, _
     if conn is None:
         return None
     replica.outstanding += 1
-    return replica, conn, post_request(host, port, path, body, worker_headers(ex))
+    return replica, conn, worker_request(host, port, path, body, ex)
 
 
 def take_back(gw: Gateway, sent: Sent) -> None:

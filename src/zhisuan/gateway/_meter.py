@@ -237,9 +237,19 @@ class Meter:
         The journal line is written and the quota reservation settled here; the metrics
         and the record's way to the store wait :data:`ACCOUNT_AFTER_S`.
         """
+        if self.journal(ex):
+            self.account(ex)
+
+    def journal(self, ex: Exchange) -> bool:
+        """The first half of :meth:`finish`: the record durable in the journal, and nothing
+        else (the express lane writes the answer then, and :meth:`account` after it).
+
+        Returns:
+            False if the request was metered already.
+        """
         context = ex.context
         if context.get("metered"):
-            return
+            return False
         context["metered"] = True
         if ex.finished_at is None:
             ex.close()
@@ -250,14 +260,24 @@ class Meter:
         ends = self._ends(ex)
         if self._writer is not None:
             self._writer.journal(line(held[2], ex, ends))
+        context["journaled"] = (held[1], ends)
+        return True
+
+    def account(self, ex: Exchange) -> None:
+        """The second half of :meth:`finish`, once (nothing if the request is not journaled):
+        its quota reservation settled, and its metrics and store record on their way."""
+        journaled = ex.context.pop("journaled", None)
+        if journaled is None:
+            return
+        known, ends = journaled
         self._live.pop(ex.request_id, None)
-        reservation = context.get("reservation")
+        reservation = ex.context.get("reservation")
         if reservation is not None and self._ledger is not None:
             tokens = ex.prompt_tokens + ex.completion_tokens
             device_s = ends.device_ns / 1e9  # as the record derives it: the same cost
-            cost = cost_of(held[1]["rates"], ex.prompt_tokens, ex.completion_tokens, device_s)
+            cost = cost_of(known["rates"], ex.prompt_tokens, ex.completion_tokens, device_s)
             self._ledger.settle(reservation, tokens, cost)
-        self._later.append((ex, held[1], ends))
+        self._later.append((ex, known, ends))
         if self._timer is None or self._loop is None or self._loop.is_closed():
             try:
                 self._loop = asyncio.get_running_loop()

@@ -203,6 +203,7 @@ class HotPath:
         path = scope["path"]
         endpoint = ROUTES[path][0]
         ex = Exchange(next(_REQUEST_IDS), endpoint, model, stream=stream)
+        ex.context["tenant"] = principal.tenant  # its line at the worker (admission sets it too)
         lane = sent = None
         if stream:
             sent = send_stream(gw, ex, path, body)
