@@ -148,12 +148,13 @@ PRICE_OPTIONS = ("price_input_per_mtok", "price_output_per_mtok", "cost_per_hour
 def warn_unpriced(store: Store, settings: Settings, models: list[str] | None) -> None:
     """Warn that a budget will not see the requests to deployments within ``models`` (None:
     every one) that have no price: they cost nothing, so they never count against it."""
+    if settings.device_cost_per_hour:
+        return  # every deployment without a price of its own is billed by device time
     free = [
         d.model_name
         for d in store.list_deployments()
         if (models is None or d.model_name in models)
         and not any((d.options or {}).get(name) for name in PRICE_OPTIONS)
-        and not settings.device_cost_per_hour
     ]
     if free:
         err_console.print(

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from zhisuan.cli._common import console, fail, user_errors
+from zhisuan.cli._share import notify
 from zhisuan.settings import Settings
 
 FLAGGED = {
@@ -125,7 +126,7 @@ def deploy(
                 model, engine=engine, device=device, replicas=replicas, options=options
             )
     console.print(f"deployed [bold]{model}[/] ({engine} on {device}, {replicas} replica(s))")
-    _notify(settings)
+    notify(settings)
 
 
 def undeploy(model: str = typer.Argument(..., help="Deployed model name.")) -> None:
@@ -136,7 +137,7 @@ def undeploy(model: str = typer.Argument(..., help="Deployed model name.")) -> N
     with user_errors(), open_store(settings) as store:
         store.remove_deployment(model)
     console.print(f"undeployed [bold]{model}[/]")
-    _notify(settings)
+    notify(settings)
 
 
 def _check_device(device: str) -> None:
@@ -186,9 +187,3 @@ def _check(engine: str, options: dict[str, Any]) -> None:
         check_values(options)
     except ValueError as exc:
         raise InvalidParameter(str(exc), param="option") from None
-
-
-def _notify(settings: Settings) -> None:
-    from zhisuan.cli import serve
-
-    serve._notify(settings)

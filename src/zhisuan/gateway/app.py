@@ -186,17 +186,11 @@ def _baseline(store: Store, sid: str, now: datetime) -> tuple[int, float]:
 
 def _warn_of_other_currencies(store: Store, currency: str) -> None:
     """Budgets are compared with costs as they are: say which are in another currency."""
-    for tenant in store.list_tenants():
-        if tenant.budget is not None and tenant.currency != currency.upper():
+    ours = currency.upper()
+    for t in store.list_tenants():
+        if t.budget is not None and t.currency != ours:
             logger.warning(
-                "tenant %s has a budget of %g %s, but prices and costs are in %s: it is kept "
-                "as %g %s (restate it: zhisuan tenants set %s --currency %s --budget AMOUNT)",
-                tenant.name,
-                tenant.budget,
-                tenant.currency,
-                currency.upper(),
-                tenant.budget,
-                currency.upper(),
-                tenant.name,
-                currency.upper(),
+                f"tenant {t.name} has a budget of {t.budget:g} {t.currency}, but prices and "
+                f"costs are in {ours}: it is kept as {t.budget:g} {ours} (restate it: zhisuan "
+                f"tenants set {t.name} --currency {ours} --budget AMOUNT)"
             )
