@@ -38,7 +38,8 @@ class Settings(BaseSettings):
         cpu_pinning: ``auto`` (the gateway keeps a core, CPU replicas share the rest, see
             :mod:`zhisuan.cluster.cores`) or ``off``.
         shutdown_timeout_s: on SIGTERM or Ctrl-C, how long requests in flight may go on
-            before the gateway ends them (each metered, its client told why).
+            before the gateway ends them (each metered, its client told why); also how long
+            a worker replaced by a changed deployment finishes its requests.
     """
 
     model_config = SettingsConfigDict(env_prefix="ZHISUAN_", extra="ignore")

@@ -157,12 +157,16 @@ def ps(
     table = Table(
         "model", "#", "engine", "state", "pid", "device", "cores", "endpoint", "uptime", "restarts"
     )
+    replacing = []
     for r in rows:
+        successor = r.get("replacing")
+        if successor:
+            replacing.append((r, successor))
         table.add_row(
             r["model"],
             str(r.get("replica", 0)),
             r.get("engine", ""),
-            r["state"],
+            f"{r['state']}, next {successor['state']}" if successor else r["state"],
             str(r["pid"] or "-"),
             r["device"],
             cores.describe(r["cpus"]) if r.get("cpus") else "-",
@@ -171,6 +175,15 @@ def ps(
             str(r["restarts"]),
         )
     console.print(table)
+    for r, successor in replacing:  # a changed spec rolling out: the old worker still serves
+        why = f": {successor['last_error']}" if successor.get("last_error") else ""
+        console.print(
+            f"{r['model']} #{r.get('replica', 0)}: pid {r['pid']} serves until a worker with "
+            f"the new settings is ready; that one is {successor['state']} "
+            f"(restarts {successor['restarts']}){why}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _replicas(settings: Settings, url: str | None) -> list[dict[str, Any]]:

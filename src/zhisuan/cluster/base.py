@@ -6,7 +6,8 @@ missing, stop what is no longer wanted, leave the rest alone) and reads the live
 with :meth:`Backend.replicas`. A backend restarts a worker that dies, with backoff, and
 marks it ``restarting`` meanwhile so routing skips it. A spec that changes only in what
 the gateway reads (a price, say: :meth:`ReplicaSpec.runs_as`) is taken by the running
-replica, with no restart.
+replica, with no restart; another change is rolled out replica by replica, a successor
+(shown under ``replacing``) taking over from each.
 
 Backends: ``local`` (worker processes on this machine, the default).
 """
@@ -91,6 +92,7 @@ class Replica:
     last_error: str | None = None
     generation: int = field(default=0)  # bumps on every (re)start
     cpus: tuple[int, ...] | None = None  # the cores it is pinned to (None: not pinned)
+    successor: Replica | None = None  # starting with a changed spec, to take over
 
     @property
     def uptime_s(self) -> float:
@@ -113,6 +115,7 @@ class Replica:
             "restarts": self.restarts,
             "outstanding": self.outstanding,
             "last_error": self.last_error,
+            "replacing": None if self.successor is None else self.successor.snapshot(),
         }
 
 

@@ -8,93 +8,37 @@ exponential backoff (reset once a run has been healthy for ``STABLE_S``). Worker
 :class:`~zhisuan.cluster.cores.CoreLayout`, each worker computes on its cores (while the
 platform starts, it loads on every core and moves to them once loaded), and running
 workers move when the set of CPU replicas changes.
+
+A changed spec is rolled out one replica of a deployment at a time. A ready CPU replica
+keeps serving while its successor starts on the same cores; once the successor is ready,
+it takes the requests and the old worker stops when its own requests are done (or after
+``shutdown_timeout_s``). A successor that never becomes ready leaves the old worker
+serving and the rollout where it is, with its error in :meth:`Replica.snapshot`. A GPU
+replica (whose memory a second copy may not find), or one not serving anyway, is stopped
+before its successor starts; the next replica waits until that one is ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import json
 import logging
-import os
-import signal
-import socket
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from zhisuan.cluster import cores as cpu
+from zhisuan.cluster._process import child_setup, last_line, listener, worker_command, worker_env
 from zhisuan.cluster.base import Replica, ReplicaSpec, ReplicaState
 from zhisuan.settings import Settings
+
+__all__ = ["STABLE_S", "LocalBackend", "listener", "worker_command"]
 
 logger = logging.getLogger(__name__)
 
 STABLE_S = 60.0
-LISTEN_BACKLOG = 2048  # uvicorn's own default
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _child_setup(cores: frozenset[int] | None) -> Callable[[], None]:
-    """What the child runs between fork and exec: die with the parent, move to ``cores``."""
-
-    def setup() -> None:
-        _die_with_parent()
-        if cores:
-            os.sched_setaffinity(0, cores)
-
-    return setup
-
-
-def listener(host: str = "127.0.0.1") -> socket.socket:
-    """A socket listening on a free port of ``host``, for a worker to inherit.
-
-    Bound here and handed over open, the port is the worker's from the start: a port
-    picked free and bound later by the worker could be taken in between (by another
-    worker, or by a server whose ``/health`` would then answer for it).
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind((host, 0))
-        sock.listen(LISTEN_BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def worker_command(spec: ReplicaSpec, port: int, fd: int | None = None) -> list[str]:
-    """The command line that starts a worker for ``spec`` on ``port`` (on socket ``fd``)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "zhisuan.engines.worker",
-        "--engine",
-        spec.engine,
-        "--model-name",
-        spec.model,
-        "--device",
-        spec.device,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--options",
-        json.dumps(dict(spec.options)),
-    ]
-    if spec.model_path:
-        cmd += ["--model-path", spec.model_path]
-    if fd is not None:
-        cmd += ["--fd", str(fd)]
-    return cmd
+_POLL_S = 0.05
 
 
 class LocalBackend:
@@ -109,9 +53,12 @@ class LocalBackend:
         self._settings = settings
         self._cores = cores
         self._placement: dict[str, frozenset[int]] = {}
+        self._wanted: dict[str, ReplicaSpec] = {}
         self._replicas: dict[str, Replica] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._next: dict[str, tuple[Replica, asyncio.Task[None]]] = {}  # successors starting
+        self._rollouts: dict[str, asyncio.Task[None]] = {}  # by model
+        self._retiring: set[asyncio.Task[None]] = set()
         self._client = httpx.AsyncClient(timeout=2.0)
 
     def replicas(self, model: str | None = None) -> list[Replica]:
@@ -119,37 +66,113 @@ class LocalBackend:
         return [r for r in reps if model is None or r.spec.model == model]
 
     async def apply(self, specs: list[ReplicaSpec]) -> None:
-        wanted = {s.key: s for s in specs}
+        wanted = self._wanted = {s.key: s for s in specs}
+        for key, (successor, _) in list(self._next.items()):
+            spec = wanted.get(key)
+            if spec is None or not successor.spec.runs_as(spec) or self._current(key, spec):
+                await self._halt(successor.spec.model)  # the change under way is not wanted
+            else:
+                successor.spec = spec
         for key, running in list(self._replicas.items()):
             spec = wanted.get(key)
-            if spec is None or not running.spec.runs_as(spec):
+            if spec is None:
+                await self._halt(running.spec.model)
                 await self._stop_one(key)
-            else:
+            elif running.spec.runs_as(spec):
                 running.spec = spec  # at most the gateway's options changed: no restart
         if self._cores is not None:
             self._placement = self._cores.assign(specs)
-            for key, replica in self._replicas.items():  # running ones move to their new slice
-                cores = tuple(sorted(self._placement[key]))
+            moving = [*self._replicas.values(), *(r for r, _ in self._next.values())]
+            for replica in moving:  # running ones move to their new slice
+                cores = tuple(sorted(self._placement[replica.spec.key]))
                 if replica.pid is not None and replica.cpus != cores:
                     cpu.pin(replica.pid, cores)
                     replica.cpus = cores
         for key, spec in wanted.items():
             if key not in self._replicas:
-                replica = Replica(spec=spec)
-                self._replicas[key] = replica
-                self._tasks[key] = asyncio.create_task(self._supervise(replica))
+                self._start(spec)
+        for model in {s.model for k, s in wanted.items() if not self._current(k, s)}:
+            if model not in self._rollouts:
+                self._rollouts[model] = asyncio.create_task(self._roll(model))
+        await asyncio.sleep(0)  # new rollouts start their first successor before this returns
 
     async def stop(self) -> None:
+        for model in list(self._rollouts):
+            await self._halt(model)
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(self._stop_one(k) for k in list(self._replicas)))
         await self._client.aclose()
 
+    def _current(self, key: str, spec: ReplicaSpec) -> bool:
+        """Whether the replica running as ``key`` serves ``spec``."""
+        return self._replicas[key].spec.runs_as(spec)
+
+    def _start(self, spec: ReplicaSpec) -> Replica:
+        replica = Replica(spec=spec)
+        self._replicas[spec.key] = replica
+        self._tasks[spec.key] = asyncio.create_task(self._supervise(replica))
+        return replica
+
     async def _stop_one(self, key: str) -> None:
         replica = self._replicas.pop(key)
-        task = self._tasks.pop(key)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel(self._tasks.pop(key))
         replica.state = ReplicaState.STOPPED
+
+    async def _halt(self, model: str) -> None:
+        """Stop the rollout of ``model`` where it is (a successor starting is stopped)."""
+        task = self._rollouts.pop(model, None)
+        if task is not None:
+            await _cancel(task)
+
+    async def _roll(self, model: str) -> None:
+        """Bring the replicas of ``model`` to their wanted spec, one at a time."""
+        try:
+            while stale := sorted(
+                (r.spec.index, k)
+                for k, r in self._replicas.items()
+                if r.spec.model == model and not self._current(k, self._wanted.get(k, r.spec))
+            ):
+                await self._replace(stale[0][1])
+        finally:
+            if self._rollouts.get(model) is asyncio.current_task():
+                del self._rollouts[model]
+
+    async def _replace(self, key: str) -> None:
+        old, spec = self._replicas[key], self._wanted[key]
+        if spec.device != "cpu" or old.state is not ReplicaState.READY:
+            await self._stop_one(key)
+            await _ready(self._start(spec))
+            return
+        successor = Replica(spec=spec)
+        task = asyncio.create_task(self._supervise(successor))
+        self._next[key] = (successor, task)
+        old.successor = successor
+        try:
+            await _ready(successor)
+        except BaseException:
+            await _cancel(task)
+            raise
+        finally:
+            del self._next[key]
+            old.successor = None
+        self._replicas[key], old_task = successor, self._tasks[key]
+        self._tasks[key] = task
+        logger.info("replica %s: pid %s takes over from pid %s", key, successor.pid, old.pid)
+        retire = asyncio.create_task(self._retire(old, old_task))
+        self._retiring.add(retire)
+        retire.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Replica, task: asyncio.Task[None]) -> None:
+        """Stop a replaced replica's worker once the requests it runs are done."""
+        deadline = time.monotonic() + self._settings.shutdown_timeout_s
+        try:
+            while old.outstanding > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL_S)
+        finally:
+            await _cancel(task)
+            old.state = ReplicaState.STOPPED
 
     async def _supervise(self, replica: Replica) -> None:
         backoff = self._settings.restart_backoff_s
@@ -158,7 +181,6 @@ class LocalBackend:
             try:
                 await self._run_once(replica)
             except asyncio.CancelledError:
-                await self._terminate(replica)
                 raise
             except Exception as exc:  # a bug here must not kill supervision
                 logger.exception("replica %s: supervisor error", replica.spec.key)
@@ -191,11 +213,10 @@ class LocalBackend:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=_child_setup(loading_on),
+                preexec_fn=child_setup(loading_on),
                 pass_fds=(sock.fileno(),),
-                env=_worker_env(cores),
+                env=worker_env(cores),
             )
-        self._procs[spec.key] = proc
         replica.pid = proc.pid
         replica.cpus = tuple(sorted(cores)) if cores else None
         replica.generation += 1
@@ -203,25 +224,36 @@ class LocalBackend:
         if replica.state is not ReplicaState.RESTARTING:
             replica.state = ReplicaState.STARTING
         logger.info("replica %s: started pid %s on port %s", spec.key, proc.pid, port)
-        if await self._wait_ready(replica, proc):
-            cores = self._placement.get(spec.key)
-            if cores:  # it moved itself once loaded; where the replicas stand now
-                cpu.pin(proc.pid, cores)
-                replica.cpus = tuple(sorted(cores))
-            replica.state = ReplicaState.READY
-            replica.ready_since = time.monotonic()
-            replica.last_error = None
-            logger.info("replica %s: ready", spec.key)
-            code = await proc.wait()
-        else:
+        try:
+            code = await self._serve(replica, proc, log_path)
+        except asyncio.CancelledError:
+            await _terminate(proc)
+            raise
+        finally:
+            replica.ready_since = None
+            replica.pid = None
+        if replica.last_error is None:
+            replica.last_error = f"worker exited with code {code}"
+
+    async def _serve(
+        self, replica: Replica, proc: asyncio.subprocess.Process, log_path: Path
+    ) -> int:
+        """Wait for the worker to be ready, then for it to exit; its exit code."""
+        if not await self._wait_ready(replica, proc):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             code = await proc.wait()
-            replica.last_error = _last_line(log_path) or "worker did not become ready"
-        replica.ready_since = None
-        replica.pid = None
-        if replica.last_error is None:
-            replica.last_error = f"worker exited with code {code}"
+            replica.last_error = last_line(log_path) or "worker did not become ready"
+            return code
+        cores = self._placement.get(replica.spec.key)
+        if cores:  # it moved itself once loaded; where the replicas stand now
+            cpu.pin(proc.pid, cores)
+            replica.cpus = tuple(sorted(cores))
+        replica.state = ReplicaState.READY
+        replica.ready_since = time.monotonic()
+        replica.last_error = None
+        logger.info("replica %s: ready", replica.spec.key)
+        return await proc.wait()
 
     def _starting(self) -> bool:
         """Whether no replica is ready yet (the platform is starting)."""
@@ -237,40 +269,32 @@ class LocalBackend:
                 if (await self._client.get(url)).status_code == 200:
                     return True
             try:
-                await asyncio.wait_for(proc.wait(), timeout=0.05)
+                await asyncio.wait_for(proc.wait(), timeout=_POLL_S)
             except TimeoutError:
                 continue
         return False
 
-    async def _terminate(self, replica: Replica) -> None:
-        proc = self._procs.pop(replica.spec.key, None)
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=5.0)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-        replica.pid = None
+
+async def _ready(replica: Replica) -> None:
+    """Return once ``replica`` is ready (a rollout waits here for as long as it takes)."""
+    while replica.state is not ReplicaState.READY:
+        await asyncio.sleep(_POLL_S)
 
 
-def _worker_env(cores: frozenset[int] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop(cpu.CPUS_ENV, None)
-    if cores:
-        env[cpu.CPUS_ENV] = ",".join(str(c) for c in sorted(cores))
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
-def _last_line(path: Path) -> str | None:
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return None
-    return lines[-1][:500] if lines else None
+        await asyncio.wait_for(proc.wait(), timeout=5.0)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

@@ -1,0 +1,102 @@
+"""The worker process of a local replica: its command line, its socket, its environment.
+
+A worker is ``python -m zhisuan.engines.worker`` on a listening socket the backend binds and
+hands over; between fork and exec it asks to die with the gateway (``PR_SET_PDEATHSIG``) and
+moves to its cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from zhisuan.cluster import cores as cpu
+from zhisuan.cluster.base import ReplicaSpec
+
+LISTEN_BACKLOG = 2048  # uvicorn's own default
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def child_setup(cores: frozenset[int] | None) -> Callable[[], None]:
+    """What the child runs between fork and exec: die with the parent, move to ``cores``."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    return setup
+
+
+def listener(host: str = "127.0.0.1") -> socket.socket:
+    """A socket listening on a free port of ``host``, for a worker to inherit.
+
+    Bound here and handed over open, the port is the worker's from the start: a port
+    picked free and bound later by the worker could be taken in between (by another
+    worker, or by a server whose ``/health`` would then answer for it).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def worker_command(spec: ReplicaSpec, port: int, fd: int | None = None) -> list[str]:
+    """The command line that starts a worker for ``spec`` on ``port`` (on socket ``fd``)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "zhisuan.engines.worker",
+        "--engine",
+        spec.engine,
+        "--model-name",
+        spec.model,
+        "--device",
+        spec.device,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--options",
+        json.dumps(dict(spec.options)),
+    ]
+    if spec.model_path:
+        cmd += ["--model-path", spec.model_path]
+    if fd is not None:
+        cmd += ["--fd", str(fd)]
+    return cmd
+
+
+def worker_env(cores: frozenset[int] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(cpu.CPUS_ENV, None)
+    if cores:
+        env[cpu.CPUS_ENV] = ",".join(str(c) for c in sorted(cores))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def last_line(path: Path) -> str | None:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:500] if lines else None

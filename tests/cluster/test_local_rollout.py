@@ -1,0 +1,136 @@
+"""A changed deployment is rolled out replica by replica: a ready CPU replica serves until
+its successor is ready, then finishes its own requests; a successor that cannot start leaves
+the old worker serving; a GPU replica is replaced in place, one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from zhisuan.cluster.base import Replica, ReplicaSpec, ReplicaState
+from zhisuan.cluster.local import LocalBackend
+from zhisuan.settings import Settings
+
+FAKES = Path(__file__).resolve().parents[1] / "engines"  # _worker_fakes:load
+SPEC = ReplicaSpec(model="fake", engine="_worker_fakes:load", device="cpu", model_path=None)
+SLOWER = replace(SPEC, options=(("fake", {"delay": 0.01}),))
+BROKEN = replace(SPEC, options=(("fail", True),))
+READY = ReplicaState.READY
+
+
+@pytest.fixture(autouse=True)
+def _fakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(FAKES))
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _only(backend: LocalBackend) -> Replica:
+    [replica] = backend.replicas()
+    return replica
+
+
+async def _ready(backend: LocalBackend, count: int = 1) -> list[Replica]:
+    await _until(lambda: [r.state for r in backend.replicas()] == [READY] * count)
+    return backend.replicas()
+
+
+def test_a_ready_replica_serves_until_its_successor_takes_over(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = LocalBackend(Settings(home=tmp_path, shutdown_timeout_s=30))
+        try:
+            await backend.apply([SPEC])
+            [old] = await _ready(backend)
+            old_pid = old.pid
+            assert old_pid is not None
+            old.outstanding = 1  # a request in flight on it, as the gateway counts them
+            await backend.apply([SLOWER])
+            assert _only(backend) is old and old.state is READY  # still serving
+            replacing = old.snapshot()["replacing"]
+            assert replacing is not None and replacing["state"] == "starting"
+            await _until(lambda: _only(backend) is not old)
+            new = _only(backend)
+            assert (new.state, new.spec, new.restarts) == (READY, SLOWER, 0)
+            assert new.pid not in (None, old_pid)
+            assert old.snapshot()["replacing"] is None
+            await asyncio.sleep(0.5)
+            assert _alive(old_pid)  # its request is not done yet
+            old.outstanding = 0
+            await _until(lambda: old.state is ReplicaState.STOPPED)
+            assert not _alive(old_pid)
+        finally:
+            await backend.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_successor_that_cannot_start_leaves_the_old_worker_serving(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = LocalBackend(Settings(home=tmp_path, restart_backoff_s=0.1))
+        try:
+            await backend.apply([SPEC])
+            [old] = await _ready(backend)
+            old_pid = old.pid
+            await backend.apply([BROKEN])
+            await _until(lambda: old.successor is not None and old.successor.restarts >= 2)
+            replacing = old.snapshot()["replacing"]
+            assert replacing is not None
+            assert "the weights are broken" in replacing["last_error"]
+            assert _only(backend) is old
+            assert (old.state, old.pid, old.spec) == (READY, old_pid, SPEC)
+            successor = old.successor
+            await backend.apply([SPEC])  # the change is undone: the successor goes
+            assert old.successor is None and successor.pid is None
+            assert _only(backend) is old and old.pid == old_pid
+        finally:
+            await backend.stop()
+
+    asyncio.run(scenario())
+
+
+def test_replicas_are_replaced_one_at_a_time(tmp_path: Path) -> None:
+    """Two CPU replicas surge one after the other, both serving throughout; two GPU
+    replicas (here fakes that never touch a GPU) stop in turn, one always serving."""
+
+    async def scenario(spec: ReplicaSpec, changed: ReplicaSpec, home: Path) -> None:
+        backend = LocalBackend(Settings(home=home))
+        specs = [replace(spec, index=i) for i in range(2)]
+        try:
+            await backend.apply(specs)
+            before = {r.pid for r in await _ready(backend, 2)}
+            wanted = [replace(changed, index=i) for i in range(2)]
+            await backend.apply(wanted)
+            serving: list[int] = []
+            while [r.spec for r in backend.replicas()] != wanted:
+                replicas = backend.replicas()
+                serving.append(sum(r.state is READY for r in replicas))
+                assert sum(r.successor is not None for r in replicas) <= 1
+                await asyncio.sleep(0.02)
+            after = {r.pid for r in await _ready(backend, 2)}
+            assert not before & after
+            assert min(serving) == (2 if spec.device == "cpu" else 1), serving
+        finally:
+            await backend.stop()
+
+    asyncio.run(scenario(SPEC, SLOWER, tmp_path / "cpu"))
+    gpu = replace(SPEC, device="cuda:0")
+    asyncio.run(scenario(gpu, replace(SLOWER, device="cuda:0"), tmp_path / "gpu"))
