@@ -39,7 +39,7 @@ class Settings(BaseSettings):
             :mod:`zhisuan.cluster.cores`) or ``off``.
         shutdown_timeout_s: on SIGTERM or Ctrl-C, how long requests in flight may go on
             before the gateway ends them (each metered, its client told why); also how long
-            a worker replaced by a changed deployment finishes its requests.
+            a worker replaced or undeployed finishes its requests.
     """
 
     model_config = SettingsConfigDict(env_prefix="ZHISUAN_", extra="ignore")

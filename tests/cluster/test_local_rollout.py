@@ -134,3 +134,27 @@ def test_replicas_are_replaced_one_at_a_time(tmp_path: Path) -> None:
     asyncio.run(scenario(SPEC, SLOWER, tmp_path / "cpu"))
     gpu = replace(SPEC, device="cuda:0")
     asyncio.run(scenario(gpu, replace(SLOWER, device="cuda:0"), tmp_path / "gpu"))
+
+
+def test_a_replica_scaled_away_finishes_its_requests_first(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = LocalBackend(Settings(home=tmp_path, shutdown_timeout_s=30))
+        try:
+            await backend.apply([SPEC, replace(SPEC, index=1)])
+            first, second = await _ready(backend, 2)
+            pid = second.pid
+            assert pid is not None
+            second.outstanding = 1
+            await backend.apply([SPEC])  # --replicas 1
+            assert _only(backend) is first  # no new request goes to the second
+            await asyncio.sleep(0.5)
+            assert _alive(pid) and second.state is READY
+            second.outstanding = 0
+            await _until(lambda: second.state is ReplicaState.STOPPED)
+            assert not _alive(pid)
+            await backend.apply([])  # undeployed, idle: it stops at once
+            await _until(lambda: first.state is ReplicaState.STOPPED, timeout=10)
+        finally:
+            await backend.stop()
+
+    asyncio.run(scenario())

@@ -99,6 +99,46 @@ def test_a_pooled_connection_the_server_closed_is_replaced() -> None:
     asyncio.run(main())
 
 
+def test_the_idle_connections_of_a_worker_that_stopped_leave_the_pool() -> None:
+    writers: dict[int, list[asyncio.StreamWriter]] = {}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.setdefault(writer.get_extra_info("sockname")[1], []).append(writer)
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def main() -> None:
+        (stopping, gone), (staying, kept) = await serve(handler), await serve(handler)
+        pool = Pool()
+        answers = [pool.post("127.0.0.1", port, "/x", b"{}", {}) for port in (gone, gone, kept)]
+        for resp in await asyncio.gather(*answers):  # two at once: two connections to one
+            assert await resp.read() == b"ok"
+            resp.close()
+        idle = pool._idle
+        assert [len(idle[("127.0.0.1", port)]) for port in (gone, kept)] == [2, 1]
+        stopping.close()
+        for writer in writers[gone]:  # the worker stops: its connections close
+            writer.close()
+        await stopping.wait_closed()
+        await asyncio.sleep(0.1)
+        assert ("127.0.0.1", gone) not in idle  # nothing is kept for it
+        conn = pool.idle("127.0.0.1", kept)  # the other worker's is still there
+        assert conn is not None and not conn.lost
+        pool.release(conn)  # not used: closed
+        pool.close()
+        await asyncio.sleep(0.05)  # the handler sees the close and ends
+        staying.close()
+        await staying.wait_closed()
+
+    asyncio.run(main())
+
+
 def test_a_connection_lost_mid_answer_is_an_error() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)

@@ -15,7 +15,8 @@ it takes the requests and the old worker stops when its own requests are done (o
 ``shutdown_timeout_s``). A successor that never becomes ready leaves the old worker
 serving and the rollout where it is, with its error in :meth:`Replica.snapshot`. A GPU
 replica (whose memory a second copy may not find), or one not serving anyway, is stopped
-before its successor starts; the next replica waits until that one is ready.
+before its successor starts; the next replica waits until that one is ready. A replica
+undeployed (or scaled away) leaves routing at once and stops once its requests are done.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ class LocalBackend:
                 successor.spec = spec
         for key, running in list(self._replicas.items()):
             spec = wanted.get(key)
-            if spec is None:
+            if spec is None:  # undeployed or scaled down: no new requests, then it stops
                 await self._halt(running.spec.model)
-                await self._stop_one(key)
+                self._retire(running, self._tasks.pop(key))
+                del self._replicas[key]
             elif running.spec.runs_as(spec):
                 running.spec = spec  # at most the gateway's options changed: no restart
         if self._cores is not None:
@@ -160,12 +162,15 @@ class LocalBackend:
         self._replicas[key], old_task = successor, self._tasks[key]
         self._tasks[key] = task
         logger.info("replica %s: pid %s takes over from pid %s", key, successor.pid, old.pid)
-        retire = asyncio.create_task(self._retire(old, old_task))
+        self._retire(old, old_task)
+
+    def _retire(self, old: Replica, task: asyncio.Task[None]) -> None:
+        """Stop a replica no longer routed to once the requests it runs are done."""
+        retire = asyncio.create_task(self._drain(old, task))
         self._retiring.add(retire)
         retire.add_done_callback(self._retiring.discard)
 
-    async def _retire(self, old: Replica, task: asyncio.Task[None]) -> None:
-        """Stop a replaced replica's worker once the requests it runs are done."""
+    async def _drain(self, old: Replica, task: asyncio.Task[None]) -> None:
         deadline = time.monotonic() + self._settings.shutdown_timeout_s
         try:
             while old.outstanding > 0 and time.monotonic() < deadline:

@@ -32,8 +32,12 @@ class WireError(ConnectionError):
 class _Conn(asyncio.Protocol):
     """One keep-alive connection and the answer being read on it."""
 
-    def __init__(self, addr: tuple[str, int]) -> None:
+    def __init__(
+        self, addr: tuple[str, int], forget: Callable[[_Conn], None] | None = None
+    ) -> None:
         self.addr = addr
+        self.forget = forget
+        """Called when the connection is lost while idle in its pool."""
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.idle_since = 0.0
@@ -66,6 +70,8 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if not self.in_use and self.forget is not None:
+            self.forget(self)  # idle in its pool: its worker stopped or restarted
         self._wake()
 
     # httptools callbacks
@@ -273,7 +279,8 @@ class Pool:
             return pooled, True
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: _Conn((host, port)), host, port), CONNECT_TIMEOUT_S
+            loop.create_connection(lambda: _Conn((host, port), self._forget), host, port),
+            CONNECT_TIMEOUT_S,
         )
         return conn, False
 
@@ -288,6 +295,15 @@ class Pool:
         conn.in_use = False
         conn.idle_since = time.monotonic()
         self._idle.setdefault(conn.addr, []).append(conn)
+
+    def _forget(self, conn: _Conn) -> None:
+        """Take a lost connection out of the pool, and its worker's address once it has
+        none left (the address of a worker that stopped is not asked for again)."""
+        idle = self._idle.get(conn.addr)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self._idle[conn.addr]
 
     @staticmethod
     def _drop(conn: _Conn) -> None:
