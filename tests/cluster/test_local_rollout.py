@@ -158,3 +158,32 @@ def test_a_replica_scaled_away_finishes_its_requests_first(tmp_path: Path) -> No
             await backend.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_gpu_replica_finishes_its_requests_before_its_successor_starts(tmp_path: Path) -> None:
+    gpu = replace(SPEC, device="cuda:0")  # a fake engine: it never touches a GPU
+
+    async def scenario() -> None:
+        backend = LocalBackend(Settings(home=tmp_path, shutdown_timeout_s=30))
+        try:
+            await backend.apply([gpu])
+            [old] = await _ready(backend)
+            pid = old.pid
+            assert pid is not None
+            old.outstanding = 1
+            await backend.apply([replace(SLOWER, device="cuda:0")])
+            assert _only(backend) is old and old.state is ReplicaState.STOPPING  # no new one
+            await asyncio.sleep(0.5)
+            assert _alive(pid) and old.successor is None  # nothing starts beside it
+            old.outstanding = 0
+            [new] = await _ready(backend)
+            assert new is not old and new.pid != pid and not _alive(pid)
+            new.outstanding = 1
+            await backend.apply([gpu])  # another change, called off while it drains:
+            await _until(lambda: new.state is ReplicaState.STOPPING)
+            await backend.apply([replace(SLOWER, device="cuda:0")])
+            assert _only(backend) is new and new.state is READY  # it serves on
+        finally:
+            await backend.stop()
+
+    asyncio.run(scenario())

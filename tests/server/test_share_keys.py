@@ -11,7 +11,16 @@ import openai
 import pytest
 
 from tests.server._serve import Server
-from tests.server._share_cli import ADMIN, CHAT, HI, client, key_for, last_used, tenant
+from tests.server._share_cli import (
+    ADMIN,
+    CHAT,
+    HI,
+    client,
+    key_for,
+    last_used,
+    tenant,
+    wait_usage,
+)
 
 pytestmark = pytest.mark.server
 
@@ -94,3 +103,22 @@ def test_ps_without_an_admin_key_says_what_to_set(
         "hint: set ZHISUAN_ADMIN_KEY to an admin key (create one with `zhisuan keys create "
         "--admin`)"
     )
+
+
+def test_a_deleted_tenants_keys_are_401_at_once_and_its_usage_stays(shared: Server) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    key = tenant(shared, "leaving")
+    c = client(shared, key)
+    c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    gone = httpx.delete(f"{shared.url}/admin/tenants/leaving", headers=admin, timeout=30)
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["keys_revoked"] == 1 and gone.json()["deleted_at"] is not None
+    with pytest.raises(openai.AuthenticationError) as info:
+        c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    assert "revoked" in str(info.value)
+    listed = httpx.get(f"{shared.url}/admin/tenants", headers=admin, timeout=10).json()
+    assert "leaving" not in {t["name"] for t in listed}
+    again = httpx.delete(f"{shared.url}/admin/tenants/leaving", headers=admin, timeout=10)
+    assert again.status_code == 404 and "was deleted on" in again.json()["error"]["message"]
+    rows = wait_usage(shared, "leaving", lambda r: len(r) >= 1)  # the history stays
+    assert {r["status"] for r in rows} >= {"ok"}

@@ -74,6 +74,45 @@ def test_tenant_errors(store: Store) -> None:
         store.update_tenant("nope", rpm=1)
 
 
+def test_a_deleted_tenant_keeps_its_history_and_its_name_can_come_back(store: Store) -> None:
+    first = store.create_tenant("acme", rpm=60, budget=5.0)
+    active, _ = store.create_key(tenant="acme")
+    revoked, _ = store.create_key(tenant="acme")
+    store.revoke_key(revoked.prefix)
+    store.create_tenant("beta")
+    store.add_usage([_rec("r1", tenant="acme")])
+    gone, count = store.delete_tenant("acme")
+    assert count == 1 and gone.deleted_at is not None  # the revoked one was revoked already
+    assert gone.to_dict()["deleted_at"] == gone.deleted_at.isoformat()
+    assert [t.name for t in store.list_tenants()] == ["beta"]
+    assert {k.prefix: k.status() for k in store.list_keys("acme")} == {
+        active.prefix: "revoked",
+        revoked.prefix: "revoked",
+    }
+    for act in (
+        lambda: store.get_tenant("acme"),
+        lambda: store.update_tenant("acme", rpm=1),
+        lambda: store.create_key(tenant="acme"),
+        lambda: store.delete_tenant("acme"),
+    ):
+        with pytest.raises(NotFound, match="'acme' was deleted on ") as info:
+            act()
+        assert info.value.hint is not None and "tenants create acme" in info.value.hint
+    assert store.get_tenant("acme", deleted=True).deleted_at is not None
+    with pytest.raises(NotFound) as near:
+        store.get_tenant("acmee")
+    assert near.value.suggestions == []  # a deleted name is not offered
+    assert [r.request_id for r in store.query_usage(tenant="acme")] == ["r1"]
+    back = store.create_tenant("acme", tpm=100)  # the name comes back, with today's limits
+    assert (back.id, back.deleted_at, back.rpm, back.tpm, back.budget) == (
+        first.id, None, None, 100, None,
+    )  # fmt: skip
+    assert store.get_tenant("acme").tpm == 100
+    assert [k.status() for k in store.list_keys("acme")] == ["revoked", "revoked"]
+    with pytest.raises(UserError, match="already exists"):
+        store.create_tenant("acme")
+
+
 # -- keys ---------------------------------------------------------------------------------
 
 
@@ -211,6 +250,29 @@ def test_migration_0001_to_0002_and_back(db_url: str) -> None:
             assert s.scalars(select(Model.name)).all() == ["m"]
         assert upgrade(engine) is True
         assert Store(engine).list_tenants() == []
+    finally:
+        engine.dispose()
+
+
+def test_migration_0002_to_0003_and_back(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        cfg = alembic_config(engine)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0002")
+            row = "INSERT INTO tenants (name, currency, created_at) VALUES ('acme', 'USD', :t)"
+            conn.execute(text(row), {"t": datetime(2026, 1, 1, tzinfo=UTC)})
+        assert upgrade(engine) is True
+        store = Store(engine)
+        assert store.get_tenant("acme").deleted_at is None
+        store.delete_tenant("acme")
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0002")
+        with engine.connect() as conn:
+            assert "deleted_at" not in {c["name"] for c in inspect(conn).get_columns("tenants")}
+            assert conn.execute(text("SELECT name FROM tenants")).scalars().all() == ["acme"]
     finally:
         engine.dispose()
 

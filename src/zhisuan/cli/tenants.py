@@ -1,9 +1,10 @@
-"""``zhisuan tenants create|set|list|show``: who uses the service, and within which limits.
+"""``zhisuan tenants create|set|list|show|delete``: who uses the service, within which limits.
 
 Limits are per tenant (and may be narrowed per key, see ``zhisuan keys``): requests and
 tokens per minute, tokens per UTC day, money per calendar month, concurrent requests, and a
 model allow-list. Leaving a limit out means unlimited. A running gateway is told about
-changes (``POST /admin/reconcile``).
+changes (``POST /admin/reconcile``). Deleting a tenant revokes its keys and keeps its usage
+records; its name can be created again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from zhisuan.cli._common import console, user_errors
+from zhisuan.cli._common import console, fail, user_errors
 from zhisuan.cli._share import (
     changes,
     day_and_month_start,
@@ -202,6 +203,39 @@ def show(
     for key, value in rows:
         table.add_row(key, value)
     table_console().print(table)
+
+
+@app.command("delete")
+def delete(
+    name: str = typer.Argument(..., help="Tenant name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
+) -> None:
+    """Delete tenant NAME: its keys are revoked at once; its usage records stay."""
+    from zhisuan.store import open_store
+
+    settings = Settings()
+    with user_errors(), open_store(settings) as store:
+        keys = sum(k.status() == "active" for k in store.list_keys(name))  # NotFound first
+        if not yes:
+            question = f"delete tenant {name} and revoke its {keys} active key(s)?"
+            if not _interactive():
+                fail(f"not deleting tenant {name} without a confirmation", "add --yes")
+            if not typer.confirm(question):
+                fail(f"tenant {name} was not deleted", code=1)
+        _, revoked = store.delete_tenant(name)
+    notify(settings)
+    console.print(
+        f"deleted tenant [bold]{name}[/] and revoked {revoked} key(s); its usage stays "
+        f"(`zhisuan usage --tenant {name}`)",
+        highlight=False,
+    )
+
+
+def _interactive() -> bool:
+    """Whether there is someone to ask (standard input is a terminal)."""
+    import sys
+
+    return sys.stdin.isatty()
 
 
 def _summary(t: Tenant) -> str:

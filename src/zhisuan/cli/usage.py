@@ -67,7 +67,7 @@ def usage(
         with open_store(settings) as store:
             replay(settings.home / JOURNAL_DIR, store.add_usage, live=True)
             if tenant is not None and tenant not in (ANONYMOUS, ADMIN_TENANT):
-                store.get_tenant(tenant)  # NotFound with close names, rather than nothing
+                store.get_tenant(tenant, deleted=True)  # NotFound with close names
             if by is not None:
                 totals = store.usage_summary(
                     by=by,  # type: ignore[arg-type]  # checked against BY above

@@ -24,6 +24,7 @@ class ReplicaState(StrEnum):
     STARTING = "starting"
     READY = "ready"
     RESTARTING = "restarting"
+    STOPPING = "stopping"  # takes no new request; finishes those it runs, then stops
     FAILED = "failed"
     STOPPED = "stopped"
 

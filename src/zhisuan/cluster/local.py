@@ -14,8 +14,9 @@ keeps serving while its successor starts on the same cores; once the successor i
 it takes the requests and the old worker stops when its own requests are done (or after
 ``shutdown_timeout_s``). A successor that never becomes ready leaves the old worker
 serving and the rollout where it is, with its error in :meth:`Replica.snapshot`. A GPU
-replica (whose memory a second copy may not find), or one not serving anyway, is stopped
-before its successor starts; the next replica waits until that one is ready. A replica
+replica (whose memory a second copy may not find) is ``stopping`` while it finishes its
+requests, taking no new one, and stopped before its successor starts (one not serving anyway
+is stopped at once); the next replica waits until that one is ready. A replica
 undeployed (or scaled away) leaves routing at once and stops once its requests are done.
 """
 
@@ -59,6 +60,7 @@ class LocalBackend:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._next: dict[str, tuple[Replica, asyncio.Task[None]]] = {}  # successors starting
         self._rollouts: dict[str, asyncio.Task[None]] = {}  # by model
+        self._rolling: dict[str, tuple[str, Replica]] = {}  # model: the key and replica it replaces
         self._retiring: set[asyncio.Task[None]] = set()
         self._client = httpx.AsyncClient(timeout=2.0)
 
@@ -68,12 +70,16 @@ class LocalBackend:
 
     async def apply(self, specs: list[ReplicaSpec]) -> None:
         wanted = self._wanted = {s.key: s for s in specs}
-        for key, (successor, _) in list(self._next.items()):
-            spec = wanted.get(key)
-            if spec is None or not successor.spec.runs_as(spec) or self._current(key, spec):
-                await self._halt(successor.spec.model)  # the change under way is not wanted
-            else:
-                successor.spec = spec
+        for model, (key, old) in list(self._rolling.items()):
+            spec, successor = wanted.get(key), self._next.get(key)
+            if (
+                spec is None
+                or (self._replicas.get(key) is old and old.spec.runs_as(spec))
+                or (successor is not None and not successor[0].spec.runs_as(spec))
+            ):
+                await self._halt(model)  # the change under way is no longer wanted
+            elif successor is not None:
+                successor[0].spec = spec
         for key, running in list(self._replicas.items()):
             spec = wanted.get(key)
             if spec is None:  # undeployed or scaled down: no new requests, then it stops
@@ -125,6 +131,7 @@ class LocalBackend:
     async def _halt(self, model: str) -> None:
         """Stop the rollout of ``model`` where it is (a successor starting is stopped)."""
         task = self._rollouts.pop(model, None)
+        self._rolling.pop(model, None)
         if task is not None:
             await _cancel(task)
 
@@ -136,16 +143,21 @@ class LocalBackend:
                 for k, r in self._replicas.items()
                 if r.spec.model == model and not self._current(k, self._wanted.get(k, r.spec))
             ):
-                await self._replace(stale[0][1])
+                while any(r.state is ReplicaState.STARTING for r in self.replicas(model)):
+                    await asyncio.sleep(_POLL_S)  # the one before (or a new one) loads first
+                key = stale[0][1]
+                self._rolling[model] = (key, self._replicas[key])
+                await self._replace(key)
         finally:
             if self._rollouts.get(model) is asyncio.current_task():
                 del self._rollouts[model]
+                self._rolling.pop(model, None)
 
     async def _replace(self, key: str) -> None:
         old, spec = self._replicas[key], self._wanted[key]
         if spec.device != "cpu" or old.state is not ReplicaState.READY:
-            await self._stop_one(key)
-            await _ready(self._start(spec))
+            await self._replace_in_place(old)
+            await _ready(self._start(self._wanted[key]))  # as wanted now, after the wait
             return
         successor = Replica(spec=spec)
         task = asyncio.create_task(self._supervise(successor))
@@ -164,6 +176,19 @@ class LocalBackend:
         logger.info("replica %s: pid %s takes over from pid %s", key, successor.pid, old.pid)
         self._retire(old, old_task)
 
+    async def _replace_in_place(self, old: Replica) -> None:
+        """Stop ``old`` for a successor that cannot run beside it (a GPU's memory may not
+        hold two copies): it takes no new request and finishes those it runs first."""
+        if old.state is ReplicaState.READY:
+            old.state = ReplicaState.STOPPING
+            try:
+                await self._drained(old)
+            except asyncio.CancelledError:
+                if old.state is ReplicaState.STOPPING:
+                    old.state = ReplicaState.READY  # the change was called off: it serves on
+                raise
+        await self._stop_one(old.spec.key)
+
     def _retire(self, old: Replica, task: asyncio.Task[None]) -> None:
         """Stop a replica no longer routed to once the requests it runs are done."""
         retire = asyncio.create_task(self._drain(old, task))
@@ -171,13 +196,17 @@ class LocalBackend:
         retire.add_done_callback(self._retiring.discard)
 
     async def _drain(self, old: Replica, task: asyncio.Task[None]) -> None:
-        deadline = time.monotonic() + self._settings.shutdown_timeout_s
         try:
-            while old.outstanding > 0 and time.monotonic() < deadline:
-                await asyncio.sleep(_POLL_S)
+            await self._drained(old)
         finally:
             await _cancel(task)
             old.state = ReplicaState.STOPPED
+
+    async def _drained(self, replica: Replica) -> None:
+        """Return once the requests ``replica`` runs are done, or after the shutdown time."""
+        deadline = time.monotonic() + self._settings.shutdown_timeout_s
+        while replica.outstanding > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_S)
 
     async def _supervise(self, replica: Replica) -> None:
         backoff = self._settings.restart_backoff_s

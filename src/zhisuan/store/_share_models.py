@@ -3,7 +3,8 @@
 ``tenants``
     Who pays: a name and the tenant-wide limits (requests and tokens per minute, tokens per
     UTC day, money per calendar month in ``currency``, concurrent requests, a model
-    allow-list). ``None`` means unlimited; ``models=None`` allows every model.
+    allow-list). ``None`` means unlimited; ``models=None`` allows every model. A deleted
+    tenant keeps its row, with ``deleted_at`` set (revision ``0003``), and its keys revoked.
 
 ``api_keys``
     A secret ``zs-…`` of which only the first :data:`KEY_PREFIX_LEN` characters (the
@@ -100,6 +101,7 @@ class Tenant(Base):
     max_concurrent: Mapped[int | None] = mapped_column(Integer)
     models: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # revision 0003
 
     @property
     def limits(self) -> QuotaLimits:
@@ -110,6 +112,7 @@ class Tenant(Base):
         """A JSON-ready dict of every column (``created_at`` as ISO 8601)."""
         out = {c.key: getattr(self, c.key) for c in self.__table__.columns}
         out["created_at"] = _iso(self.created_at)
+        out["deleted_at"] = _iso(self.deleted_at)
         return out
 
     def __repr__(self) -> str:

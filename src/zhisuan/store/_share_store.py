@@ -6,8 +6,8 @@ lists and usage) and the sha256 of the whole secret are stored; :meth:`create_ke
 the secret once. :meth:`authenticate` finds the row by prefix and compares the digests with
 :func:`hmac.compare_digest`. Secrets are never logged; prefixes are.
 
-Usage records live in :mod:`zhisuan.store._usage_store`; this mixin inherits that one so
-``Store`` needs a single base.
+Tenants live in :mod:`zhisuan.store._tenant_store` and usage records in
+:mod:`zhisuan.store._usage_store`; this mixin inherits both, so ``Store`` needs a single base.
 """
 
 from __future__ import annotations
@@ -22,22 +22,19 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from zhisuan.errors import InvalidParameter, NotFound, UserError, closest
+from zhisuan.errors import InvalidParameter, NotFound, closest
 from zhisuan.store._share_checks import (
     apply_limits,
     as_utc,
-    check_currency,
-    check_tenant_name,
     check_within_tenant,
 )
 from zhisuan.store._share_models import (
     KEY_PREFIX_LEN,
     LIMIT_FIELDS,
     ApiKey,
-    Tenant,
     hash_secret,
 )
-from zhisuan.store._usage_store import UsageStoreMixin
+from zhisuan.store._tenant_store import TenantStoreMixin, limit_kwargs, tenant_row
 from zhisuan.store.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -47,98 +44,8 @@ KEY_SCHEME = "zs-"
 _DUMMY_HASH = hash_secret("zs-not-a-key")
 
 
-class ShareStoreMixin(UsageStoreMixin):
-    """Tenants and API keys (and, through :class:`UsageStoreMixin`, usage records)."""
-
-    # -- tenants --------------------------------------------------------------------------
-
-    def create_tenant(
-        self,
-        name: str,
-        *,
-        rpm: int | None = None,
-        tpm: int | None = None,
-        tokens_per_day: int | None = None,
-        budget: float | None = None,
-        max_concurrent: int | None = None,
-        models: list[str] | None = None,
-        currency: str = "USD",
-    ) -> Tenant:
-        """Create a tenant.
-
-        Args:
-            name: lowercase letters, digits and ``-_.``, at most 64 characters; not
-                ``"anonymous"`` or ``"admin"`` (the names recorded when auth is off and for
-                admin keys).
-            rpm, tpm, tokens_per_day, budget, max_concurrent: limits (None = unlimited);
-                ``budget`` is money per calendar month in ``currency``.
-            models: the model allow-list (None = every model).
-            currency: ISO 4217 code, e.g. ``"USD"``, ``"CNY"``.
-
-        Returns:
-            The stored tenant.
-
-        Raises:
-            InvalidParameter: a malformed name, currency or allow-list, or a limit ≤ 0.
-            UserError: a tenant with this name already exists.
-        """
-        check_tenant_name(name)
-        row = Tenant(name=name, currency=check_currency(currency))
-        apply_limits(row, {**_limit_kwargs(locals()), "models": models})
-        try:
-            with self.session_factory() as s, s.begin():
-                if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
-                    raise _tenant_taken(name)
-                s.add(row)
-        except IntegrityError as exc:  # lost a race with another creator
-            raise _tenant_taken(name) from exc
-        log.info("created tenant %s", name)
-        return row
-
-    def update_tenant(self, name: str, **changes: Any) -> Tenant:
-        """Change some of a tenant's limits; only the arguments given are touched.
-
-        Args:
-            name: the tenant.
-            **changes: any of ``rpm``, ``tpm``, ``tokens_per_day``, ``budget``,
-                ``max_concurrent``, ``models``, ``currency``; ``None`` clears a limit
-                (unlimited) or the allow-list (every model).
-
-        Returns:
-            The updated tenant.
-
-        Raises:
-            NotFound: no such tenant.
-            InvalidParameter: an unknown field, a limit ≤ 0, a malformed currency or list.
-        """
-        unknown = sorted(set(changes) - {*LIMIT_FIELDS, "models", "currency"})
-        if unknown:
-            raise InvalidParameter(
-                f"unknown tenant field {unknown[0]!r}",
-                param=unknown[0],
-                hint=f"choose from: {', '.join((*LIMIT_FIELDS, 'models', 'currency'))}",
-            )
-        if "currency" in changes:
-            changes["currency"] = check_currency(changes["currency"])
-        with self.session_factory() as s, s.begin():
-            row = _tenant(s, name, lock=True)
-            apply_limits(row, changes)
-        log.info("updated tenant %s: %s", name, ", ".join(sorted(changes)) or "nothing")
-        return row
-
-    def get_tenant(self, name: str) -> Tenant:
-        """The tenant called ``name``.
-
-        Raises:
-            NotFound: no such tenant; ``suggestions`` holds close names.
-        """
-        with self.session_factory() as s:
-            return _tenant(s, name)
-
-    def list_tenants(self) -> list[Tenant]:
-        """Every tenant, ordered by name."""
-        with self.session_factory() as s:
-            return list(s.scalars(select(Tenant).order_by(Tenant.name)))
+class ShareStoreMixin(TenantStoreMixin):
+    """API keys (and, through :class:`TenantStoreMixin`, tenants and usage records)."""
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -182,7 +89,7 @@ class ShareStoreMixin(UsageStoreMixin):
                 param="tenant",
                 hint="pass --tenant NAME for a tenant's key, or --admin for an admin key",
             )
-        limits = _limit_kwargs(locals())
+        limits = limit_kwargs(locals())
         if name is not None and not 0 < len(name) <= 128:
             raise InvalidParameter("a key name must be 1-128 characters", param="name")
         if admin and (models is not None or any(v is not None for v in limits.values())):
@@ -203,7 +110,7 @@ class ShareStoreMixin(UsageStoreMixin):
             apply_limits(row, {**limits, "models": models})
             try:
                 with self.session_factory() as s, s.begin():
-                    row.tenant = _tenant(s, tenant) if tenant is not None else None
+                    row.tenant = tenant_row(s, tenant) if tenant is not None else None
                     check_within_tenant(row, row.tenant)
                     s.add(row)
             except IntegrityError:
@@ -246,7 +153,7 @@ class ShareStoreMixin(UsageStoreMixin):
         with self.session_factory() as s:
             query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
             if tenant is not None:
-                query = query.where(ApiKey.tenant_id == _tenant(s, tenant).id)
+                query = query.where(ApiKey.tenant_id == tenant_row(s, tenant, deleted=True).id)
             return list(s.scalars(query))
 
     def revoke_key(self, prefix: str) -> ApiKey:
@@ -329,33 +236,6 @@ class ShareStoreMixin(UsageStoreMixin):
                 .where(ApiKey.prefix.in_(sorted(set(prefixes))))
                 .values(last_used_at=at or utcnow())
             )
-
-
-def _limit_kwargs(scope: dict[str, Any]) -> dict[str, Any]:
-    return {f: scope[f] for f in LIMIT_FIELDS}
-
-
-def _tenant(s: Session, name: str, *, lock: bool = False) -> Tenant:
-    query = select(Tenant).where(Tenant.name == name)
-    row = s.scalar(query.with_for_update() if lock else query)
-    if row is None:
-        names = list(s.scalars(select(Tenant.name)))
-        raise NotFound(
-            f"tenant {name!r} not found",
-            suggestions=closest(name, names),
-            param="tenant",
-            code="tenant_not_found",
-        )
-    return row
-
-
-def _tenant_taken(name: str) -> UserError:
-    return UserError(
-        f"a tenant named {name!r} already exists",
-        param="name",
-        code="tenant_exists",
-        hint=f"change its limits with `zhisuan tenants set {name} …`",
-    )
 
 
 def _key(s: Session, prefix: str) -> ApiKey:

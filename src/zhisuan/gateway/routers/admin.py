@@ -123,6 +123,16 @@ async def update_tenant(request: Request, name: str, body: Limits) -> dict[str, 
     return tenant.to_dict()
 
 
+@router.delete("/tenants/{name}")
+async def delete_tenant(request: Request, name: str) -> dict[str, Any]:
+    """Delete a tenant: its keys are revoked at once; its usage records stay, and its name
+    can be created again."""
+    gw = gateway_of(request)
+    tenant, revoked = gw.store.delete_tenant(name)
+    await _refresh(gw)
+    return {**tenant.to_dict(), "keys_revoked": revoked}
+
+
 @router.get("/keys")
 def list_keys(request: Request, tenant: str | None = None) -> list[dict[str, Any]]:
     """Keys (prefix, tenant, limits, status; never the secret)."""
