@@ -164,3 +164,16 @@ def test_use_reports_each_limit_with_what_is_in_flight() -> None:
     use = {(sid, limit): used for sid, limit, used, _ in led.use()}
     assert use[("tenant:a", "tpm")] == 0 and use[("key:zs-k", "rpm")] == 0
     assert use[("tenant:a", "tokens_per_day")] == 100  # what the request in flight holds
+
+
+def test_retain_drops_the_scopes_no_longer_live_once_idle() -> None:
+    led = ledger(Clock(NOON))
+    gone = [("tenant:gone", Limits(rpm=10)), ("key:zs-gone", Limits(tpm=100))]
+    held = led.admit(gone, tokens=5, cost=0.0)
+    led.settle(led.admit([("tenant:stays", Limits(rpm=10))], tokens=5, cost=0.0), 5, 0.0)
+    led.retain({"tenant:stays"})  # deleted and revoked, but a request is still in flight
+    assert {sid for sid, *_ in led.use()} == {"tenant:gone", "key:zs-gone", "tenant:stays"}
+    led.settle(held, tokens=5, cost=0.0)
+    led.retain({"tenant:stays"})
+    assert {sid for sid, *_ in led.use()} == {"tenant:stays"}
+    assert led.snapshot("tenant:gone") == {}

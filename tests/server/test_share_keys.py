@@ -107,9 +107,11 @@ def test_ps_without_an_admin_key_says_what_to_set(
 
 def test_a_deleted_tenants_keys_are_401_at_once_and_its_usage_stays(shared: Server) -> None:
     admin = {"Authorization": f"Bearer {ADMIN}"}
-    key = tenant(shared, "leaving")
+    key = tenant(shared, "leaving", "--rpm", "1000")
     c = client(shared, key)
     c.chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    quota = 'zhisuan_quota_used{kind="tenant",limit="rpm",name="leaving"} 1.0'
+    assert quota in httpx.get(f"{shared.url}/metrics", timeout=10).text
     gone = httpx.delete(f"{shared.url}/admin/tenants/leaving", headers=admin, timeout=30)
     assert gone.status_code == 200, gone.text
     assert gone.json()["keys_revoked"] == 1 and gone.json()["deleted_at"] is not None
@@ -120,5 +122,8 @@ def test_a_deleted_tenants_keys_are_401_at_once_and_its_usage_stays(shared: Serv
     assert "leaving" not in {t["name"] for t in listed}
     again = httpx.delete(f"{shared.url}/admin/tenants/leaving", headers=admin, timeout=10)
     assert again.status_code == 404 and "was deleted on" in again.json()["error"]["message"]
+    metrics = httpx.get(f"{shared.url}/metrics", timeout=10).text.splitlines()
+    quotas = [ln for ln in metrics if ln.startswith("zhisuan_quota_")]
+    assert not [ln for ln in quotas if 'name="leaving"' in ln]  # its limits are gone
     rows = wait_usage(shared, "leaving", lambda r: len(r) >= 1)  # the history stays
     assert {r["status"] for r in rows} >= {"ok"}

@@ -181,11 +181,13 @@ class QuotaLedger:
                     out.append((sid, name, float(used), float(allowed)))
         return out
 
-    def forget(self, sid: str) -> None:
-        """Drop a scope's cached state (after its limits change)."""
-        scope = self._scopes.get(sid)
-        if scope is not None and scope.concurrent == 0:
-            del self._scopes[sid]
+    def retain(self, live: set[str]) -> None:
+        """Drop the state of the scopes not in ``live`` (a deleted tenant's, a revoked
+        key's) that hold no request in flight; ``/metrics`` no longer reports them. A scope
+        used again starts from the usage records, as every scope does."""
+        for sid, scope in list(self._scopes.items()):
+            if sid not in live and scope.concurrent == 0:
+                del self._scopes[sid]
 
     def _today(self, now: float) -> tuple[str, str]:
         """(day, month) of ``now`` in UTC, recomputed only when the day changes."""

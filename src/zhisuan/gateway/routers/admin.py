@@ -66,10 +66,16 @@ class DeploymentIn(BaseModel):
 
 
 async def _refresh(gw: Gateway) -> None:
-    """Apply store changes: reload keys and limits, reconcile replicas."""
+    """Apply store changes: reload keys and limits, drop the quota state of deleted tenants
+    and revoked keys, reconcile replicas."""
     auth = gw.extras.get("auth")
     if auth is not None:
         auth.clear()
+    ledger = gw.extras.get("ledger")
+    if ledger is not None:
+        tenants = {f"tenant:{t.name}" for t in gw.store.list_tenants()}
+        keys = {f"key:{k.prefix}" for k in gw.store.list_keys() if k.status() == "active"}
+        ledger.retain(tenants | keys)
     await gw.backend.apply(desired_specs(gw.store))
 
 
