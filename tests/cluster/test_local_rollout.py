@@ -94,7 +94,8 @@ def test_a_successor_that_cannot_start_leaves_the_old_worker_serving(tmp_path: P
             await _until(lambda: old.successor is not None and old.successor.restarts >= 2)
             replacing = old.snapshot()["replacing"]
             assert replacing is not None
-            assert "the weights are broken" in replacing["last_error"]
+            why = "error: cannot load model fake: RuntimeError: the weights are broken"
+            assert replacing["last_error"] == why  # the worker's own line, no log prefix
             assert _only(backend) is old
             assert (old.state, old.pid, old.spec) == (READY, old_pid, SPEC)
             successor = old.successor

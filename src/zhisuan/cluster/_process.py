@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -94,9 +95,14 @@ def worker_env(cores: frozenset[int] | None = None) -> dict[str, str]:
     return env
 
 
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
+"""What the worker's logging puts before a message (its time, level and logger)."""
+
+
 def last_line(path: Path) -> str | None:
+    """The last line of a worker's log, without the logging prefix: why it stopped."""
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return None
-    return lines[-1][:500] if lines else None
+    return _LOG_PREFIX.sub("", lines[-1])[:500] if lines else None
