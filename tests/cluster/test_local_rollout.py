@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -60,6 +61,9 @@ def test_a_ready_replica_serves_until_its_successor_takes_over(tmp_path: Path) -
         try:
             await backend.apply([SPEC])
             [old] = await _ready(backend)
+            assert old.pid is not None
+            os.kill(old.pid, signal.SIGKILL)  # one crash: the replica's count is 1
+            await _until(lambda: old.state is READY and old.restarts == 1)
             old_pid = old.pid
             assert old_pid is not None
             old.outstanding = 1  # a request in flight on it, as the gateway counts them
@@ -69,7 +73,7 @@ def test_a_ready_replica_serves_until_its_successor_takes_over(tmp_path: Path) -
             assert replacing is not None and replacing["state"] == "starting"
             await _until(lambda: _only(backend) is not old)
             new = _only(backend)
-            assert (new.state, new.spec, new.restarts) == (READY, SLOWER, 0)
+            assert (new.state, new.spec, new.restarts) == (READY, SLOWER, 1)  # goes on
             assert new.pid not in (None, old_pid)
             assert old.snapshot()["replacing"] is None
             await asyncio.sleep(0.5)

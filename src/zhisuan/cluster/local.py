@@ -117,8 +117,8 @@ class LocalBackend:
         """Whether the replica running as ``key`` serves ``spec``."""
         return self._replicas[key].spec.runs_as(spec)
 
-    def _start(self, spec: ReplicaSpec) -> Replica:
-        replica = Replica(spec=spec)
+    def _start(self, spec: ReplicaSpec, restarts: int = 0) -> Replica:
+        replica = Replica(spec=spec, restarts=restarts)
         self._replicas[spec.key] = replica
         self._tasks[spec.key] = asyncio.create_task(self._supervise(replica))
         return replica
@@ -157,7 +157,7 @@ class LocalBackend:
         old, spec = self._replicas[key], self._wanted[key]
         if spec.device != "cpu" or old.state is not ReplicaState.READY:
             await self._replace_in_place(old)
-            await _ready(self._start(self._wanted[key]))  # as wanted now, after the wait
+            await _ready(self._start(self._wanted[key], old.restarts))  # as wanted now
             return
         successor = Replica(spec=spec)
         task = asyncio.create_task(self._supervise(successor))
@@ -173,6 +173,7 @@ class LocalBackend:
             old.successor = None
         self._replicas[key], old_task = successor, self._tasks[key]
         self._tasks[key] = task
+        successor.restarts += old.restarts  # the replica's count goes on (a counter metric)
         logger.info("replica %s: pid %s takes over from pid %s", key, successor.pid, old.pid)
         self._retire(old, old_task)
 
