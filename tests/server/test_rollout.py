@@ -43,7 +43,8 @@ def test_a_changed_deployment_is_served_throughout(server: Server, client: opena
     assert [f for f in finished if f] == ["length"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 300
     after = replica_of(server, CHAT)
-    assert (after["state"], after["replacing"], after["restarts"]) == ("ready", None, 0)
+    assert (after["state"], after["replacing"]) == ("ready", None)
+    assert after["restarts"] == before["restarts"]  # the replica's count goes on
     assert answered > 0
     server.cli("deploy", CHAT)  # back as it was, rolled out the same way
     wait_for(
