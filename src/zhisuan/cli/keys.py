@@ -212,6 +212,7 @@ def _warn_unpriced(store: Store, settings: Settings, key: ApiKey) -> None:
     """Warn of the unpriced deployments a key's budget will not see (those it may use)."""
     if key.tenant_name is None:
         return
-    tenant = store.get_tenant(key.tenant_name, deleted=True)
-    models = key.models if key.models is not None else tenant.models
+    models = key.models
+    if models is None:
+        models = store.get_tenant(key.tenant_name, deleted=True).models
     warn_unpriced(store, settings, models)

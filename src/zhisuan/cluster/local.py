@@ -58,7 +58,6 @@ class LocalBackend:
         self._wanted: dict[str, ReplicaSpec] = {}
         self._replicas: dict[str, Replica] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._next: dict[str, tuple[Replica, asyncio.Task[None]]] = {}  # successors starting
         self._rollouts: dict[str, asyncio.Task[None]] = {}  # by model
         self._rolling: dict[str, tuple[str, Replica]] = {}  # model: the key and replica it replaces
         self._retiring: set[asyncio.Task[None]] = set()
@@ -71,15 +70,15 @@ class LocalBackend:
     async def apply(self, specs: list[ReplicaSpec]) -> None:
         wanted = self._wanted = {s.key: s for s in specs}
         for model, (key, old) in list(self._rolling.items()):
-            spec, successor = wanted.get(key), self._next.get(key)
+            spec, successor = wanted.get(key), old.successor
             if (
                 spec is None
                 or (self._replicas.get(key) is old and old.spec.runs_as(spec))
-                or (successor is not None and not successor[0].spec.runs_as(spec))
+                or (successor is not None and not successor.spec.runs_as(spec))
             ):
                 await self._halt(model)  # the change under way is no longer wanted
             elif successor is not None:
-                successor[0].spec = spec
+                successor.spec = spec
         for key, running in list(self._replicas.items()):
             spec = wanted.get(key)
             if spec is None:  # undeployed or scaled down: no new requests, then it stops
@@ -90,7 +89,8 @@ class LocalBackend:
                 running.spec = spec  # at most the gateway's options changed: no restart
         if self._cores is not None:
             self._placement = self._cores.assign(specs)
-            moving = [*self._replicas.values(), *(r for r, _ in self._next.values())]
+            current = list(self._replicas.values())
+            moving = [*current, *(r.successor for r in current if r.successor is not None)]
             for replica in moving:  # running ones move to their new slice
                 cores = tuple(sorted(self._placement[replica.spec.key]))
                 if replica.pid is not None and replica.cpus != cores:
@@ -161,7 +161,6 @@ class LocalBackend:
             return
         successor = Replica(spec=spec)
         task = asyncio.create_task(self._supervise(successor))
-        self._next[key] = (successor, task)
         old.successor = successor
         try:
             await _ready(successor)
@@ -169,7 +168,6 @@ class LocalBackend:
             await _cancel(task)
             raise
         finally:
-            del self._next[key]
             old.successor = None
         self._replicas[key], old_task = successor, self._tasks[key]
         self._tasks[key] = task
