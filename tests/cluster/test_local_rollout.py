@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,6 +189,33 @@ def test_a_gpu_replica_finishes_its_requests_before_its_successor_starts(tmp_pat
             await _until(lambda: new.state is ReplicaState.STOPPING)
             await backend.apply([replace(SLOWER, device="cuda:0")])
             assert _only(backend) is new and new.state is READY  # it serves on
+        finally:
+            await backend.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_spawned_as_its_replica_is_stopped_does_not_run_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned: list[asyncio.subprocess.Process] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def slow_spawn(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        proc = await spawn(*args, **kwargs)
+        spawned.append(proc)
+        await asyncio.sleep(0.5)  # the process runs; its supervisor does not have it yet
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", slow_spawn)
+
+    async def scenario() -> None:
+        backend = LocalBackend(Settings(home=tmp_path))
+        try:
+            await backend.apply([SPEC])
+            await _until(lambda: bool(spawned))
+            await backend.apply([])  # undeployed while its worker spawns
+            await _until(lambda: spawned[0].returncode is not None, timeout=10)
         finally:
             await backend.stop()
 

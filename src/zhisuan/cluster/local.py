@@ -111,6 +111,7 @@ class LocalBackend:
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(self._stop_one(k) for k in list(self._replicas)))
+        await asyncio.gather(*_ending)  # workers still being stopped
         await self._client.aclose()
 
     def _current(self, key: str, spec: ReplicaSpec) -> bool:
@@ -241,15 +242,22 @@ class LocalBackend:
             loading_on = self._cores.every  # nothing is served yet: load on every core
         with listener() as sock, log_path.open("ab") as log:  # the worker keeps its copy
             port = int(sock.getsockname()[1])
-            proc = await asyncio.create_subprocess_exec(
-                *worker_command(spec, port, sock.fileno()),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                preexec_fn=child_setup(loading_on),
-                pass_fds=(sock.fileno(),),
-                env=worker_env(cores),
+            spawn = asyncio.ensure_future(
+                asyncio.create_subprocess_exec(
+                    *worker_command(spec, port, sock.fileno()),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    preexec_fn=child_setup(loading_on),
+                    pass_fds=(sock.fileno(),),
+                    env=worker_env(cores),
+                )
             )
+            try:
+                proc = await asyncio.shield(spawn)
+            except asyncio.CancelledError:  # stopped while it spawned: no worker runs on
+                await _end(await spawn)
+                raise
         replica.pid = proc.pid
         replica.cpus = tuple(sorted(cores)) if cores else None
         replica.generation += 1
@@ -260,7 +268,7 @@ class LocalBackend:
         try:
             code = await self._serve(replica, proc, log_path)
         except asyncio.CancelledError:
-            await _terminate(proc)
+            await _end(proc)
             raise
         finally:
             replica.ready_since = None
@@ -318,6 +326,18 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+_ending: set[asyncio.Task[None]] = set()
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """Terminate ``proc`` and reap it, even if the caller is cancelled again meanwhile (a
+    rollout called off while it stops a worker): no worker outlives its supervisor."""
+    task = asyncio.ensure_future(_terminate(proc))
+    _ending.add(task)
+    task.add_done_callback(_ending.discard)
+    await asyncio.shield(task)
 
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:
