@@ -36,6 +36,7 @@ class FakeEngine:
         eos_after: tokens generated before a natural stop.
         delay: seconds between tokens.
         fail_after: raise RuntimeError after this many tokens (None: never).
+        close_s: seconds ``close`` takes (a worker slow to stop).
     """
 
     def __init__(
@@ -48,12 +49,14 @@ class FakeEngine:
         delay: float = 0.0,
         fail_after: int | None = None,
         dim: int = 8,
+        close_s: float = 0.0,
     ) -> None:
         self.info = EngineInfo(model, "fake", task, context_length, "cpu")
         self.eos_after = eos_after
         self.delay = delay
         self.fail_after = fail_after
         self.dim = dim
+        self.close_s = close_s
         self.started: list[str] = []
         self.finished: list[str] = []
         self.aborted: list[str] = []
@@ -128,6 +131,7 @@ class FakeEngine:
         return Embeddings(vectors, sum(self.count_tokens(t) for t in texts))
 
     async def close(self) -> None:
+        await asyncio.sleep(self.close_s)
         self.closed = True
 
 

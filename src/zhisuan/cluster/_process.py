@@ -1,12 +1,14 @@
-"""The worker process of a local replica: its command line, its socket, its environment.
+"""The worker process of a local replica: its command line, its socket, its environment,
+its end.
 
 A worker is ``python -m zhisuan.engines.worker`` on a listening socket the backend binds and
 hands over; between fork and exec it asks to die with the gateway (``PR_SET_PDEATHSIG``) and
-moves to its cores.
+moves to its cores. It is ended with ``SIGTERM``, then ``SIGKILL`` after 5 s (:func:`end`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
@@ -106,3 +108,29 @@ def last_line(path: Path) -> str | None:
     except OSError:
         return None
     return _LOG_PREFIX.sub("", lines[-1])[:500] if lines else None
+
+
+ending: set[asyncio.Task[None]] = set()
+"""Workers being ended (a stopping backend waits for them)."""
+
+
+async def end(proc: asyncio.subprocess.Process) -> None:
+    """Terminate ``proc`` and reap it, even if the caller is cancelled again meanwhile (a
+    rollout called off while it stops a worker): no worker outlives its supervisor."""
+    task = asyncio.ensure_future(_terminate(proc))
+    ending.add(task)
+    task.add_done_callback(ending.discard)
+    await asyncio.shield(task)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=5.0)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

@@ -15,9 +15,12 @@ it takes the requests and the old worker stops when its own requests are done (o
 ``shutdown_timeout_s``). A successor that never becomes ready leaves the old worker
 serving and the rollout where it is, with its error in :meth:`Replica.snapshot`. A GPU
 replica (whose memory a second copy may not find) is ``stopping`` while it finishes its
-requests, taking no new one, and stopped before its successor starts (one not serving anyway
-is stopped at once); the next replica waits until that one is ready. A replica
-undeployed (or scaled away) leaves routing at once and stops once its requests are done.
+requests, taking no new one, and stopped before its successor starts; it is taken down only
+while another replica of its deployment is ready (or it is the only one). Replicas not
+serving anyway are replaced first, and stopped at once. The next replica waits until the
+one before is ready. A change undone or changed again calls the rollout off wherever it
+is. A replica undeployed (or scaled away) leaves routing at once and stops once its
+requests are done. Reconciles run one at a time, each from the latest specs.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ from pathlib import Path
 import httpx
 
 from zhisuan.cluster import cores as cpu
-from zhisuan.cluster._process import child_setup, last_line, listener, worker_command, worker_env
+from zhisuan.cluster._process import (
+    child_setup,
+    end,
+    ending,
+    last_line,
+    listener,
+    worker_command,
+    worker_env,
+)
 from zhisuan.cluster.base import Replica, ReplicaSpec, ReplicaState
 from zhisuan.settings import Settings
 
@@ -59,8 +70,9 @@ class LocalBackend:
         self._replicas: dict[str, Replica] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._rollouts: dict[str, asyncio.Task[None]] = {}  # by model
-        self._rolling: dict[str, tuple[str, Replica]] = {}  # model: the key and replica it replaces
+        self._rolling: dict[str, tuple[str, ReplicaSpec]] = {}  # model: the key it changes, to what
         self._retiring: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one reconcile (or stop) at a time
         self._client = httpx.AsyncClient(timeout=2.0)
 
     def replicas(self, model: str | None = None) -> list[Replica]:
@@ -68,27 +80,31 @@ class LocalBackend:
         return [r for r in reps if model is None or r.spec.model == model]
 
     async def apply(self, specs: list[ReplicaSpec]) -> None:
-        wanted = self._wanted = {s.key: s for s in specs}
-        for model, (key, old) in list(self._rolling.items()):
-            spec, successor = wanted.get(key), old.successor
-            if (
-                spec is None
-                or (self._replicas.get(key) is old and old.spec.runs_as(spec))
-                or (successor is not None and not successor.spec.runs_as(spec))
-            ):
+        async with self._lock:
+            await self._reconcile({s.key: s for s in specs})
+        await asyncio.sleep(0)  # new rollouts start their first successor before this returns
+
+    async def _reconcile(self, wanted: dict[str, ReplicaSpec]) -> None:
+        self._wanted = wanted
+        for model, (key, target) in list(self._rolling.items()):
+            spec = wanted.get(key)
+            if spec is None or not target.runs_as(spec):
                 await self._halt(model)  # the change under way is no longer wanted
-            elif successor is not None:
-                successor.spec = spec
         for key, running in list(self._replicas.items()):
             spec = wanted.get(key)
             if spec is None:  # undeployed or scaled down: no new requests, then it stops
                 await self._halt(running.spec.model)
                 self._retire(running, self._tasks.pop(key))
                 del self._replicas[key]
-            elif running.spec.runs_as(spec):
-                running.spec = spec  # at most the gateway's options changed: no restart
+                continue
+            for replica in (running, running.successor):
+                if replica is not None and replica.spec.runs_as(spec):
+                    replica.spec = spec  # at most the gateway's options changed: no restart
+            if running.state is ReplicaState.STOPPED and not self._changing(key):
+                # a rollout called off once it had stopped the worker: start what is wanted
+                self._start(spec, running.restarts, after=self._tasks[key])
         if self._cores is not None:
-            self._placement = self._cores.assign(specs)
+            self._placement = self._cores.assign(list(wanted.values()))
             current = list(self._replicas.values())
             moving = [*current, *(r.successor for r in current if r.successor is not None)]
             for replica in moving:  # running ones move to their new slice
@@ -102,26 +118,34 @@ class LocalBackend:
         for model in {s.model for k, s in wanted.items() if not self._current(k, s)}:
             if model not in self._rollouts:
                 self._rollouts[model] = asyncio.create_task(self._roll(model))
-        await asyncio.sleep(0)  # new rollouts start their first successor before this returns
 
     async def stop(self) -> None:
-        for model in list(self._rollouts):
-            await self._halt(model)
-        for task in list(self._retiring):
-            task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
-        await asyncio.gather(*(self._stop_one(k) for k in list(self._replicas)))
-        await asyncio.gather(*_ending)  # workers still being stopped
-        await self._client.aclose()
+        async with self._lock:
+            for model in list(self._rollouts):
+                await self._halt(model)
+            for task in list(self._retiring):
+                task.cancel()
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+            await asyncio.gather(*(self._stop_one(k) for k in list(self._replicas)))
+            await asyncio.gather(*ending)  # workers still being stopped
+            await self._client.aclose()
 
     def _current(self, key: str, spec: ReplicaSpec) -> bool:
         """Whether the replica running as ``key`` serves ``spec``."""
         return self._replicas[key].spec.runs_as(spec)
 
-    def _start(self, spec: ReplicaSpec, restarts: int = 0) -> Replica:
+    def _changing(self, key: str) -> bool:
+        """Whether a rollout is changing the replica ``key`` now."""
+        return any(k == key for k, _ in self._rolling.values())
+
+    def _start(
+        self, spec: ReplicaSpec, restarts: int = 0, after: asyncio.Task[None] | None = None
+    ) -> Replica:
+        """Supervise a new replica for ``spec`` (its worker starts once ``after``, the
+        supervisor of a worker being stopped for it, is done)."""
         replica = Replica(spec=spec, restarts=restarts)
         self._replicas[spec.key] = replica
-        self._tasks[spec.key] = asyncio.create_task(self._supervise(replica))
+        self._tasks[spec.key] = asyncio.create_task(self._supervise(replica, after))
         return replica
 
     async def _stop_one(self, key: str) -> None:
@@ -137,27 +161,44 @@ class LocalBackend:
             await _cancel(task)
 
     async def _roll(self, model: str) -> None:
-        """Bring the replicas of ``model`` to their wanted spec, one at a time."""
+        """Bring the replicas of ``model`` to their wanted spec, one at a time: those not
+        serving first, then by index."""
         try:
             while stale := sorted(
-                (r.spec.index, k)
+                (r.state is ReplicaState.READY, r.spec.index, k)
                 for k, r in self._replicas.items()
                 if r.spec.model == model and not self._current(k, self._wanted.get(k, r.spec))
             ):
-                while any(r.state is ReplicaState.STARTING for r in self.replicas(model)):
-                    await asyncio.sleep(_POLL_S)  # the one before (or a new one) loads first
-                key = stale[0][1]
-                self._rolling[model] = (key, self._replicas[key])
+                key = stale[0][2]
+                if not self._may_replace(key):
+                    await asyncio.sleep(_POLL_S)
+                    continue
+                self._rolling[model] = (key, self._wanted[key])
                 await self._replace(key)
+        except Exception:  # a bug here must not pass unseen: the next reconcile starts anew
+            logger.exception("rollout of %s failed", model)
         finally:
             if self._rollouts.get(model) is asyncio.current_task():
                 del self._rollouts[model]
                 self._rolling.pop(model, None)
 
+    def _may_replace(self, key: str) -> bool:
+        """Whether the rollout may change replica ``key`` now: no other replica of its
+        deployment is loading, and one that serves and must stop first (in place) leaves
+        another serving, unless it is the deployment's only replica."""
+        replica = self._replicas[key]
+        others = [r for k, r in self._replicas.items() if r.spec.model == replica.spec.model]
+        others = [r for r in others if r is not replica]
+        if any(r.state is ReplicaState.STARTING for r in others):
+            return False  # the one before (or a new one) loads first
+        if replica.state is not ReplicaState.READY or self._wanted[key].device == "cpu":
+            return True  # not serving anyway, or serving on while its successor starts
+        return not others or any(r.state is ReplicaState.READY for r in others)
+
     async def _replace(self, key: str) -> None:
         old, spec = self._replicas[key], self._wanted[key]
         if spec.device != "cpu" or old.state is not ReplicaState.READY:
-            await self._replace_in_place(old)
+            await self._replace_in_place(key)
             await _ready(self._start(self._wanted[key], old.restarts))  # as wanted now
             return
         successor = Replica(spec=spec)
@@ -176,9 +217,13 @@ class LocalBackend:
         logger.info("replica %s: pid %s takes over from pid %s", key, successor.pid, old.pid)
         self._retire(old, old_task)
 
-    async def _replace_in_place(self, old: Replica) -> None:
-        """Stop ``old`` for a successor that cannot run beside it (a GPU's memory may not
-        hold two copies): it takes no new request and finishes those it runs first."""
+    async def _replace_in_place(self, key: str) -> None:
+        """Stop replica ``key`` for a successor that cannot run beside it (a GPU's memory
+        may not hold two copies): it takes no new request and finishes those it runs first.
+        It stays listed, ``stopped``, until its successor starts, so that no reconcile
+        starts another worker for it meanwhile; once stopping, its worker is gone even if
+        the rollout is called off (a reconcile then starts what is wanted)."""
+        old, task = self._replicas[key], self._tasks[key]
         if old.state is ReplicaState.READY:
             old.state = ReplicaState.STOPPING
             try:
@@ -187,7 +232,9 @@ class LocalBackend:
                 if old.state is ReplicaState.STOPPING:
                     old.state = ReplicaState.READY  # the change was called off: it serves on
                 raise
-        await self._stop_one(old.spec.key)
+        old.state = ReplicaState.STOPPED
+        task.cancel()
+        await asyncio.wait([task])
 
     def _retire(self, old: Replica, task: asyncio.Task[None]) -> None:
         """Stop a replica no longer routed to once the requests it runs are done."""
@@ -199,8 +246,10 @@ class LocalBackend:
         try:
             await self._drained(old)
         finally:
-            await _cancel(task)
-            old.state = ReplicaState.STOPPED
+            try:
+                await _cancel(task)
+            finally:
+                old.state = ReplicaState.STOPPED  # its worker is gone (or going: stop() waits)
 
     async def _drained(self, replica: Replica) -> None:
         """Return once the requests ``replica`` runs are done, or after the shutdown time."""
@@ -208,7 +257,9 @@ class LocalBackend:
         while replica.outstanding > 0 and time.monotonic() < deadline:
             await asyncio.sleep(_POLL_S)
 
-    async def _supervise(self, replica: Replica) -> None:
+    async def _supervise(self, replica: Replica, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # the worker it replaces is gone first
         backoff = self._settings.restart_backoff_s
         while True:
             started = time.monotonic()
@@ -256,7 +307,7 @@ class LocalBackend:
             try:
                 proc = await asyncio.shield(spawn)
             except asyncio.CancelledError:  # stopped while it spawned: no worker runs on
-                await _end(await spawn)
+                await end(await spawn)
                 raise
         replica.pid = proc.pid
         replica.cpus = tuple(sorted(cores)) if cores else None
@@ -268,7 +319,7 @@ class LocalBackend:
         try:
             code = await self._serve(replica, proc, log_path)
         except asyncio.CancelledError:
-            await _end(proc)
+            await end(proc)
             raise
         finally:
             replica.ready_since = None
@@ -323,31 +374,12 @@ async def _ready(replica: Replica) -> None:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it; a caller cancelled meanwhile is cancelled still (it
+    does not go on as if it had only waited)."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-_ending: set[asyncio.Task[None]] = set()
-
-
-async def _end(proc: asyncio.subprocess.Process) -> None:
-    """Terminate ``proc`` and reap it, even if the caller is cancelled again meanwhile (a
-    rollout called off while it stops a worker): no worker outlives its supervisor."""
-    task = asyncio.ensure_future(_terminate(proc))
-    _ending.add(task)
-    task.add_done_callback(_ending.discard)
-    await asyncio.shield(task)
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
     try:
-        await asyncio.wait_for(proc.wait(), timeout=5.0)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
