@@ -4,13 +4,15 @@ keeps its usage, and leaves its name free; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import update
 from tests.store._records import usage_record
 from typer.testing import CliRunner
 
 from zhisuan.cli.main import build
-from zhisuan.store import Store
+from zhisuan.store import ApiKey, Store
 
 app = build([])
 
@@ -43,7 +45,7 @@ def test_delete_revokes_the_keys_and_keeps_the_usage(
     ]
     monkeypatch.setattr("zhisuan.cli.tenants._interactive", lambda: True)
     out, err = _run("tenants", "delete", "acme", code=1, given="n\n")  # asked: no
-    assert "delete tenant acme and revoke its 1 active key(s)?" in out
+    assert "delete tenant acme and revoke its 1 key(s)?" in out
     assert err.splitlines() == ["error: tenant acme was not deleted"]
     assert notified == []
     with Store.open(home_env) as store:
@@ -72,3 +74,25 @@ def test_delete_an_unknown_tenant_names_close_ones(home_env: str) -> None:
     _run("tenants", "create", "acme")
     _, err = _run("tenants", "delete", "acmee", "--yes", code=2)
     assert err.splitlines() == ["error: tenant 'acmee' not found", "hint: did you mean: acme?"]
+
+
+def test_delete_asks_about_every_key_it_revokes_and_never_about_a_deleted_tenant(
+    home_env: str, notified: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run("tenants", "create", "acme")
+    _run("keys", "create", "--tenant", "acme")
+    revoked = _run("keys", "create", "--tenant", "acme")[0].split()[-1][:12]
+    _run("keys", "revoke", revoked)
+    expired = _run("keys", "create", "--tenant", "acme")[0].split()[-1][:12]
+    with Store.open(home_env) as store, store.engine.begin() as conn:  # its end passed
+        gone = datetime(2001, 1, 1, tzinfo=UTC)
+        conn.execute(update(ApiKey).where(ApiKey.prefix == expired).values(expires_at=gone))
+    monkeypatch.setattr("zhisuan.cli.tenants._interactive", lambda: True)
+    out, _ = _run("tenants", "delete", "acme", code=1, given="n\n")
+    assert "delete tenant acme and revoke its 2 key(s)?" in out  # the expired one too
+    out, _ = _run("tenants", "delete", "acme", given="y\n")
+    assert "deleted tenant acme and revoked 2 key(s)" in out
+    out, err = _run("tenants", "delete", "acme", code=2, given="y\n")
+    assert out == ""  # not asked: there is nothing to delete
+    assert err.startswith("error: tenant 'acme' was deleted on ")
+    assert "tenants create acme" in err

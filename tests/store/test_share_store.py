@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import functools
+import math
+import threading
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic import command
@@ -16,6 +19,8 @@ from zhisuan.store import (
     Model,
     QuotaLimits,
     Store,
+    Tenant,
+    _share_store,
     alembic_config,
     hash_secret,
     make_engine,
@@ -170,6 +175,90 @@ def test_revoked_and_expired_keys_are_reported(store: Store) -> None:
     with pytest.raises(NotFound) as nf:
         store.revoke_key("zs-nothere00")
     assert nf.value.param == "prefix"
+
+
+def test_a_naive_expiry_is_utc(store: Store) -> None:
+    store.create_tenant("acme")
+    row, _ = store.create_key(tenant="acme", expires_at=datetime(2999, 1, 1))
+    assert row.expires_at == datetime(2999, 1, 1, tzinfo=UTC)
+    assert row.to_dict()["status"] == "active"  # compared with an aware "now"
+    changed = store.update_key(row.prefix, expires_at=datetime(2998, 6, 1, 12))
+    assert changed.status() == "active"
+    assert changed.to_dict()["expires_at"] == "2998-06-01T12:00:00+00:00"
+    assert store.list_keys("acme")[0].expires_at == datetime(2998, 6, 1, 12, tzinfo=UTC)
+
+
+# In UTC, these fall before year 1 and after year 9999: no datetime can hold them.
+TOO_EARLY = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+TOO_LATE = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def test_a_time_outside_years_1_to_9999_in_utc_is_refused(store: Store) -> None:
+    store.create_tenant("acme")
+    row, _ = store.create_key(tenant="acme")
+    for act in (
+        lambda: store.create_key(tenant="acme", expires_at=TOO_LATE),
+        lambda: store.update_key(row.prefix, expires_at=TOO_LATE),
+    ):
+        with pytest.raises(InvalidParameter, match="out of range") as info:
+            act()
+        assert info.value.param == "expires_at"
+    assert [(k.prefix, k.expires_at) for k in store.list_keys("acme")] == [(row.prefix, None)]
+    store.add_usage([_rec("r1", tenant="acme")])
+    for field, when in (("since", TOO_EARLY), ("until", TOO_LATE), ("since", TOO_LATE)):
+        for read in (store.query_usage, functools.partial(store.usage_summary, by="day")):
+            with pytest.raises(InvalidParameter, match=f"{field} .* is out of range") as info:
+                read(**{field: when})
+            assert info.value.param == field
+
+
+def test_a_key_made_while_its_tenant_is_deleted_is_not_left_active(
+    db_url: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``delete_tenant`` (another process's) between ``create_key``'s read of the tenant
+    and its insert: the key is refused, or revoked by the delete, never left active."""
+    store.create_tenant("acme")
+    other = Store.open(db_url)
+    deleting = threading.Thread(target=other.delete_tenant, args=("acme",))
+    check = _share_store.check_within_tenant
+
+    def interleaved(key: ApiKey, tenant: Tenant | None) -> None:
+        deleting.start()
+        deleting.join(timeout=1)  # done at once on SQLite; PostgreSQL waits for our row lock
+        check(key, tenant)
+
+    monkeypatch.setattr(_share_store, "check_within_tenant", interleaved)
+    try:
+        try:
+            store.create_key(tenant="acme")
+        except NotFound as refused:  # the delete committed first
+            assert "'acme' was deleted on" in refused.message
+        deleting.join(timeout=30)
+    finally:
+        other.close()
+    assert not deleting.is_alive()
+    assert store.get_tenant("acme", deleted=True).deleted_at is not None
+    assert [k.status() for k in store.list_keys("acme")] in ([], ["revoked"])
+    if db_url.startswith("sqlite"):  # no row lock: the delete went first, the key is refused
+        assert store.list_keys("acme") == []
+
+
+def test_a_limit_must_be_a_finite_number(store: Store) -> None:
+    store.create_tenant("acme", budget=5.0)
+    row, _ = store.create_key(tenant="acme", budget=2.0)
+    for value in (math.nan, math.inf, -math.inf):
+        for act in (
+            lambda v=value: store.create_tenant("beta", budget=v),
+            lambda v=value: store.update_tenant("acme", budget=v),
+            lambda v=value: store.update_tenant("acme", rpm=v),
+            lambda v=value: store.create_key(tenant="acme", budget=v),
+            lambda v=value: store.update_key(row.prefix, budget=v),
+        ):
+            with pytest.raises(InvalidParameter, match="must be a finite number") as info:
+                act()
+            assert info.value.param in ("budget", "rpm")
+    assert [(t.name, t.budget, t.rpm) for t in store.list_tenants()] == [("acme", 5.0, None)]
+    assert [k.budget for k in store.list_keys("acme")] == [2.0]
 
 
 def test_admin_key_and_key_rules(store: Store) -> None:

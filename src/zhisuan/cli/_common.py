@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from zhisuan.errors import ZhisuanError
@@ -24,10 +25,31 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_
 
 def fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
     """Print a one-line reason (and a hint) to stderr and exit with ``code``."""
+    _say(message, hint)
+    raise typer.Exit(code)
+
+
+def bad_settings(err: ValidationError) -> NoReturn:
+    """Exit 2 with a one-line reason naming the ``ZHISUAN_*`` variable that ``Settings()``
+    refused, and a hint; for the entry point, which catches ``err`` outside any command."""
+    problems = err.errors(include_url=False)
+    names = [f"ZHISUAN_{p['loc'][0]}".upper() if p["loc"] else "ZHISUAN_*" for p in problems]
+    first, name = problems[0], names[0]
+    reason = first["msg"][:1].lower() + first["msg"][1:]
+    shown = name if not first["loc"] or "key" in name.lower() else f"{name}={first['input']!r}"
+    also = [n for n in dict.fromkeys(names) if n != name]
+    more = f" (also {', '.join(also)})" if also else ""
+    _say(
+        f"invalid setting {shown}: {reason}{more}",
+        f"correct {name} in the environment, or unset it for the default",
+    )
+    raise SystemExit(2)
+
+
+def _say(message: str, hint: str | None) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     if hint:
         err_console.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @contextlib.contextmanager

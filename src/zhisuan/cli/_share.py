@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -38,22 +39,28 @@ def parse_when(text: str, *, param: str, future: bool = False) -> datetime:
         A timezone-aware datetime in UTC.
 
     Raises:
-        InvalidParameter: none of the forms above.
+        InvalidParameter: none of the forms above, or a time that falls outside years
+            1-9999 in UTC.
     """
     value = text.strip()
     rel = _RELATIVE.fullmatch(value.lower())
-    if rel:
-        span = timedelta(seconds=float(rel.group(1)) * _UNIT_S[rel.group(2)])
-        now = datetime.now(UTC)
-        return now + span if future else now - span
     try:
+        if rel:
+            span = timedelta(seconds=float(rel.group(1)) * _UNIT_S[rel.group(2)])
+            now = datetime.now(UTC)
+            return now + span if future else now - span
         if _DATE.fullmatch(value):
             return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
         parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError as exc:  # a span past year 9999 (or before 1), or an offset there
+        raise InvalidParameter(
+            f"{param} {text!r} is out of range: it falls outside years 1-9999 in UTC",
+            param=param,
+            hint="give a date between 0001-01-02 and 9999-12-30, or a shorter span",
+        ) from exc
     except ValueError:
         pass
-    else:
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     raise InvalidParameter(
         f"cannot read {param} {text!r} as a date",
         param=param,
@@ -117,12 +124,19 @@ def day_and_month_start(now: datetime | None = None) -> tuple[datetime, datetime
 
 
 def show_limit(value: Any, unit: str = "") -> str:
-    """A limit for a table: ``-`` for unlimited."""
+    """A limit for a table: ``-`` for unlimited; a float is money (see :func:`show_money`)."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:g}{unit}"
+        return f"{show_money(value)}{unit}"
     return f"{value:,}{unit}"
+
+
+def show_money(amount: float) -> str:
+    """An amount with every digit it is stored with (``Numeric(18, 6)``): thousands
+    separators, at most 6 decimals, no trailing zeros (``1,234,567.89``, ``100``)."""
+    text = f"{Decimal(repr(amount)):,.6f}"  # repr: the float's shortest exact digits
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def table_console() -> Console:

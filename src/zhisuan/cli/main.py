@@ -74,5 +74,19 @@ def build(argv: list[str] | None = None) -> typer.Typer:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    build()()
+    """Console-script entry point.
+
+    Every command builds ``Settings()`` from the environment; a variable it refuses (say
+    ``ZHISUAN_PORT=abc``) ends here, whichever command it was, as a one-line error.
+    """
+    from pydantic import ValidationError
+
+    from zhisuan.cli._common import bad_settings
+    from zhisuan.settings import Settings
+
+    try:
+        build()()
+    except ValidationError as err:
+        if err.title != Settings.__name__:
+            raise  # not the environment's mistake but a bug: keep its traceback
+        bad_settings(err)

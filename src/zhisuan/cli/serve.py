@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     host: str | None = typer.Option(None, help="Listen address \\[default: 127.0.0.1]."),
-    port: int | None = typer.Option(None, help="Listen port \\[default: 8000]."),
+    port: int | None = typer.Option(None, min=0, max=65535, help="Listen port \\[default: 8000]."),
     demo: bool = typer.Option(False, "--demo", help="Deploy the demo models if none exist."),
     auth: str | None = typer.Option(
         None, help="on | off \\[default: on unless listening on loopback]."

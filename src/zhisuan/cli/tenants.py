@@ -21,6 +21,7 @@ from zhisuan.cli._share import (
     notify,
     parse_models,
     show_limit,
+    show_money,
     table_console,
     warn_unpriced,
 )
@@ -215,9 +216,10 @@ def delete(
 
     settings = Settings()
     with user_errors(), open_store(settings) as store:
-        keys = sum(k.status() == "active" for k in store.list_keys(name))  # NotFound first
+        store.get_tenant(name)  # NotFound first: unknown, or deleted already
+        keys = sum(k.revoked_at is None for k in store.list_keys(name))  # as delete revokes
         if not yes:
-            question = f"delete tenant {name} and revoke its {keys} active key(s)?"
+            question = f"delete tenant {name} and revoke its {keys} key(s)?"
             if not _interactive():
                 fail(f"not deleting tenant {name} without a confirmation", "add --yes")
             if not typer.confirm(question):
@@ -250,7 +252,7 @@ def _summary(t: Tenant) -> str:
         if getattr(t, field) is not None
     ]
     if t.budget is not None:
-        parts.append(f"budget {t.budget:g} {t.currency}/month")
+        parts.append(f"budget {show_money(t.budget)} {t.currency}/month")
     if t.models is not None:
         parts.append(f"models {', '.join(t.models)}")
     return "; ".join(parts) or "no limits"

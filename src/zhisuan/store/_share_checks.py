@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,12 @@ def apply_limits(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
             value = check_models(value)
         elif field in LIMIT_FIELDS and value is not None:
             is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            if is_number and not math.isfinite(value):  # nan slips past every comparison
+                raise InvalidParameter(
+                    f"{field} must be a finite number, got {value!r}",
+                    param=field,
+                    hint="give a positive number, or leave the limit out for no limit",
+                )
             if is_number and value > LIMIT_MAX[field]:
                 raise InvalidParameter(
                     f"{field} {value!r} is too large (at most {LIMIT_MAX[field]:g})",
@@ -80,9 +87,27 @@ def check_within_tenant(key: ApiKey, tenant: Tenant | None) -> None:
         )
 
 
-def as_utc(value: datetime) -> datetime:
-    """``value`` in UTC (naive = UTC already)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def as_utc(value: datetime, *, param: str = "time") -> datetime:
+    """``value`` in UTC (naive = UTC already).
+
+    Args:
+        value: the time to convert.
+        param: the field it came from, named in the error.
+
+    Raises:
+        InvalidParameter: ``value`` is within a day of the calendar's ends, and in UTC falls
+            before year 1 or after year 9999.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidParameter(
+            f"{param} {value.isoformat()} is out of range: in UTC it falls outside years 1-9999",
+            param=param,
+            hint="give a time between 0001-01-02 and 9999-12-30",
+        ) from exc
 
 
 def check_tenant_name(name: str) -> None:

@@ -32,6 +32,7 @@ from zhisuan.store._share_models import (
     KEY_PREFIX_LEN,
     LIMIT_FIELDS,
     ApiKey,
+    Tenant,
     hash_secret,
 )
 from zhisuan.store._tenant_store import TenantStoreMixin, limit_kwargs, tenant_row
@@ -79,9 +80,10 @@ class ShareStoreMixin(TenantStoreMixin):
 
         Raises:
             InvalidParameter: both or neither of tenant/admin, limits on an admin key, a
-                limit ≤ 0, ``expires_at`` not in the future, or a model the tenant's
-                allow-list leaves out.
-            NotFound: no such tenant.
+                limit ≤ 0 or not finite, ``expires_at`` not in the future (or outside years
+                1-9999 in UTC), or a model the tenant's allow-list leaves out.
+            NotFound: no such tenant, or it was deleted (also while the key was being made:
+                nothing is written).
         """
         if admin == (tenant is not None):
             raise InvalidParameter(
@@ -97,7 +99,7 @@ class ShareStoreMixin(TenantStoreMixin):
                 "an admin key has no limits or allow-list", param="admin", hint="drop them"
             )
         if expires_at is not None:
-            _check_expiry(expires_at)
+            expires_at = _check_expiry(expires_at)
         for _attempt in range(5):  # a 54-bit prefix collision is astronomically rare
             secret = KEY_SCHEME + secrets.token_urlsafe(32)
             row = ApiKey(
@@ -110,9 +112,11 @@ class ShareStoreMixin(TenantStoreMixin):
             apply_limits(row, {**limits, "models": models})
             try:
                 with self.session_factory() as s, s.begin():
-                    row.tenant = tenant_row(s, tenant) if tenant is not None else None
+                    row.tenant = tenant_row(s, tenant, lock=True) if tenant is not None else None
                     check_within_tenant(row, row.tenant)
                     s.add(row)
+                    if row.tenant is not None:
+                        _still_there(s, row.tenant)
             except IntegrityError:
                 continue
             log.info("created %s key %s", "admin" if admin else f"tenant {tenant}", row.prefix)
@@ -190,9 +194,10 @@ class ShareStoreMixin(TenantStoreMixin):
 
         Raises:
             NotFound: no key has this prefix.
-            InvalidParameter: an unknown field, a limit ≤ 0, limits or an allow-list on an
-                admin key, ``expires_at`` not in the future, a name over 128 characters,
-                a model the tenant's allow-list leaves out.
+            InvalidParameter: an unknown field, a limit ≤ 0 or not finite, limits or an
+                allow-list on an admin key, ``expires_at`` not in the future (or outside
+                years 1-9999 in UTC), a name over 128 characters, a model the tenant's
+                allow-list leaves out.
         """
         fields = (*LIMIT_FIELDS, "models", "expires_at", "name")
         unknown = sorted(set(changes) - set(fields))
@@ -206,7 +211,7 @@ class ShareStoreMixin(TenantStoreMixin):
         if isinstance(name, str) and not 0 < len(name) <= 128:
             raise InvalidParameter("a key name must be 1-128 characters", param="name")
         if isinstance(expires_at, datetime):
-            _check_expiry(expires_at)
+            expires_at = _check_expiry(expires_at)
         with self.session_factory() as s, s.begin():
             row = _key(s, prefix)
             if row.is_admin and any(v is not None for v in changes.values()):
@@ -254,10 +259,27 @@ def _key(s: Session, prefix: str) -> ApiKey:
     return row
 
 
-def _check_expiry(expires_at: datetime) -> None:
-    if as_utc(expires_at) <= utcnow():
+def _still_there(s: Session, tenant: Tenant) -> None:
+    """Refuse a key inserted while its tenant was being deleted (raise, so it rolls back).
+
+    Called after the key's INSERT: the transaction then holds the write lock (SQLite) or
+    the tenant's row lock (PostgreSQL), so a concurrent ``delete_tenant`` either committed
+    before, and is seen here, or commits after, and revokes this key with the others. A
+    column select reads the database, not the session's identity map.
+    """
+    s.flush()
+    deleted_at = select(Tenant.deleted_at).where(Tenant.id == tenant.id)
+    if s.scalar(deleted_at) is not None:
+        tenant_row(s, tenant.name)  # raises NotFound: "tenant … was deleted on …"
+
+
+def _check_expiry(expires_at: datetime) -> datetime:
+    """``expires_at`` in UTC (naive = UTC), refused unless in the future."""
+    expires_at = as_utc(expires_at, param="expires_at")
+    if expires_at <= utcnow():
         raise InvalidParameter(
-            f"expiry {as_utc(expires_at).isoformat()} is not in the future",
+            f"expiry {expires_at.isoformat()} is not in the future",
             param="expires_at",
             hint="give a later date, e.g. --expires 2030-01-01",
         )
+    return expires_at

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from zhisuan.errors import InvalidParameter
+from zhisuan.store._share_checks import as_utc
 from zhisuan.store._share_models import (
     ENERGY_SOURCES,
     ERROR_MAX_CHARS,
@@ -119,6 +120,9 @@ class UsageStoreMixin:
 
         Returns:
             The records, detached and readable.
+
+        Raises:
+            InvalidParameter: ``since`` or ``until`` falls outside years 1-9999 in UTC.
         """
         query = _where(select(UsageRecord), tenant=tenant, since=since, until=until, model=model)
         if key_prefix is not None:
@@ -155,7 +159,8 @@ class UsageStoreMixin:
             ``rejected``), "mean_ttft_ms" (None when no request had a first token)}``.
 
         Raises:
-            InvalidParameter: an unknown ``by``.
+            InvalidParameter: an unknown ``by``, or ``since`` or ``until`` outside years
+                1-9999 in UTC.
         """
         if by not in SUMMARY_BY:
             raise InvalidParameter(
@@ -267,9 +272,9 @@ def _where(
     if tenant is not None:
         query = query.where(u.tenant == tenant)
     if since is not None:
-        query = query.where(u.created_at >= since)
+        query = query.where(u.created_at >= as_utc(since, param="since"))
     if until is not None:
-        query = query.where(u.created_at < until)
+        query = query.where(u.created_at < as_utc(until, param="until"))
     if model is not None:
         query = query.where(u.model == model)
     return query
