@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from zhisuan.gateway._admission import UNKNOWN_CONTEXT_COMPLETION, worst_case_tokens
+from zhisuan.engines.options import UNKNOWN_CONTEXT_COMPLETION
+from zhisuan.gateway._admission import worst_case_tokens
 from zhisuan.gateway._errors import param_of
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 

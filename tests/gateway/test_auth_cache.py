@@ -6,14 +6,16 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from zhisuan.errors import AuthenticationError, ZhisuanError
 from zhisuan.gateway import _auth
 from zhisuan.gateway._auth import Authenticator
-from zhisuan.store import Store
+from zhisuan.store import Store, Tenant
 
 
 @pytest.fixture
@@ -120,3 +122,33 @@ def test_a_refused_key_is_remembered_by_its_header(
     with pytest.raises(AuthenticationError, match="revoked"):
         auth.check(revoked)
     assert len(lookups) == 5
+
+
+def test_a_second_header_form_does_not_keep_a_key_past_its_lookups_period(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key revoked elsewhere (no :meth:`clear` here) stops working :data:`CACHE_S` after
+    its lookup, even when the same key came in another header just before then."""
+    key, secret = store.create_key(tenant="team")
+    clock = [1000.0]
+    monkeypatch.setattr(_auth, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    auth = Authenticator(store, admin_key=None)
+    auth.check(_scope((b"authorization", f"Bearer {secret}".encode())))  # looked up
+    store.revoke_key(key.prefix)  # through another gateway
+    clock[0] += _auth.CACHE_S - 0.1
+    azure = _scope((b"api-key", secret.encode()))
+    assert auth.check(azure).tenant == "team"  # still the cached lookup
+    clock[0] += 0.2  # CACHE_S after the lookup
+    with pytest.raises(AuthenticationError, match="revoked"):
+        auth.check(azure)
+
+
+def test_a_deleted_tenants_key_is_refused_as_revoked(store: Store) -> None:
+    """A key that escaped its tenant's deletion (created meanwhile) is refused all the same."""
+    _, secret = store.create_key(tenant="team")
+    with store.session() as s, s.begin():
+        s.execute(update(Tenant).where(Tenant.name == "team").values(deleted_at=datetime.now(UTC)))
+    auth = Authenticator(store, admin_key=None)
+    with pytest.raises(AuthenticationError, match=r"^The API key has been revoked\.$"):
+        auth.check(_scope((b"authorization", f"Bearer {secret}".encode())))
+    assert auth.refusals == {("revoked",): 1}

@@ -30,10 +30,10 @@ PER_SECOND = (("cost_per_hour", 3600.0),)  # one unit of money per second of the
 PER_TOKEN = (("price_input_per_mtok", 1e6), ("price_output_per_mtok", 1e6))
 
 
-def _admission(options: tuple[tuple[str, Any], ...]) -> Admission:
+def _admission(options: tuple[tuple[str, Any], ...], **settings_: Any) -> Admission:
     spec = ReplicaSpec(MODEL, "transformers", "cpu", None, options=options)
     replica = Replica(spec, state=ReplicaState.READY, endpoint="http://127.0.0.1:9")
-    settings = Settings(budget_deadline_s=2.0)
+    settings = Settings(budget_deadline_s=2.0, **settings_)
     gw = SimpleNamespace(
         settings=settings,
         backend=SimpleNamespace(replicas=lambda model=None: [replica]),
@@ -88,6 +88,14 @@ def test_no_deadline_without_a_budget_or_with_token_prices() -> None:
     ):
         ex = _request()
         _admission(options).check(caller, ex)
+        assert "deadline" not in ex.context
+
+
+def test_a_deployment_priced_at_0_an_hour_is_free_where_the_default_is_not() -> None:
+    admission = _admission((("cost_per_hour", 0.0),), device_cost_per_hour=3600.0)
+    for _ in range(3):  # free: nothing reserved from a budget of 1.0, and no deadline
+        ex = _request()
+        admission.check(_caller(budget=1.0), ex)
         assert "deadline" not in ex.context
 
 

@@ -239,3 +239,17 @@ def test_in_flight_and_queued_requests_by_model(tmp_path: Path) -> None:
     first.close("ok", 200)
     parts.meter.finish(first)
     assert gauges()["zhisuan_requests_in_flight['chat']"] == 1
+
+
+def test_an_explicit_0_is_a_price_and_a_power_not_a_default() -> None:
+    settings = Settings(device_cost_per_hour=2.0, cpu_power_w=65.0)
+
+    def spec(**options: float) -> ReplicaSpec:
+        return ReplicaSpec("m", "transformers", "cpu", "/m", options=tuple(options.items()))
+
+    free = _meter.pricing_of(spec(cost_per_hour=0.0), settings)
+    assert free.cost_per_hour == 0.0 and not free.by_device_time
+    assert free.cost(0, 0, 3600.0) == 0.0
+    assert _meter.pricing_of(spec(), settings).cost_per_hour == 2.0  # unset: the setting's
+    assert _meter.power_of(spec(power_w=0.0), settings) == 0.0
+    assert _meter.power_of(spec(), settings) == 65.0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
 from zhisuan.errors import RateLimited
-from zhisuan.gateway._quota import Limits, QuotaLedger
+from zhisuan.gateway._quota import IN_FLIGHT_WAIT_S, Limits, QuotaLedger
 from zhisuan.protocol.errors import error_headers
 
 
@@ -104,6 +104,32 @@ def test_a_budget_refusal_says_what_the_request_may_cost() -> None:
         led.admit(scope, 10, 1.3)  # not even in a month of its own
 
 
+@pytest.mark.parametrize(
+    ("limits", "tokens", "cost", "code", "wait"),
+    [
+        (Limits(tokens_per_day=1000), 600, 0.0, "tokens_per_day_exceeded", 12 * 3600),
+        (Limits(budget=1.0), 10, 0.6, "budget_exceeded", 16 * 86_400 + 12 * 3600),
+    ],
+)
+def test_what_only_requests_in_flight_hold_is_worth_a_seconds_wait(
+    limits: Limits, tokens: int, cost: float, code: str, wait: float
+) -> None:
+    """Refused for what requests in flight reserved, a request may fit once they end;
+    refused for what was used, not before the next day (tokens) or month (budget)."""
+    clock = Clock(datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC).timestamp())
+    led = ledger(clock)
+    scope = [("tenant:r", limits)]
+    first = led.admit(scope, tokens, cost)
+    with pytest.raises(RateLimited) as info:
+        led.admit(scope, tokens, cost)
+    assert info.value.code == code and info.value.retry_after == IN_FLIGHT_WAIT_S
+    clock.t += 1
+    led.settle(first, tokens, cost)  # it used all it had reserved
+    with pytest.raises(RateLimited) as info:
+        led.admit(scope, tokens, cost)
+    assert info.value.code == code and info.value.retry_after == pytest.approx(wait - 1)
+
+
 def test_concurrency_cap_and_key_and_tenant_scopes() -> None:
     led = ledger(Clock(NOON))
     scopes = [("tenant:x", Limits(max_concurrent=2)), ("key:p", Limits())]
@@ -166,14 +192,32 @@ def test_use_reports_each_limit_with_what_is_in_flight() -> None:
     assert use[("tenant:a", "tokens_per_day")] == 100  # what the request in flight holds
 
 
-def test_retain_drops_the_scopes_no_longer_live_once_idle() -> None:
+def test_scopes_no_longer_live_leave_the_metrics_once_idle_and_are_dropped_later() -> None:
     led = ledger(Clock(NOON))
     gone = [("tenant:gone", Limits(rpm=10)), ("key:zs-gone", Limits(tpm=100))]
     held = led.admit(gone, tokens=5, cost=0.0)
     led.settle(led.admit([("tenant:stays", Limits(rpm=10))], tokens=5, cost=0.0), 5, 0.0)
-    led.retain({"tenant:stays"})  # deleted and revoked, but a request is still in flight
+    assert led.retain({"tenant:stays"}) == {}  # deleted and revoked, a request in flight
     assert {sid for sid, *_ in led.use()} == {"tenant:gone", "key:zs-gone", "tenant:stays"}
-    led.settle(held, tokens=5, cost=0.0)
-    led.retain({"tenant:stays"})
+    led.settle(held, tokens=5, cost=0.0)  # the last one: no retain() need come after it
     assert {sid for sid, *_ in led.use()} == {"tenant:stays"}
-    assert led.snapshot("tenant:gone") == {}
+    assert led.snapshot("tenant:gone")["tokens_today"] == 5  # kept until its record is stored
+    idle = led.retain({"tenant:stays"})
+    assert idle == {"tenant:gone": 1, "key:zs-gone": 1}
+    led.drop(idle)  # the gateway calls this once the usage records are in the store
+    assert led.snapshot("tenant:gone") == {} and led.snapshot("key:zs-gone") == {}
+    assert led.snapshot("tenant:stays")["tokens_today"] == 5
+
+
+def test_a_scope_used_again_before_it_is_dropped_is_kept() -> None:
+    led = ledger(Clock(NOON))
+    back = [("tenant:back", Limits(rpm=10))]
+    led.settle(led.admit(back, tokens=5, cost=0.0), tokens=5, cost=0.0)
+    idle = led.retain(set())  # deleted …
+    led.retain({"tenant:back"})  # … and created again while its records were being stored
+    led.drop(idle)
+    assert led.snapshot("tenant:back")["tokens_today"] == 5
+    idle = led.retain(set())  # deleted again …
+    led.settle(led.admit(back, tokens=7, cost=0.0), tokens=7, cost=0.0)  # … a request still came
+    led.drop(idle)
+    assert led.snapshot("tenant:back")["tokens_today"] == 12

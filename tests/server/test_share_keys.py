@@ -3,6 +3,7 @@ and the CLI told plainly when it has no admin key for the gateway."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 
@@ -127,3 +128,28 @@ def test_a_deleted_tenants_keys_are_401_at_once_and_its_usage_stays(shared: Serv
     assert not [ln for ln in quotas if 'name="leaving"' in ln]  # its limits are gone
     rows = wait_usage(shared, "leaving", lambda r: len(r) >= 1)  # the history stays
     assert {r["status"] for r in rows} >= {"ok"}
+
+
+def test_a_tenant_deleted_and_created_again_at_once_keeps_its_months_spend(
+    shared: Server,
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    key = tenant(shared, "phoenix", "--budget", "1")
+    with pytest.raises(openai.RateLimitError) as info:  # what a request may cost at most
+        client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+    found = re.search(r"may cost up to ([\d.e+]+)", str(info.value))
+    assert found is not None
+    worst = float(found.group(1))
+    shared.cli("tenants", "set", "phoenix", "--budget", str(worst * 1.001))
+    with httpx.Client(base_url=shared.url, headers=admin, timeout=30) as api:
+        key = api.post("/admin/keys", json={"tenant": "phoenix"}).json()["key"]
+        client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+        # at once, while the request's usage record is still on its way to the store
+        assert api.delete("/admin/tenants/phoenix").status_code == 200
+        assert api.post(
+            "/admin/tenants", json={"name": "phoenix", "budget": worst * 1.001}
+        ).is_success
+        key = api.post("/admin/keys", json={"tenant": "phoenix"}).json()["key"]
+        with pytest.raises(openai.RateLimitError) as again:  # the month's spend came back too
+            client(shared, key).chat.completions.create(model=CHAT, messages=HI, max_tokens=2)
+        assert again.value.code == "budget_exceeded"

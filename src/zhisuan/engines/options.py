@@ -20,6 +20,10 @@ from zhisuan.errors import InvalidParameter
 
 COMMON = frozenset({"context_length", "queue"})
 """Read by the gateway's admission (``context_length``) and every local engine's queue."""
+UNKNOWN_CONTEXT_COMPLETION = 4096
+"""The completion budget of a request without ``max_tokens`` to a deployment whose options
+set no ``context_length``: the gateway reserves this much for it (it knows no context to
+size it by), and the deployment's workers end it there (:func:`completion_cap`)."""
 ENGINE_OPTIONS: dict[str, frozenset[str]] = {
     "transformers": frozenset(
         {
@@ -50,6 +54,13 @@ ENGINE_OPTIONS: dict[str, frozenset[str]] = {
     ),
 }
 """The options each engine's loader reads, besides :data:`COMMON` and the gateway's."""
+
+
+def completion_cap(options: Mapping[str, Any]) -> int | None:
+    """The most tokens a worker of a deployment with ``options`` lets a request without
+    ``max_tokens`` generate: :data:`UNKNOWN_CONTEXT_COMPLETION` where they set no
+    ``context_length``, else None (the rest of the context, which the gateway reserves)."""
+    return None if options.get("context_length") else UNKNOWN_CONTEXT_COMPLETION
 
 
 def known_options(engine: str) -> frozenset[str]:

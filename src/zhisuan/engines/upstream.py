@@ -4,7 +4,9 @@ vLLM, SGLang, TGI, Ollama or a cloud API already serve the OpenAI protocol with 
 chat template and tokenizer, so this engine implements the worker's request-level
 :class:`~zhisuan.engines.worker.PassThrough` interface rather than ``Engine``: the worker
 validates a request and this engine forwards it (``model`` renamed to the upstream's
-name), then rewrites ``model`` in the answer back to the public name.
+name), then rewrites ``model`` in the answer back to the public name. A request that states
+no completion budget comes with the one the gateway reserved (``max_tokens``: 4096 where
+``context_length`` is not set; see :mod:`zhisuan.engines.worker._passthrough`).
 
 Usage is always requested upstream (``stream_options.include_usage``) so every stream can
 be metered; the final usage chunk is passed on only when the worker asks for it. If the
@@ -17,7 +19,8 @@ Options (``--options`` JSON):
     upstream_model: the model name on the upstream (default: the public name).
     timeout: seconds to wait for an answer (default 600); connecting waits at most 10.
     task: ``chat`` (default) or ``embedding``, for ``/health``.
-    context_length: reported by ``/health`` (default 0: unknown).
+    context_length: reported by ``/health`` (default 0: unknown); set, a request without
+        ``max_tokens`` is sent without one, else with ``max_tokens`` 4096.
     check: probe ``GET {base_url}/models`` when loading (default true).
     stream_usage: ask for ``stream_options.include_usage`` upstream (default true; turn it
         off for servers that reject the field, and usage is estimated).

@@ -3,11 +3,13 @@
 The worst case reserved for a request is an upper bound the gateway can compute without
 the model's tokenizer: a byte-level tokenizer never makes more tokens than the request
 body's bytes, plus a margin per message for the chat template; the completion budget is
-``max_tokens`` or, without one, the rest of the model's context. Where the context is not
-known (an upstream deployment without ``context_length``), nothing is capped at a guessed
-one. A request billed by its share of the device's time has no worst case of its own: from
-a caller with a money budget it reserves ``budget_deadline_s`` of the device (the
-deployment's option, else the setting), and the proxy ends it when they are up.
+``max_tokens`` or, without one, the rest of the model's context. Where the deployment's
+options set no ``context_length``, nothing is capped at a guessed context, and a request
+without ``max_tokens`` reserves :data:`UNKNOWN_CONTEXT_COMPLETION` tokens, where its worker
+ends it (:func:`zhisuan.engines.options.completion_cap`). A request billed by its share of
+the device's time has no worst case of its own: from a caller with a money budget it
+reserves ``budget_deadline_s`` of the device (the deployment's option, else the setting),
+and the proxy ends it when they are up.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from fastapi import Request
 
 from zhisuan.cluster import ReplicaSpec
+from zhisuan.engines.options import UNKNOWN_CONTEXT_COMPLETION
 from zhisuan.errors import PermissionDenied, ZhisuanError
 from zhisuan.gateway._auth import OFF, Principal
 from zhisuan.gateway._context import Gateway
@@ -25,7 +28,6 @@ from zhisuan.gateway._quota import QuotaLedger
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 TEMPLATE_MARGIN = 8  # tokens a chat template may add per message
-UNKNOWN_CONTEXT_COMPLETION = 4096  # reserved without max_tokens where the context is unknown
 
 
 def principal_of(request: Request) -> Principal:
@@ -55,9 +57,10 @@ def worst_case_tokens(parsed: Any, body_bytes: int, context_length: int | None) 
     Args:
         parsed: the validated request.
         body_bytes: the size of its body.
-        context_length: the model's context, or None where it is not known (an upstream
-            deployment without a ``context_length`` option): then nothing is capped at it,
-            and a request without ``max_tokens`` reserves :data:`UNKNOWN_CONTEXT_COMPLETION`.
+        context_length: the model's context, or None where it is not known (a deployment
+            without a ``context_length`` option): then nothing is capped at it, and a
+            request without ``max_tokens`` reserves :data:`UNKNOWN_CONTEXT_COMPLETION`, as
+            much as its worker lets it generate.
     """
     prompt = prompt_upper_bound(parsed, body_bytes)
     if context_length is not None:

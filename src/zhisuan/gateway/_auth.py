@@ -5,14 +5,14 @@ needs an admin key (a stored one, or ``ZHISUAN_ADMIN_KEY``). With auth off (only
 on loopback) every caller is the ``anonymous`` tenant with admin rights.
 
 Keys are looked up by their clear prefix and compared by sha256 in constant time (in the
-store). A resolved key is cached for :data:`CACHE_S` seconds, by its digest and by the
-header that carried it (a lookup on Python's keyed SipHash of the bytes: no sha256 per
-request, and a wrong key's timing tells nothing of a right one), and the cache is dropped
-when the store changes through the admin API or ``POST /admin/reconcile`` (which the
-CLI calls after a revoke), so revocation takes effect at once on this gateway and within
-:data:`CACHE_S` on others. Each lookup of a stored key marks it as used
-(:attr:`Authenticator.on_used`), so its ``last_used_at`` is within seconds of its last
-request. Keys never reach the logs.
+store); a deleted tenant's key is refused as revoked, whatever its row says. A resolved key
+is cached for :data:`CACHE_S` seconds from its lookup, by its digest and by the header that
+carried it (a lookup on Python's keyed SipHash of the bytes: no sha256 per request, and a
+wrong key's timing tells nothing of a right one), and the cache is dropped when the store
+changes through the admin API or ``POST /admin/reconcile`` (which the CLI calls after a
+revoke), so revocation takes effect at once on this gateway and within :data:`CACHE_S` on
+others. Each lookup of a stored key marks it as used (:attr:`Authenticator.on_used`), so
+its ``last_used_at`` is within seconds of its last request. Keys never reach the logs.
 """
 
 from __future__ import annotations
@@ -115,20 +115,26 @@ class Authenticator:
         """The principal of ``secret``.
 
         Raises:
-            AuthenticationError: unknown, revoked or expired key.
+            AuthenticationError: unknown, revoked or expired key, or a deleted tenant's.
+        """
+        return self._resolve(secret)[1]
+
+    def _resolve(self, secret: str) -> tuple[float, Principal]:
+        """When the principal of ``secret`` was loaded from the store, and the principal.
+
+        Raises:
+            AuthenticationError: unknown, revoked or expired key, or a deleted tenant's.
         """
         digest = _digest(secret)
         now = time.monotonic()
         hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < CACHE_S:
-            principal = hit[1]
-        else:
-            principal = self._load(secret, digest)
-            self._cache[digest] = (now, principal)
-        if principal.expires_at is not None and time.time() >= principal.expires_at:
+        if hit is None or now - hit[0] >= CACHE_S:
+            hit = self._cache[digest] = (now, self._load(secret, digest))
+        expires_at = hit[1].expires_at
+        if expires_at is not None and time.time() >= expires_at:
             self._cache.pop(digest, None)
             raise self._refuse_key("expired", "The API key has expired.")
-        return principal
+        return hit
 
     def check(self, scope: Scope) -> Principal:
         """The principal of a request to a path that needs a key.
@@ -168,14 +174,16 @@ class Authenticator:
             # a new error each time: one raised again would grow its traceback
             raise self._refuse_key(refused[1], refused[2])
         try:
-            principal = self.resolve(secret)
+            hit = self._resolve(secret)
         except KeyRefused as err:
             if len(self._refused) >= REFUSED_KEPT:
                 del self._refused[next(iter(self._refused))]
             self._refused[header] = (now, err.reason, err.message)
             raise
-        self._by_header[header] = (now, principal)
-        return principal
+        # stamped when the principal was loaded, not now: a second header form of a key
+        # loaded earlier must not keep it for longer than CACHE_S after its lookup
+        self._by_header[header] = hit
+        return hit[1]
 
     def _seen(self, scope: Scope) -> Principal | None:
         """The cached principal of the request's first key header, if still valid."""
@@ -197,6 +205,8 @@ class Authenticator:
         if key is None:
             raise self._refuse_key("incorrect", "Incorrect API key provided.")
         status = key.status()
+        if status == "active" and key.tenant is not None and key.tenant.deleted_at is not None:
+            status = "revoked"  # deleting a tenant revokes its keys; one created meanwhile too
         if status != "active":
             raise self._refuse_key(status, f"The API key has been {status}.")
         if self.on_used is not None:

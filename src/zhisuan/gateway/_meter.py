@@ -78,19 +78,26 @@ _UNPRICED: Rates = (None, None, 0.0, 0.0)
 
 
 def pricing_of(spec: ReplicaSpec, settings: Settings) -> Pricing:
+    """The deployment's prices; ``cost_per_hour`` the setting's where it sets none (an
+    explicit 0 is free: not billed, and no deadline for budgeted callers)."""
     opts = dict(spec.options)
+    cost_per_hour = _float(opts.get("cost_per_hour"))
     return Pricing(
         price_input_per_mtok=_float(opts.get("price_input_per_mtok")),
         price_output_per_mtok=_float(opts.get("price_output_per_mtok")),
-        cost_per_hour=_float(opts.get("cost_per_hour")) or settings.device_cost_per_hour,
+        cost_per_hour=settings.device_cost_per_hour if cost_per_hour is None else cost_per_hour,
         currency=str(opts.get("currency") or settings.currency),
     )
 
 
 def power_of(spec: ReplicaSpec, settings: Settings) -> float:
+    """The deployment's ``power_w``, else the setting's for its kind of device (an explicit
+    0 counts no estimated energy)."""
     opts = dict(spec.options)
-    default = settings.gpu_power_w if spec.device.startswith("cuda") else settings.cpu_power_w
-    return _float(opts.get("power_w")) or default
+    power = _float(opts.get("power_w"))
+    if power is not None:
+        return power
+    return settings.gpu_power_w if spec.device.startswith("cuda") else settings.cpu_power_w
 
 
 def _float(value: Any) -> float | None:

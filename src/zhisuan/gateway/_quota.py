@@ -26,6 +26,9 @@ from zhisuan.errors import RateLimited
 from zhisuan.store import QuotaLimits as Limits
 
 WINDOW_S = 60.0
+IN_FLIGHT_WAIT_S = 1.0
+"""Retry-After of a refusal that requests in flight make, not settled use (too many at
+once, or a day's tokens or a month's budget held by their reservations): they may end soon."""
 
 __all__ = ["Limits", "QuotaLedger", "Reservation"]
 
@@ -50,6 +53,8 @@ class _Scope:
     reserved_cost: float = 0.0
     concurrent: int = 0
     window_total: int = 0  # sum of ``tokens`` (kept, not summed per request)
+    leaving: bool = False  # no longer live: out of use() once idle, then dropped
+    admitted: int = 0  # requests admitted so far (tells a scope used meanwhile)
 
     def expire(self, now: float) -> None:
         while self.requests and self.requests[0] <= now - WINDOW_S:
@@ -121,6 +126,7 @@ class QuotaLedger:
             scope.reserved_tokens += tokens
             scope.reserved_cost += cost
             scope.concurrent += 1
+            scope.admitted += 1
             held.append((sid, scope, event))
         return Reservation(held, tokens, cost)
 
@@ -166,6 +172,8 @@ class QuotaLedger:
         day = self._today(now)
         out: list[tuple[str, str, float, float]] = []
         for sid, s in list(self._scopes.items()):
+            if s.leaving and s.concurrent == 0:
+                continue  # a deleted tenant's, a revoked key's: gone from the metrics
             s.expire(now)
             if s.day != day[0]:
                 _roll(s, day)  # idle since yesterday: today's use is none yet
@@ -181,13 +189,30 @@ class QuotaLedger:
                     out.append((sid, name, float(used), float(allowed)))
         return out
 
-    def retain(self, live: set[str]) -> None:
-        """Drop the state of the scopes not in ``live`` (a deleted tenant's, a revoked
-        key's) that hold no request in flight; ``/metrics`` no longer reports them. A scope
-        used again starts from the usage records, as every scope does."""
-        for sid, scope in list(self._scopes.items()):
-            if sid not in live and scope.concurrent == 0:
-                del self._scopes[sid]
+    def retain(self, live: set[str]) -> dict[str, int]:
+        """Mark the scopes not in ``live`` (a deleted tenant's, a revoked key's) as leaving:
+        ``/metrics`` no longer reports them once no request of theirs is in flight.
+
+        Returns:
+            The leaving scopes idle now, each with its count of admitted requests, for
+            :meth:`drop` once their usage records are stored.
+        """
+        idle: dict[str, int] = {}
+        for sid, scope in self._scopes.items():
+            scope.leaving = sid not in live
+            if scope.leaving and scope.concurrent == 0:
+                idle[sid] = scope.admitted
+        return idle
+
+    def drop(self, idle: dict[str, int]) -> None:
+        """Forget the scopes :meth:`retain` returned that are still leaving and were not
+        used since. Call it once their usage records are in the store: a scope used again
+        (a tenant created again under its name) starts from the records, as every scope
+        does, and a record still on its way there would be missed."""
+        for sid, admitted in idle.items():
+            scope = self._scopes.get(sid)
+            if scope is not None and scope.leaving and scope.admitted == admitted:
+                del self._scopes[sid]  # idle since: concurrent is still 0
 
     def _today(self, now: float) -> tuple[str, str]:
         """(day, month) of ``now`` in UTC, recomputed only when the day changes."""
@@ -232,7 +257,7 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
     if lim.max_concurrent is not None and s.concurrent + 1 > lim.max_concurrent:
         raise RateLimited(
             f"Too many concurrent requests for this {who} (limit {lim.max_concurrent}).",
-            retry_after=1.0,
+            retry_after=IN_FLIGHT_WAIT_S,
             code="concurrency_limit_exceeded",
         )
     if lim.rpm is not None and len(s.requests) + 1 > lim.rpm:
@@ -252,24 +277,30 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
     if lim.tokens_per_day is not None and (
         s.day_tokens + s.reserved_tokens + tokens > lim.tokens_per_day
     ):
-        wall = datetime.fromtimestamp(now, UTC)
-        tomorrow = (wall + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        wait = IN_FLIGHT_WAIT_S  # it fits once those in flight settle below their worst case
+        if s.day_tokens + tokens > lim.tokens_per_day:  # it does not: tomorrow
+            wall = datetime.fromtimestamp(now, UTC)
+            tomorrow = (wall + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            wait = (tomorrow - wall).total_seconds()
         never = _never(tokens > lim.tokens_per_day)
         raise RateLimited(
             f"Daily token limit reached for this {who}: {lim.tokens_per_day} tokens per day "
             f"(used {s.day_tokens}, in flight {s.reserved_tokens}; this request may use up "
             f"to {tokens}{never}).",
-            retry_after=(tomorrow - wall).total_seconds(),
+            retry_after=wait,
             code="tokens_per_day_exceeded",
         )
     if lim.budget is not None and s.month_cost + s.reserved_cost + cost > lim.budget + 1e-12:
-        wall = datetime.fromtimestamp(now, UTC)
+        wait = IN_FLIGHT_WAIT_S  # as above
+        if s.month_cost + cost > lim.budget + 1e-12:  # next month
+            wall = datetime.fromtimestamp(now, UTC)
+            wait = (_next_month(wall) - wall).total_seconds()
         never = _never(cost > lim.budget + 1e-12, "budget")
         raise RateLimited(
             f"Monthly budget reached for this {who}: {lim.budget:g} "
             f"(spent {s.month_cost:.6g}, in flight {s.reserved_cost:.6g}; this request may "
             f"cost up to {cost:.6g}{never}).",
-            retry_after=(_next_month(wall) - wall).total_seconds(),
+            retry_after=wait,
             code="budget_exceeded",
         )
 

@@ -29,6 +29,7 @@ import uvicorn
 
 from zhisuan._heap import settle_heap
 from zhisuan.cluster import cores
+from zhisuan.engines.options import completion_cap
 from zhisuan.engines.worker._app import create_app
 from zhisuan.engines.worker._registry import ENGINES, load_engine
 
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         engine_kind=args.engine,
         on_load_failed=on_load_failed,
         on_loaded=_loaded,
+        completion_cap=completion_cap(args.options),
     )
     config = uvicorn.Config(
         app,

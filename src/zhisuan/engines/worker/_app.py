@@ -20,9 +20,10 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from zhisuan.engines.worker._collect import ClientGone
 from zhisuan.engines.worker._errors import install_error_handlers
 from zhisuan.engines.worker._registry import AnyEngine
-from zhisuan.engines.worker._serving import ClientGone, Serving
+from zhisuan.engines.worker._serving import Serving
 from zhisuan.errors import EngineUnavailable, InvalidParameter, NotFound
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def create_app(
     engine_kind: str,
     on_load_failed: Callable[[str], None] | None = None,
     on_loaded: Callable[[], None] | None = None,
+    completion_cap: int | None = None,
 ) -> FastAPI:
     """The worker application for one model.
 
@@ -125,6 +127,8 @@ def create_app(
             stops the server and exits non-zero).
         on_loaded: called once the engine is loaded, before the worker serves it (the
             CLI settles the heap: :func:`zhisuan._heap.settle_heap`).
+        completion_cap: the most tokens a request without ``max_tokens`` may generate
+            (:func:`zhisuan.engines.options.completion_cap`); None: the rest of the context.
 
     Returns:
         The FastAPI app; ``app.state.worker`` is its :class:`WorkerState`.
@@ -146,7 +150,7 @@ def create_app(
             return
         if on_loaded is not None:
             on_loaded()
-        state.serving = Serving(engine)
+        state.serving = Serving(engine, completion_cap=completion_cap)
         logger.info("model %s loaded (%s, %s)", model_name, engine.info.engine, engine.info.device)
 
     @contextlib.asynccontextmanager

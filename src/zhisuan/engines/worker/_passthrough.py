@@ -10,7 +10,10 @@ Contract:
 - The worker has already validated ``body`` with the shared ``zhisuan.protocol`` models
   and checked that ``body["model"]`` is this replica's public name; the engine forwards
   the original dict, so fields zhisuan does not model (``tools``, ``response_format`` …)
-  reach the upstream unchanged.
+  reach the upstream unchanged. A chat or text completion that states no budget arrives
+  with the one the gateway reserved for it as ``max_tokens`` (the protocol's default, or
+  :data:`~zhisuan.engines.options.UNKNOWN_CONTEXT_COMPLETION` where the deployment sets no
+  ``context_length``), so the upstream's own default cannot pass it.
 - ``forward_json`` returns the upstream's JSON body with ``model`` rewritten to the public
   name and ``usage`` present (estimated if the upstream gave none).
 - ``forward_stream`` yields complete SSE events (``b"data: …\\n\\n"``) ending with

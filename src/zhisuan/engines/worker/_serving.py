@@ -6,7 +6,11 @@ budget against the context, drives the engine and formats the answer. Engines th
 implement :class:`PassThrough` get the validated body forwarded instead.
 
 Budget rule (OpenAI's): without ``max_tokens`` a completion may use the rest of the
-context; a ``max_tokens`` larger than the rest is a 400 ``context_length_exceeded``.
+context; a ``max_tokens`` larger than the rest is a 400 ``context_length_exceeded``. Where
+the deployment sets no ``context_length`` the gateway reserves no more than
+:data:`~zhisuan.engines.options.UNKNOWN_CONTEXT_COMPLETION` tokens for a request without
+``max_tokens``, so such a request stops there (``completion_cap``); one forwarded to a
+:class:`PassThrough` states the budget it was reserved (``max_tokens``).
 
 Cancellation: a client that disconnects cancels its generation. Streams close the
 engine's iterator when the response ends for any reason (``_stream.SSEResponse``);
@@ -15,8 +19,6 @@ non-stream requests race the engine against the connection's ``http.disconnect``
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from zhisuan.engines._turns import TENANT_HEADER
 from zhisuan.engines.base import Delta, Engine, Task
 from zhisuan.engines.worker import _format as fmt
+from zhisuan.engines.worker._collect import ClientGone, collect, until_disconnect
 from zhisuan.engines.worker._errors import engine_failure, from_validation_error
 from zhisuan.engines.worker._format import USAGE_HEADER
 from zhisuan.engines.worker._passthrough import PassThrough, ReportsLoad
@@ -63,20 +66,19 @@ def _stat(stats: Any, name: str, default: float | None) -> Any:
     return getattr(stats, name, default)
 
 
-class ClientGone(Exception):
-    """The client disconnected before a non-stream answer was ready."""
-
-
 class Serving:
     """OpenAI endpoints over one loaded engine.
 
     Args:
         engine: an :class:`Engine` or a :class:`PassThrough`.
+        completion_cap: the most tokens a request without ``max_tokens`` may generate
+            (:func:`zhisuan.engines.options.completion_cap`); None: the rest of the context.
     """
 
-    def __init__(self, engine: AnyEngine) -> None:
+    def __init__(self, engine: AnyEngine, *, completion_cap: int | None = None) -> None:
         self.engine = engine
         self.info = engine.info
+        self.completion_cap = completion_cap
         self.load = LoadTracker()
         self.requests = RequestLog()
 
@@ -225,8 +227,11 @@ class Serving:
             )
             exc.param = param
             raise exc
+        if requested is None:
+            cap = self.completion_cap
+            requested = remaining if cap is None else min(remaining, cap)
         return SamplingParams(
-            max_tokens=requested if requested is not None else remaining,
+            max_tokens=requested,
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
             seed=req.seed,
@@ -247,7 +252,7 @@ class Serving:
     ) -> Response:
         record = self.requests.start(job.request_id)
         if not stream:
-            work = _collect(engine, job, prompt, params, echo, record)
+            work = collect(engine, job, prompt, params, echo, record)
             answer = await self._tracked(request, work)
             headers = fmt.answer_headers(job, answer, record.first_token_at)
             return JSONResponse(answer, headers=headers)
@@ -277,6 +282,7 @@ class Serving:
     ) -> Response:
         engine = self.engine
         assert isinstance(engine, PassThrough)
+        body = self._budgeted(body, req)
         if not stream:
             return JSONResponse(await self._tracked(request, engine.forward_json(path, body)))
         always = request.headers.get(USAGE_HEADER, "").lower() == "always"
@@ -293,6 +299,22 @@ class Serving:
                 raise engine_failure(exc, path) from exc
             raise
         return SSEResponse(relay(first, events, path), on_close=self._closer(events, None))
+
+    def _budgeted(
+        self, body: dict[str, Any], req: ChatCompletionRequest | CompletionRequest
+    ) -> dict[str, Any]:
+        """``body`` stating the completion budget the gateway reserved, where it states none
+        (the protocol's default, else :attr:`completion_cap`): an upstream's own default may
+        be more, and it would be generated and billed past the reservation."""
+        if body.get("max_tokens") is not None or body.get("max_completion_tokens") is not None:
+            return body
+        if isinstance(req, ChatCompletionRequest):
+            budget = req.requested_max_tokens()
+        else:
+            budget = req.max_tokens
+        if budget is None:
+            budget = self.completion_cap
+        return body if budget is None else {**body, "max_tokens": budget}
 
     def _closer(
         self, iterator: AsyncIterator[Any], record: RequestRecord | None
@@ -316,71 +338,3 @@ class Serving:
             raise engine_failure(exc, request.url.path) from exc
         finally:
             self.load.exit()
-
-
-async def _collect(
-    engine: Engine,
-    job: fmt.Job,
-    prompt: str,
-    params: SamplingParams,
-    echo: str,
-    record: RequestRecord,
-) -> dict[str, Any]:
-    parts: list[str] = [echo]
-    last: Delta | None = None
-    deltas: AsyncIterator[Delta] | None = None
-    try:
-        deltas = engine.generate(prompt, params, job.request_id)
-        async for delta in deltas:
-            parts.append(delta.text)
-            record.update(delta)
-            last = delta
-            if delta.finish_reason is not None:
-                break
-    except BaseException as exc:
-        record.end("failed" if isinstance(exc, Exception) else "cancelled")
-        raise
-    finally:
-        record.end("finished")
-        if deltas is not None:
-            await aclose(deltas)
-    prompt_tokens = last.prompt_tokens if last else engine.count_tokens(prompt)
-    completion_tokens = last.completion_tokens if last else 0
-    finish = (last.finish_reason if last else None) or "stop"
-    use = fmt.usage(prompt_tokens, completion_tokens)
-    return fmt.response(job, "".join(parts), finish, use)
-
-
-async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
-    """Await ``work``, cancelling it if the client disconnects first.
-
-    Args:
-        request: the request whose connection to watch (its body already read).
-        work: the coroutine producing the answer.
-
-    Returns:
-        What ``work`` returns.
-
-    Raises:
-        ClientGone: the client disconnected; ``work`` was cancelled.
-    """
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        watcher.cancel()
-        raise
-    watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    raise ClientGone

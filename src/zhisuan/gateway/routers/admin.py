@@ -6,6 +6,7 @@ Thin: each route validates its body and calls the store; changes that a gateway 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, Literal
 
@@ -75,7 +76,10 @@ async def _refresh(gw: Gateway) -> None:
     if ledger is not None:
         tenants = {f"tenant:{t.name}" for t in gw.store.list_tenants()}
         keys = {f"key:{k.prefix}" for k in gw.store.list_keys() if k.status() == "active"}
-        ledger.retain(tenants | keys)
+        idle = ledger.retain(tenants | keys)
+        if idle:  # forgotten once their records are stored, which a new baseline reads
+            await asyncio.to_thread(gw.meter.sync)
+            ledger.drop(idle)
     await gw.backend.apply(desired_specs(gw.store))
 
 

@@ -1,0 +1,93 @@
+"""A whole (non-stream) answer: the engine's deltas collected, and the wait for it cut short
+when the client disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from zhisuan.engines.base import Delta, Engine
+from zhisuan.engines.worker import _format as fmt
+from zhisuan.engines.worker._requests import RequestRecord
+from zhisuan.engines.worker._stream import aclose
+from zhisuan.protocol import SamplingParams
+
+_T = TypeVar("_T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before a non-stream answer was ready."""
+
+
+async def collect(
+    engine: Engine,
+    job: fmt.Job,
+    prompt: str,
+    params: SamplingParams,
+    echo: str,
+    record: RequestRecord,
+) -> dict[str, Any]:
+    """The engine's whole answer to ``prompt`` as one OpenAI response body (``echo``
+    first, the deltas joined; ``record`` follows them and ends with the generation)."""
+    parts: list[str] = [echo]
+    last: Delta | None = None
+    deltas: AsyncIterator[Delta] | None = None
+    try:
+        deltas = engine.generate(prompt, params, job.request_id)
+        async for delta in deltas:
+            parts.append(delta.text)
+            record.update(delta)
+            last = delta
+            if delta.finish_reason is not None:
+                break
+    except BaseException as exc:
+        record.end("failed" if isinstance(exc, Exception) else "cancelled")
+        raise
+    finally:
+        record.end("finished")
+        if deltas is not None:
+            await aclose(deltas)
+    prompt_tokens = last.prompt_tokens if last else engine.count_tokens(prompt)
+    completion_tokens = last.completion_tokens if last else 0
+    finish = (last.finish_reason if last else None) or "stop"
+    use = fmt.usage(prompt_tokens, completion_tokens)
+    return fmt.response(job, "".join(parts), finish, use)
+
+
+async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
+    """Await ``work``, cancelling it if the client disconnects first.
+
+    Args:
+        request: the request whose connection to watch (its body already read).
+        work: the coroutine producing the answer.
+
+    Returns:
+        What ``work`` returns.
+
+    Raises:
+        ClientGone: the client disconnected; ``work`` was cancelled.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        watcher.cancel()
+        raise
+    watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientGone
