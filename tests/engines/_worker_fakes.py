@@ -136,7 +136,9 @@ class FakeEngine:
 
 
 def load(model_path: Path | None, *, model_name: str, device: str, options: dict[str, Any]) -> Any:
-    """Factory for ``--engine _worker_fakes:load`` in subprocess tests."""
+    """Factory for ``--engine _worker_fakes:load`` in subprocess tests (``load_s``: seconds
+    the load takes)."""
+    time.sleep(options.get("load_s", 0))
     if options.get("fail"):
         raise RuntimeError("the weights are\nbroken")
     return FakeEngine(model_name, **options.get("fake", {}))

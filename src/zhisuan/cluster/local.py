@@ -229,8 +229,9 @@ class LocalBackend:
             try:
                 await self._drained(old)
             except asyncio.CancelledError:
-                if old.state is ReplicaState.STOPPING:
-                    old.state = ReplicaState.READY  # the change was called off: it serves on
+                if old.state is ReplicaState.STOPPING:  # the change was called off: it serves on
+                    ready = old.ready_since is not None  # (or restarts, if it crashed meanwhile)
+                    old.state = ReplicaState.READY if ready else ReplicaState.RESTARTING
                 raise
         old.state = ReplicaState.STOPPED
         task.cancel()
@@ -262,17 +263,18 @@ class LocalBackend:
             await asyncio.wait([after])  # the worker it replaces is gone first
         backoff = self._settings.restart_backoff_s
         while True:
-            started = time.monotonic()
+            healthy_s = 0.0
             try:
-                await self._run_once(replica)
+                healthy_s = await self._run_once(replica)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug here must not kill supervision
                 logger.exception("replica %s: supervisor error", replica.spec.key)
                 replica.last_error = str(exc)
-            if time.monotonic() - started > STABLE_S:
+            if healthy_s > STABLE_S:
                 backoff = self._settings.restart_backoff_s
-            replica.state = ReplicaState.RESTARTING
+            if replica.state is not ReplicaState.STOPPING:  # one stopping takes no request
+                replica.state = ReplicaState.RESTARTING
             replica.restarts += 1
             logger.warning(
                 "replica %s exited (%s); restarting in %.1fs",
@@ -283,7 +285,8 @@ class LocalBackend:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._settings.restart_backoff_max_s)
 
-    async def _run_once(self, replica: Replica) -> None:
+    async def _run_once(self, replica: Replica) -> float:
+        """Run the replica's worker until it exits; the seconds it was ready."""
         spec = replica.spec
         self._settings.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._settings.logs_dir / f"{spec.model.replace('/', '_')}-{spec.index}.log"
@@ -313,7 +316,7 @@ class LocalBackend:
         replica.cpus = tuple(sorted(cores)) if cores else None
         replica.generation += 1
         replica.endpoint = f"http://127.0.0.1:{port}"
-        if replica.state is not ReplicaState.RESTARTING:
+        if replica.state not in (ReplicaState.RESTARTING, ReplicaState.STOPPING):
             replica.state = ReplicaState.STARTING
         logger.info("replica %s: started pid %s on port %s", spec.key, proc.pid, port)
         try:
@@ -322,10 +325,10 @@ class LocalBackend:
             await end(proc)
             raise
         finally:
-            replica.ready_since = None
-            replica.pid = None
+            ready_since, replica.ready_since, replica.pid = replica.ready_since, None, None
         if replica.last_error is None:
             replica.last_error = f"worker exited with code {code}"
+        return 0.0 if ready_since is None else time.monotonic() - ready_since
 
     async def _serve(
         self, replica: Replica, proc: asyncio.subprocess.Process, log_path: Path
@@ -341,7 +344,8 @@ class LocalBackend:
         if cores:  # it moved itself once loaded; where the replicas stand now
             cpu.pin(proc.pid, cores)
             replica.cpus = tuple(sorted(cores))
-        replica.state = ReplicaState.READY
+        if replica.state is not ReplicaState.STOPPING:
+            replica.state = ReplicaState.READY
         replica.ready_since = time.monotonic()
         replica.last_error = None
         logger.info("replica %s: ready", replica.spec.key)
