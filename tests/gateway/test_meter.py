@@ -253,3 +253,11 @@ def test_an_explicit_0_is_a_price_and_a_power_not_a_default() -> None:
     assert _meter.pricing_of(spec(), settings).cost_per_hour == 2.0  # unset: the setting's
     assert _meter.power_of(spec(power_w=0.0), settings) == 0.0
     assert _meter.power_of(spec(), settings) == 65.0
+
+
+def test_an_upstream_deployment_counts_energy_only_at_the_power_it_states() -> None:
+    settings = Settings(cpu_power_w=65.0)
+    remote = ReplicaSpec("m", "upstream", "cpu", None)
+    assert _meter.power_of(remote, settings) == 0.0  # not the local CPU's 65 W
+    stated = ReplicaSpec("m", "upstream", "cpu", None, options=(("power_w", 300.0),))
+    assert _meter.power_of(stated, settings) == 300.0

@@ -92,11 +92,14 @@ def pricing_of(spec: ReplicaSpec, settings: Settings) -> Pricing:
 
 def power_of(spec: ReplicaSpec, settings: Settings) -> float:
     """The deployment's ``power_w``, else the setting's for its kind of device (an explicit
-    0 counts no estimated energy)."""
+    0 counts no estimated energy). An ``upstream`` deployment's device is another server's,
+    whose power only its operator knows: none unless the deployment states it."""
     opts = dict(spec.options)
     power = _float(opts.get("power_w"))
     if power is not None:
         return power
+    if spec.engine == "upstream":
+        return 0.0  # its worker only waits on the network: the local CPU's power is no guide
     return settings.gpu_power_w if spec.device.startswith("cuda") else settings.cpu_power_w
 
 
