@@ -143,3 +143,9 @@ def test_serve_refuses_a_port_out_of_range_as_its_flag(home_env: str) -> None:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "ZHISUAN_PORT" not in done.stderr
     assert "Invalid value for '--port'" in done.stderr
+
+
+def test_usage_limit_and_by_exclude_each_other(cli: CliRunner) -> None:
+    error, hint = _fails(cli, "usage", "--by", "model", "--limit", "5")
+    assert error == "error: --limit counts requests, and --by gives totals"
+    assert hint == "hint: use one or the other"

@@ -60,6 +60,8 @@ def usage(
         fail("--json and --csv exclude each other", "choose one")
     if by is not None and by not in BY:
         fail(f"cannot group usage by {by!r}", f"use --by {' | '.join(BY)}")
+    if by is not None and limit is not None:
+        fail("--limit counts requests, and --by gives totals", "use one or the other")
     settings = Settings()
     with user_errors():
         start = parse_when(since, param="since") if since else None
