@@ -234,10 +234,13 @@ def test_a_whole_answer_is_timed_from_its_first_token_as_a_stream_is(shared: Ser
 
 
 def test_requests_refused_for_their_body_are_metered(shared: Server) -> None:
-    """An invalid or oversized body is refused before admission, and recorded all the same."""
+    """An invalid or oversized body is refused before admission, a request for no model the
+    gateway serves once admitted, and each is recorded all the same."""
     key = tenant(shared, "bad-bodies")
     with pytest.raises(openai.BadRequestError):
         client(shared, key).chat.completions.create(model=CHAT, messages=HI, temperature=5)
+    with pytest.raises(openai.NotFoundError):  # no replica saw it either
+        client(shared, key).chat.completions.create(model="no-such-model", messages=HI)
     big = b"x" * (5 * 1024 * 1024)
     headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
     for content in (big, iter([big[:65536], big[65536:]])):  # by its length, and chunked
@@ -247,6 +250,7 @@ def test_requests_refused_for_their_body_are_metered(shared: Server) -> None:
     seen = sorted((r["status"], r["http_status"], r["model"], r["key_prefix"]) for r in rows)
     assert seen == [
         ("rejected", 400, CHAT, key[:12]),
+        ("rejected", 404, "no-such-model", key[:12]),
         ("rejected", 413, "", key[:12]),
         ("rejected", 413, "", key[:12]),
     ]

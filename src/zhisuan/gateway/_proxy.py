@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from starlette.types import Message, Receive, Send
 
 from zhisuan.cluster import Replica
-from zhisuan.errors import DeadlineExceeded, EngineUnavailable, ZhisuanError
+from zhisuan.errors import DeadlineExceeded, EngineUnavailable, NotFound, ZhisuanError
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._ends import STOPPING, address, answered, settle_abort, worker_headers
 from zhisuan.gateway._exchange import Exchange
@@ -217,9 +217,9 @@ class _Call:
                 ex.close("worker_error" if tried else "error", err.status_code)
                 gw.finish(ex)
                 raise err from None
-            except Exception as exc:
+            except Exception as exc:  # no such model (refused: no replica saw it), or a fault
                 ex.error = str(exc)
-                ex.close("error", getattr(exc, "status_code", 500))
+                ex.close("rejected" if isinstance(exc, NotFound) else "error", _status(exc))
                 gw.finish(ex)
                 raise
             ex.replica = replica.spec.key
@@ -335,6 +335,10 @@ class _Call:
             ex.error = error[:500]
         ex.close(status, http_status)
         settle_abort(self.gw, None if self.replica is None else self.replica.endpoint, ex)
+
+
+def _status(exc: Exception) -> int:
+    return int(getattr(exc, "status_code", 500))
 
 
 def _deadline(seconds: float) -> DeadlineExceeded:
