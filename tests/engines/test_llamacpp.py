@@ -221,3 +221,64 @@ def test_embeddings(gguf: Path) -> None:
         assert decoded.data[0].embedding == pytest.approx(vector, abs=1e-6)
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(model="emb", messages=MESSAGES)  # type: ignore[arg-type]
+
+
+@pytest.mark.llamacpp
+def test_every_seed_is_repeatable(gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp keeps 32 bits of a seed and takes 0xFFFFFFFF for "random": each request's
+    seed is mapped into 0 .. 2**32 - 2, so -1 and 2**32 - 1 repeat, and 5 and 5 + 2**32
+    differ."""
+    from zhisuan.engines.llamacpp import load
+    from zhisuan.protocol import SamplingParams
+
+    engine = load(gguf, model_name="m", device="cpu", options={"n_ctx": 256, "n_threads": 2})
+    seeds: list[int] = []
+    real = engine._llm.create_completion
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seeds.append(kwargs["seed"])  # type: ignore[arg-type]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine._llm, "create_completion", spy)
+
+    async def text(seed: int) -> str:
+        params = SamplingParams(max_tokens=12, temperature=1.0, seed=seed)
+        return "".join([d.text async for d in engine.generate("The", params, "s")])
+
+    async def scenario() -> dict[int, set[str]]:
+        try:
+            # the first request evaluates the prompt afresh, later ones reuse its cache:
+            # numerics (and so what a seed draws) can differ between the two
+            await text(1)
+            await text(5)
+            await text(5 + 2**32)
+            return {s: {await text(s) for _ in range(3)} for s in (-1, 2**32 - 1, 2**63 - 1)}
+        finally:
+            await engine.close()
+
+    outputs = asyncio.run(scenario())
+    assert [len(texts) for texts in outputs.values()] == [1, 1, 1], outputs
+    assert all(0 <= s < 2**32 - 1 for s in seeds), seeds
+    assert seeds[1] != seeds[2]  # 5 and 5 + 2**32
+
+
+@pytest.mark.llamacpp
+def test_an_embedding_cancelled_while_it_waits_is_no_longer_counted(gguf: Path) -> None:
+    from zhisuan.engines.llamacpp import load
+
+    options = {"embedding": True, "n_ctx": 256, "n_threads": 2}
+    engine = load(gguf, model_name="emb", device="cpu", options=options)
+
+    async def scenario() -> None:
+        async with engine._lock.hold("a"):  # another request holds the context
+            queued = asyncio.create_task(engine.embed(["queued"], "b"))
+            while engine.stats().waiting < 1:
+                await asyncio.sleep(0.001)
+            queued.cancel()  # its client went away
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+        assert (engine.stats().active, engine.stats().waiting) == (0, 0)
+        assert len((await engine.embed(["after"], "b")).vectors) == 1
+        await engine.close()
+
+    asyncio.run(scenario())

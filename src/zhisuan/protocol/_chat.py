@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from zhisuan.protocol._common import StreamOptions, _GenerationFields
+from zhisuan.protocol._common import StreamOptions, _GenerationFields, check_text
 
 __all__ = ["ChatCompletionRequest", "ChatMessage", "StreamOptions"]
 
@@ -17,6 +17,19 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _check_content(
+        cls, value: str | list[dict[str, Any]] | None
+    ) -> str | list[dict[str, Any]] | None:
+        if isinstance(value, str):
+            check_text(value, "content")
+        elif value is not None:
+            for part in value:
+                if isinstance(part.get("text"), str):
+                    check_text(part["text"], "a text part")
+        return value
 
     def text(self) -> str:
         """The message's text; list content keeps only its text parts."""

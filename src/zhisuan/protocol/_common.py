@@ -10,6 +10,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP_SEQUENCES = 4
+SEED_MIN = -(2**63)
+SEED_MAX = 2**63 - 1
+"""``seed`` is a signed 64-bit integer (what torch's generators take)."""
 
 
 def new_id(prefix: str) -> str:
@@ -19,6 +22,33 @@ def new_id(prefix: str) -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+def check_text(value: str, what: str) -> str:
+    """``value``, unless it holds a lone UTF-16 surrogate.
+
+    JSON can spell one (``"\\ud800"``) and Python decodes it, but it is no Unicode text: no
+    tokenizer can encode it, so a request carrying it is refused up front (400) rather than
+    failing in the engine.
+
+    Args:
+        value: a text an engine tokenizes (a message, a prompt, a stop sequence, an input).
+        what: its name for the message.
+
+    Raises:
+        ValueError: ``value`` holds a lone surrogate.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        raise ValueError(
+            f"{what} contains a lone UTF-16 surrogate (\\u{code:04x}) at character "
+            f"{exc.start}; it is not valid Unicode text"
+        ) from None
+    return value
 
 
 class Usage(BaseModel):
@@ -48,7 +78,7 @@ class _GenerationFields(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: Stop = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=SEED_MIN, le=SEED_MAX)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     user: str | None = None
@@ -63,8 +93,12 @@ class _GenerationFields(BaseModel):
                 raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
             if any(not s for s in value):
                 raise ValueError("stop sequences must be non-empty strings")
-        elif isinstance(value, str) and not value:
-            raise ValueError("stop must be a non-empty string")
+            for s in value:
+                check_text(s, "a stop sequence")
+        elif isinstance(value, str):
+            if not value:
+                raise ValueError("stop must be a non-empty string")
+            check_text(value, "stop")
         return value
 
     def stop_list(self) -> list[str]:
@@ -85,7 +119,8 @@ class SamplingParams:
         max_tokens: completion budget in tokens (already clipped to the context).
         temperature: 0 means greedy.
         top_p: nucleus mass in (0, 1].
-        seed: makes sampling repeatable for one request when set.
+        seed: makes sampling repeatable for one request when set (a signed 64-bit
+            integer; an engine with fewer bits maps it onto its own range).
         stop: strings that end the completion; not included in the output.
         ignore_eos: generate through end-of-sequence until ``max_tokens`` (load tests).
         tenant: whose request it is: an engine's waiting requests take turns between

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from zhisuan.protocol._common import _GenerationFields
+from zhisuan.protocol._common import _GenerationFields, check_text
 
 DEFAULT_MAX_TOKENS = 16
 
@@ -21,6 +21,7 @@ class CompletionRequest(_GenerationFields):
     def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("exactly one prompt per request is supported")
+        check_text(value if isinstance(value, str) else value[0], "prompt")
         return value
 
     def prompt_text(self) -> str:

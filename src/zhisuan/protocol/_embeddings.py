@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from zhisuan.protocol._common import check_text
+
 MAX_INPUTS = 2048
 
 
@@ -28,8 +30,12 @@ class EmbeddingRequest(BaseModel):
                 raise ValueError(f"at most {MAX_INPUTS} inputs per request")
             if any(not s for s in value):
                 raise ValueError("input strings must not be empty")
+            for i, s in enumerate(value):
+                check_text(s, f"input[{i}]")
         elif not value:
             raise ValueError("input must not be an empty string")
+        else:
+            check_text(value, "input")
         return value
 
     def inputs(self) -> list[str]:

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'zhisuan[llamacpp]'"
 _POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama.cpp's LLAMA_POOLING_TYPE_* values
 _END = object()
+_SEEDS = 2**32 - 1  # llama.cpp keeps 32 bits of a seed, and takes 0xFFFFFFFF for "random"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +226,7 @@ class LlamaCppEngine:
             sampled += 1  # called once per sampled token, before it is detokenized
             return cancel.is_set()
 
-        seed = params.seed if params.seed is not None else random.randrange(2**31)
+        seed = llama_seed(params.seed) if params.seed is not None else random.randrange(2**31)
         bias = dict.fromkeys(self._end_ids(), float("-inf")) if ignore_eos else None
         try:
             stream = self._llm.create_completion(
@@ -289,19 +290,25 @@ class LlamaCppEngine:
                 raise err
         loop = asyncio.get_running_loop()
         self._waiting += 1
-        async with self._lock.hold(tenant):
-            self._waiting -= 1
-            self._active = 1
-            started = loop.time()
-            try:
-                raw, tokens = await loop.run_in_executor(
-                    self._thread, lambda: self._llm.embed(texts, return_count=True)
-                )
-            except Exception as exc:
-                raise EngineUnavailable(f"llama.cpp embedding failed: {exc}") from exc
-            finally:
-                self._active = 0
-                self._busy += loop.time() - started
+        queued = True
+        try:
+            async with self._lock.hold(tenant):
+                self._waiting -= 1
+                queued = False
+                self._active = 1
+                started = loop.time()
+                try:
+                    raw, tokens = await loop.run_in_executor(
+                        self._thread, lambda: self._llm.embed(texts, return_count=True)
+                    )
+                except Exception as exc:
+                    raise EngineUnavailable(f"llama.cpp embedding failed: {exc}") from exc
+                finally:
+                    self._active = 0
+                    self._busy += loop.time() - started
+        finally:
+            if queued:  # cancelled while it waited for the context
+                self._waiting -= 1
         vectors = [_pool(item, self._normalize) for item in raw]
         return Embeddings(vectors, int(tokens))
 
@@ -313,6 +320,13 @@ class LlamaCppEngine:
         """Wait for the llama.cpp thread, then free the model."""
         await asyncio.to_thread(self._thread.shutdown, True)
         self._llm.close()
+
+
+def llama_seed(seed: int) -> int:
+    """The llama.cpp seed for a request's ``seed``: every value maps to one in
+    ``0 .. 2**32 - 2`` (``seed % (2**32 - 1)``), so each is repeatable; passed as is,
+    llama.cpp would keep its low 32 bits and take ``0xFFFFFFFF`` (and ``-1``) for "random"."""
+    return seed % _SEEDS
 
 
 def _pool(item: list[Any], normalize: bool) -> list[float]:

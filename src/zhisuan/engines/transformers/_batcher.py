@@ -5,10 +5,12 @@ Every iteration the scheduler
 1. drops cancelled sequences (their consumer closed the stream);
 2. admits waiting requests up to ``max_batch``, the tenants taking turns
    (:class:`~zhisuan.engines._turns.TurnQueue`), and prefills them together (left
-   padded) in one forward pass, sampling each one's first token;
+   padded) in one forward pass, sampling each one's first token (a request cancelled
+   while it waits leaves the queue at once);
 3. appends their KV to the running batch (both sides left-padded to the common length);
 4. runs ONE decode forward over all active sequences and samples one token per row,
-   each with its own temperature / top-p / generator;
+   each with its own temperature / top-p / generator (a row whose logits give no
+   distribution fails its own request only);
 5. detokenizes, checks EOS / stop strings / budget, and retires finished rows at once
    (``index_select`` on the batch dimension, then trims padding columns no row uses).
 
@@ -35,7 +37,7 @@ from transformers import DynamicCache
 from zhisuan.engines._turns import TurnQueue
 from zhisuan.engines.base import Delta, FinishReason
 from zhisuan.engines.transformers._detok import StopDetokenizer
-from zhisuan.engines.transformers._sampling import sample_row
+from zhisuan.engines.transformers._sampling import SamplingError, is_greedy, sample_row
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +144,7 @@ class Batcher:
         self._tokens_generated = 0
         self._busy_seconds = 0.0
         self._finished = 0
+        self._left = 0  # cancelled while waiting (counted under the lock, by ``cancel``)
         self._prefills = 0
         self._thread = threading.Thread(target=self._run, name="zhisuan-batcher", daemon=True)
         self._thread.start()
@@ -157,8 +160,12 @@ class Batcher:
         self._wake.set()
 
     def cancel(self, seq: Sequence) -> None:
-        """Mark ``seq`` cancelled; the scheduler frees its slot at the next iteration."""
+        """Mark ``seq`` cancelled: one still waiting leaves the queue now, one in the batch
+        has its slot freed at the next iteration."""
         seq.cancelled = True
+        with self._lock:
+            if self._waiting.remove(seq.tenant, seq):
+                self._left += 1
         self._wake.set()
 
     def stats(self) -> EngineStats:
@@ -170,7 +177,7 @@ class Batcher:
             waiting=waiting,
             tokens_generated=self._tokens_generated,
             busy_seconds=self._busy_seconds,
-            requests_finished=self._finished,
+            requests_finished=self._finished + self._left,
             prefills=self._prefills,
         )
 
@@ -254,7 +261,8 @@ class Batcher:
         )
         self._merge(cache, mask, joiners)  # filled in place by the forward pass
         for seq, token in zip(joiners, _choose(out.logits[:, -1, :], joiners), strict=True):
-            self._accept(seq, token)
+            if token is not None:
+                self._accept(seq, token)
 
     def _merge(self, cache: Any, mask: Any, joiners: list[Sequence]) -> None:
         keep = mask.bool()[:, None, :, None]  # (b, 1, l, 1)
@@ -291,7 +299,7 @@ class Batcher:
             self._active, _choose(out.logits[:, -1, :], self._active), strict=True
         ):
             seq.pos += 1
-            if not seq.cancelled:
+            if token is not None and not seq.cancelled:
                 self._accept(seq, token)
 
     def _accept(self, seq: Sequence, token: int) -> None:
@@ -348,16 +356,28 @@ class Batcher:
             seq.post(exc)
 
 
-def _choose(logits: Any, seqs: list[Sequence]) -> list[int]:
+def _choose(logits: Any, seqs: list[Sequence]) -> list[int | None]:
     """One token per row of ``logits`` ``(B, vocab)``: one batched argmax for greedy rows
-    (a single device sync), the row's own sampler otherwise."""
+    (a single device sync), the row's own sampler otherwise.
+
+    A row that cannot be sampled (:class:`SamplingError`) gets None, and its sequence is
+    failed (``done``, the error posted); the other rows go on.
+    """
     greedy: list[int] = logits.argmax(dim=-1).tolist()
-    return [
-        greedy[row]
-        if seq.temperature <= 0.0
-        else sample_row(logits[row], seq.temperature, seq.top_p, seq.generator)
-        for row, seq in enumerate(seqs)
-    ]
+    tokens: list[int | None] = []
+    for row, seq in enumerate(seqs):
+        if is_greedy(seq.temperature):
+            tokens.append(greedy[row])
+            continue
+        try:
+            tokens.append(sample_row(logits[row], seq.temperature, seq.top_p, seq.generator))
+        except SamplingError as exc:
+            logger.warning("request %s: %s; failing it", seq.request_id, exc)
+            tokens.append(None)
+            if not seq.done:
+                seq.done = True
+                seq.post(exc)
+    return tokens
 
 
 def _pad_left(t: Any, width: int, dim: int) -> Any:

@@ -1,10 +1,27 @@
-"""Next-token selection: greedy, or temperature + top-p with a per-request generator."""
+"""Next-token selection: greedy, or temperature + top-p with a per-request generator.
+
+A temperature below :data:`GREEDY_BELOW` is greedy: dividing the logits by one that small
+overflows them to ``inf`` (a temperature under about 1e-37 gives no distribution at all),
+and at 1e-5 sampling already picks the most likely token but for ties.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+GREEDY_BELOW = 1e-5
+"""Temperatures below this (0 included) choose the most likely token (argmax)."""
+
+
+class SamplingError(ValueError):
+    """One row's logits give no distribution to sample from (``inf`` or ``NaN``)."""
+
+
+def is_greedy(temperature: float) -> bool:
+    """Whether ``temperature`` means argmax rather than sampling (below :data:`GREEDY_BELOW`)."""
+    return temperature < GREEDY_BELOW
 
 
 def make_generator(seed: int | None, device: Any) -> Any:
@@ -32,23 +49,38 @@ def sample_row(logits: Any, temperature: float, top_p: float, generator: Any) ->
 
     Args:
         logits: ``(vocab,)`` float logits of the last position.
-        temperature: 0 means greedy (argmax); otherwise logits are divided by it.
+        temperature: below :data:`GREEDY_BELOW` (0 included) means greedy (argmax);
+            otherwise logits are divided by it.
         top_p: nucleus mass in (0, 1]; the smallest set of tokens whose probability
             reaches ``top_p`` is kept (always at least the most likely token).
         generator: a seeded ``torch.Generator`` or ``None`` for the global one.
 
     Returns:
         The chosen token id.
+
+    Raises:
+        SamplingError: the row's probabilities are not finite (``inf`` or ``NaN`` logits);
+            only this row's request can fail for it.
     """
-    if temperature <= 0.0:
+    if is_greedy(temperature):
         return int(torch.argmax(logits).item())
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (vocab,)
+    # checked with the choice, in one transfer; multinomial must not see NaN meanwhile
+    # (on CUDA that is a device-side assert, which no later call survives)
+    finite = torch.isfinite(probs).all()
+    probs = torch.where(finite, probs, 1.0)
+    ids = None
     if top_p < 1.0:
-        sorted_probs, sorted_ids = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        # keep a token when the mass before it is still below top_p (the first always stays)
-        keep = (cumulative - sorted_probs) < top_p
-        sorted_probs = sorted_probs * keep
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return int(sorted_ids[choice].item())
-    return int(torch.multinomial(probs, 1, generator=generator).item())
+        probs, ids = torch.sort(probs, descending=True)
+        cumulative = torch.cumsum(probs, dim=-1)
+        # keep a token when the mass before it is still below top_p, and the first always
+        # (a top_p too small for float32 compares as 0, and 0 < 0 would keep none)
+        keep = (cumulative - probs) < top_p
+        keep[0] = True
+        probs = probs * keep
+    choice = torch.multinomial(probs, 1, generator=generator)[0]
+    token = choice if ids is None else ids[choice]
+    token_id, ok = torch.stack([token, finite.to(token.dtype)]).tolist()
+    if not ok:
+        raise SamplingError("the logits are not finite: no distribution to sample from")
+    return int(token_id)

@@ -51,6 +51,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("%s %s: unexpected error", request.method, request.url.path, exc_info=exc)
-        return error_response(ZhisuanError("internal error in the worker"))
+        return error_response(EngineUnavailable("internal error in the worker"))
 
     http_errors.install_error_handlers(app, on_unexpected)

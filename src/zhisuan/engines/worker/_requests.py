@@ -5,7 +5,8 @@ When a client goes away mid-stream the gateway closes its connection to the work
 never sees the final counts. It then asks ``GET /zhisuan/requests/{request_id}?wait=S``
 (the id it sent as ``X-Request-Id``); the worker answers once the generation has settled
 (or after ``wait`` seconds) with the tokens actually used. Records are kept for the last
-``capacity`` requests only.
+``capacity`` requests only, a running one until it settles (while any settled one is left
+to drop instead).
 """
 
 from __future__ import annotations
@@ -77,28 +78,36 @@ class RequestRecord:
 class RequestLog:
     """The most recent generations by request id.
 
+    Running records and settled ones are kept apart (each in the order it started or
+    settled), so dropping the oldest settled record stays O(1).
+
     Args:
-        capacity: records kept; the oldest settled ones are dropped first.
+        capacity: records kept; the oldest settled ones are dropped first, and a running
+            one only when every record kept is running.
     """
 
     def __init__(self, capacity: int = 4096) -> None:
-        self._records: OrderedDict[str, RequestRecord] = OrderedDict()
+        self._running: OrderedDict[str, RequestRecord] = OrderedDict()
+        self._settled: OrderedDict[str, RequestRecord] = OrderedDict()  # oldest first
         self._capacity = capacity
         self.totals = {"generations": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
-    def _count(self, record: RequestRecord) -> None:
+    def _settle(self, record: RequestRecord) -> None:
         self.totals["generations"] += 1
         self.totals["prompt_tokens"] += record.prompt_tokens
         self.totals["completion_tokens"] += record.completion_tokens
+        if self._running.get(record.id) is record:  # not dropped, nor replaced by a newer one
+            del self._running[record.id]
+            self._settled[record.id] = record
 
     def start(self, request_id: str, prompt_tokens: int = 0) -> RequestRecord:
-        """Open the record of a new generation."""
-        record = RequestRecord(request_id, prompt_tokens=prompt_tokens, on_settle=self._count)
-        self._records[request_id] = record
-        self._records.move_to_end(request_id)
-        while len(self._records) > self._capacity:
-            oldest = next(iter(self._records))
-            self._records.pop(oldest)
+        """Open the record of a new generation (replacing an older one of that id)."""
+        record = RequestRecord(request_id, prompt_tokens=prompt_tokens, on_settle=self._settle)
+        self._settled.pop(request_id, None)
+        self._running.pop(request_id, None)
+        self._running[request_id] = record
+        while len(self._running) + len(self._settled) > self._capacity:
+            (self._settled or self._running).popitem(last=False)
         return record
 
     async def settled(self, request_id: str, wait: float) -> RequestRecord | None:
@@ -111,7 +120,7 @@ class RequestLog:
         Returns:
             The record (possibly still running), or None if unknown or forgotten.
         """
-        record = self._records.get(request_id)
+        record = self._running.get(request_id) or self._settled.get(request_id)
         if record is not None and record.state == "running" and wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(record.settled.wait(), timeout=wait)

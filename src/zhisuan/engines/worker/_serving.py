@@ -12,9 +12,11 @@ the deployment sets no ``context_length`` the gateway reserves no more than
 ``max_tokens``, so such a request stops there (``completion_cap``); one forwarded to a
 :class:`PassThrough` states the budget it was reserved (``max_tokens``).
 
-Cancellation: a client that disconnects cancels its generation. Streams close the
-engine's iterator when the response ends for any reason (``_stream.SSEResponse``);
-non-stream requests race the engine against the connection's ``http.disconnect``.
+Cancellation: a client that disconnects cancels its generation. Non-stream requests race
+the engine against the connection's ``http.disconnect``, and so do streams until their
+first event (a stream still queued in the engine is cancelled, not generated for nobody);
+from then on a stream closes the engine's iterator when the response ends for any reason
+(``_stream.SSEResponse``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def _stat(stats: Any, name: str, default: float | None) -> Any:
     if isinstance(stats, dict):
         return stats.get(name, default)
     return getattr(stats, name, default)
+
+
+async def _first(iterator: AsyncIterator[_T]) -> _T:
+    """The first item of ``iterator`` (cancelling this cancels the iterator's step, which
+    then runs its cleanup: an engine sequence still queued leaves the queue)."""
+    return await anext(iterator)
 
 
 class Serving:
@@ -260,13 +268,14 @@ class Serving:
         deltas: AsyncIterator[Delta] | None = None
         try:
             deltas = engine.generate(prompt, params, job.request_id)  # may validate and raise
-            first = await anext(deltas)
+            first = await until_disconnect(request, _first(deltas))
         except BaseException as exc:
-            record.end("failed" if isinstance(exc, Exception) else "cancelled")
+            failed = isinstance(exc, Exception) and not isinstance(exc, ClientGone)
+            record.end("failed" if failed else "cancelled")
             if deltas is not None:
                 await aclose(deltas)
             self.load.exit()
-            if isinstance(exc, Exception) and not isinstance(exc, ZhisuanError):
+            if failed and not isinstance(exc, ZhisuanError):
                 raise engine_failure(exc, job.request_id) from exc
             raise
         events = completion_events(job, first, deltas, record, echo)
@@ -290,12 +299,12 @@ class Serving:
         events: AsyncIterator[bytes] | None = None
         try:
             events = engine.forward_stream(path, body, include_usage=req.include_usage or always)
-            first = await anext(events)
+            first = await until_disconnect(request, _first(events))
         except BaseException as exc:
             if events is not None:
                 await aclose(events)
             self.load.exit()
-            if isinstance(exc, Exception) and not isinstance(exc, ZhisuanError):
+            if isinstance(exc, Exception) and not isinstance(exc, (ZhisuanError, ClientGone)):
                 raise engine_failure(exc, path) from exc
             raise
         return SSEResponse(relay(first, events, path), on_close=self._closer(events, None))
