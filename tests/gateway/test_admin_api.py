@@ -104,7 +104,8 @@ def test_deployments_reach_the_backend_and_bad_options_are_refused(
         assert refused.status_code in (400, 422), refused.text
         assert named in refused.text
     assert backend.specs == [] and client.get("/admin/deployments", headers=AS_ADMIN).json() == []
-    body = {"model": "m", "engine": "upstream", "replicas": 2, "options": {"cost_per_hour": 2.5}}
+    options = {"base_url": "http://u/v1", "cost_per_hour": 2.5}
+    body = {"model": "m", "engine": "upstream", "replicas": 2, "options": options}
     assert client.post("/admin/deployments", json=body, headers=AS_ADMIN).status_code == 201
     assert [(s.model, s.index) for s in backend.specs] == [("m", 0), ("m", 1)]
     assert dict(backend.specs[0].options)["cost_per_hour"] == 2.5

@@ -46,7 +46,7 @@ def test_a_changed_deployment_is_served_throughout(server: Server, client: opena
     assert (after["state"], after["replacing"]) == ("ready", None)
     assert after["restarts"] == before["restarts"]  # the replica's count goes on
     assert answered > 0
-    server.cli("deploy", CHAT)  # back as it was, rolled out the same way
+    server.cli("deploy", CHAT, "--clear", "max_prefill_tokens")  # back as it was, rolled out
     wait_for(
         lambda: (
             [(r["state"], r["replacing"]) for r in ps(server) if r["model"] == CHAT]

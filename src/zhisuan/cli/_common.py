@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,13 +104,89 @@ def forget(settings: Settings) -> None:
         path.unlink(missing_ok=True)
 
 
-def _written(path: Path, pid: int | None = None) -> str | None:
-    """The URL in ``path`` if the process that wrote it is alive (and is ``pid``)."""
+def refuse_second_gateway(settings: Settings) -> None:
+    """Fail when this home's gateway file names a gateway that is alive and answers: a
+    second ``zhisuan serve`` of one home would take over its address file."""
+    import httpx
+
+    path = settings.home / GATEWAY_FILE
+    url, entry = _written(path), _entry(path)
+    if url is None or entry is None:
+        return
+    try:
+        httpx.get(f"{url}/health", timeout=2.0)
+    except httpx.HTTPError:
+        return  # its pid lives on in another process: the file is stale
+    fail(
+        f"a gateway of this home ({settings.home}) already runs at {url}",
+        f"stop it first (pid {entry[1]}), or give this one a home of its own with ZHISUAN_HOME",
+    )
+
+
+def claim_address(host: str, port: int) -> int:
+    """Fail unless ``host:port`` can be listened on; return the port, a free one for 0.
+
+    Binds a test socket to each address ``host`` stands for (as the server will), so a
+    busy port is refused before any replica starts; port 0 is resolved here, so the
+    address written down is the one listened on.
+    """
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        fail(f"cannot listen on {host!r}: {exc.strerror}", _HOST_HINT)
+    missing: list[OSError] = []
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((address[0], port, *address[2:]))
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    _unusable(host, port, exc)
+                missing.append(exc)  # a family not enabled here: the server leaves it out too
+                continue
+            port = int(sock.getsockname()[1])
+    if len(missing) == len(addresses):
+        _unusable(host, port, missing[0])
+    return port
+
+
+_HOST_HINT = "give --host an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+
+
+def _unusable(host: str, port: int, exc: OSError) -> NoReturn:
+    if exc.errno == errno.EADDRINUSE:
+        fail(
+            f"port {port} on {host} is already in use",
+            "stop what listens there, or choose another --port (--port 0 picks a free one)",
+        )
+    if exc.errno == errno.EACCES:
+        fail(
+            f"no permission to listen on port {port} of {host}",
+            "choose a --port of 1024 or more",
+        )
+    fail(f"cannot listen on {host} port {port}: {exc.strerror or exc}", _HOST_HINT)
+
+
+def _entry(path: Path) -> tuple[str, int] | None:
+    """The URL and pid in ``path``, if it holds them."""
     try:
         found = json.loads(path.read_text())
-        url, owner = str(found["url"]), int(found["pid"])
+        return str(found["url"]), int(found["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _written(path: Path, pid: int | None = None) -> str | None:
+    """The URL in ``path`` if the process that wrote it is alive (and is ``pid``)."""
+    entry = _entry(path)
+    if entry is None:
+        return None
+    url, owner = entry
     if pid is not None and owner != pid:
         return None
     try:

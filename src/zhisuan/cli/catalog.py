@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,7 +78,7 @@ def parse_amount(text: str, name: str) -> float:
         The number.
 
     Raises:
-        InvalidParameter: not a number.
+        InvalidParameter: not a finite number.
     """
     raw = text.strip().replace(",", "").replace("_", "")
     factor = 1.0
@@ -85,12 +86,15 @@ def parse_amount(text: str, name: str) -> float:
         factor = _SUFFIX[raw[-1].upper()]
         raw = raw[:-1]
     try:
-        return float(raw) * factor
-    except ValueError as exc:
+        value = float(raw) * factor
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):  # nan, inf and 1e400 parse as floats
         raise InvalidParameter(
-            f"--{name} expects a number such as 1.4T, 300e9 or 2048, got {text!r}",
+            f"--{name} expects a finite number such as 1.4T, 300e9 or 2048, got {text!r}",
             param=name.replace("-", "_"),
-        ) from exc
+        )
+    return value
 
 
 def human(value: float | None, unit: str = "", digits: int = 3) -> str:

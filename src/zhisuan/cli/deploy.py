@@ -4,6 +4,9 @@ price. Deployments live in the store; a running gateway is asked to reconcile at
 Engine options without a flag of their own go in ``--option NAME=VALUE`` (repeatable; the
 value is read as JSON when it parses, else as a string): a name that neither the engine nor
 the gateway reads is refused (:mod:`zhisuan.engines.options`).
+
+A model already deployed keeps every setting the command does not give (engine, device,
+replicas, options, prices): ``--clear NAME`` or ``--option NAME=null`` removes an option.
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ def deploy(
     model: str = typer.Argument(
         ..., help="Model name (imported, or any name for --engine upstream)."
     ),
-    replicas: int = typer.Option(1, min=1, help="Worker processes to run."),
+    replicas: int | None = typer.Option(
+        None, min=1, help="Worker processes to run \\[default: 1]."
+    ),
     engine: str | None = typer.Option(
         None, help="transformers | llamacpp | upstream \\[default: by model format]."
     ),
-    device: str = typer.Option("cpu", help="cpu or cuda:N."),
-    upstream_url: str | None = typer.Option(None, help="Base URL of an OpenAI-compatible server."),
+    device: str | None = typer.Option(None, help="cpu or cuda:N \\[default: cpu]."),
+    upstream_url: str | None = typer.Option(
+        None, help="Base URL (http or https) of an OpenAI-compatible server."
+    ),
     upstream_key_env: str | None = typer.Option(
         None, help="Name of the environment variable that holds the upstream's API key."
     ),
@@ -63,10 +70,10 @@ def deploy(
     power_w: float | None = typer.Option(
         None, min=0, help="Device power in watts, for energy estimates without NVML."
     ),
-    queue: str = typer.Option(
-        "fair",
+    queue: str | None = typer.Option(
+        None,
         help="fair | fifo: the order of requests waiting for the engine (fair: the tenants "
-        "take turns; fifo: arrival order).",
+        "take turns; fifo: arrival order) \\[default: fair].",
     ),
     deadline_s: float | None = typer.Option(
         None,
@@ -78,54 +85,59 @@ def deploy(
         [],
         "--option",
         help="Another engine option, NAME=VALUE (VALUE as JSON if it parses: 2048, false, "
-        '"text"), e.g. --option max_prefill_tokens=2048. Repeatable.',
+        '"text"; null removes the option), e.g. --option max_prefill_tokens=2048. Repeatable.',
+    ),
+    clear: list[str] = typer.Option(
+        [],
+        "--clear",
+        help="Remove a setting the deployment keeps: an option's name (max_prefill_tokens) "
+        "or a flag's (price-in). Repeatable.",
     ),
 ) -> None:
-    """Deploy MODEL (persisted; a running gateway picks it up at once)."""
+    """Deploy MODEL, or change its deployment (persisted; a running gateway picks it up at
+    once). A deployed model keeps every setting the command does not give."""
+    from zhisuan.modelstore import validate_name
     from zhisuan.store import open_store
 
     settings = Settings()
     from zhisuan.engines._turns import QUEUE_ORDERS
 
-    if queue not in QUEUE_ORDERS:
+    if queue is not None and queue not in QUEUE_ORDERS:
         fail(f"--queue must be {' or '.join(QUEUE_ORDERS)}, not {queue!r}")
     with user_errors():
-        _check_device(device)
+        if device is not None:
+            _check_device(device)
+        options = {**_cleared(clear), **_given(option)}
+        flagged = {
+            "base_url": upstream_url,
+            "api_key_env": upstream_key_env,
+            "upstream_model": upstream_model,
+            "max_batch": max_batch,
+            "n_threads": threads,
+            "price_input_per_mtok": price_in,
+            "price_output_per_mtok": price_out,
+            "cost_per_hour": cost_per_hour,
+            "power_w": power_w,
+            "budget_deadline_s": deadline_s,
+        }
+        options.update({k: v for k, v in flagged.items() if v is not None})
+        if queue is not None:
+            options["queue"] = None if queue == QUEUE_ORDERS[0] else queue  # the default: none
+        given = {name for name, value in options.items() if value is not None}
         with open_store(settings) as store:
-            if engine is None:
-                found = store.find_model(model)
-                engine = (
-                    "llamacpp" if found is not None and found.format == "gguf" else "transformers"
-                )
-            options = _given(option)
-            if engine == "upstream":
-                if not upstream_url:
-                    fail(
-                        "an upstream deployment needs --upstream-url",
-                        "e.g. --upstream-url http://10.0.0.5:8000/v1",
-                    )
-                options["base_url"] = upstream_url
-                if upstream_key_env:
-                    options["api_key_env"] = upstream_key_env
-                if upstream_model:
-                    options["upstream_model"] = upstream_model
-            extra = {
-                "max_batch": max_batch,
-                "n_threads": threads,
-                "price_input_per_mtok": price_in,
-                "price_output_per_mtok": price_out,
-                "cost_per_hour": cost_per_hour,
-                "power_w": power_w,
-                "budget_deadline_s": deadline_s,
-            }
-            options.update({k: v for k, v in extra.items() if v is not None})
-            if queue != "fair":
-                options["queue"] = queue
-            _check(engine, options)
-            store.put_deployment(
-                model, engine=engine, device=device, replicas=replicas, options=options
+            if engine == "upstream" and store.find_deployment(model) is None:
+                validate_name(model)  # a new served name keeps the rule of model names
+            dep = store.deploy(
+                model,
+                engine=engine,
+                device=device,
+                replicas=replicas,
+                options=options,
+                check=lambda name, merged: _check(name, merged, given),
             )
-    console.print(f"deployed [bold]{model}[/] ({engine} on {device}, {replicas} replica(s))")
+    console.print(
+        f"deployed [bold]{model}[/] ({dep.engine} on {dep.device}, {dep.replicas} replica(s))"
+    )
     notify(settings)
 
 
@@ -177,11 +189,43 @@ def _given(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def _check(engine: str, options: dict[str, Any]) -> None:
-    """Options every reader of them can use: known names, and values the gateway reads."""
-    from zhisuan.engines.options import check_options, check_values
+def _cleared(names: list[str]) -> dict[str, Any]:
+    """The ``--clear NAME`` names as options to remove (None), a flag's by its option."""
+    from zhisuan.engines.options import ENGINE_OPTIONS, known_options
     from zhisuan.errors import InvalidParameter
 
+    by_flag = {flag.removeprefix("--"): name for name, flag in FLAGGED.items()}
+    every = set().union(*(known_options(engine) for engine in ENGINE_OPTIONS))
+    cleared: dict[str, Any] = {}
+    for raw in names:
+        name = by_flag.get(raw.removeprefix("--"), raw)
+        if name not in every:
+            raise InvalidParameter(
+                f"--clear {raw!r}: no deployment option or flag is called that",
+                param="clear",
+                hint="name an option (--clear max_prefill_tokens) or a flag (--clear price-in)",
+            )
+        cleared[name] = None
+    return cleared
+
+
+def _check(engine: str, options: dict[str, Any], given: set[str]) -> None:
+    """Options every reader of them can use: known names, and values the gateway reads.
+    ``given`` are those this command sets; the others are kept from the deployment."""
+    from zhisuan.engines.options import check_options, check_values, known_options
+    from zhisuan.errors import InvalidParameter
+
+    for name in sorted(set(options) - known_options(engine)):
+        if name in FLAGGED and name in given:
+            raise InvalidParameter(
+                f"{FLAGGED[name]} does not apply to the {engine} engine", param="option"
+            )
+        if name not in given:
+            raise InvalidParameter(
+                f"the deployment keeps option {name!r}, which the {engine} engine does not read",
+                param="option",
+                hint=f"remove it with --clear {name}",
+            )
     check_options(engine, options)  # an unknown engine: the store says so
     try:
         check_values(options)

@@ -11,12 +11,14 @@ import typer
 
 from zhisuan._heap import settle_heap
 from zhisuan.cli._common import (
+    claim_address,
     console,
     err_console,
     fail,
     forget,
     gateway_url,
     home_gateway,
+    refuse_second_gateway,
     user_errors,
     write_down,
 )
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     import httpx
 
 logger = logging.getLogger(__name__)
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+"""uvicorn's log levels, which ``--log-level`` takes."""
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +57,7 @@ def serve(
         None,
         help="auto | off \\[default: auto: the gateway keeps a core, CPU replicas share the rest].",
     ),
-    log_level: str = typer.Option("info", help="uvicorn log level."),
+    log_level: str = typer.Option("info", help=f"uvicorn log level: {' | '.join(LOG_LEVELS)}."),
     access_log: bool = typer.Option(
         False,
         "--access-log/--no-access-log",
@@ -80,33 +85,42 @@ def serve(
         if cpu_pinning not in ("auto", "off"):
             fail(f"--cpu-pinning must be auto or off, not {cpu_pinning!r}")
         overrides["cpu_pinning"] = cpu_pinning
+    log_level = log_level.lower()
+    if log_level not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    from zhisuan.gateway._protocol import protocol_for
+    from zhisuan.gateway._server import run as run_server
+    from zhisuan.gateway.app import auth_enabled, is_loopback
+
     with user_errors():
         settings = Settings(**overrides)
+    # Every refusal comes before the store is touched or a replica starts.
+    if not auth_enabled(settings) and not is_loopback(settings.host):
+        fail(
+            f"auth cannot be off when listening on {settings.host}",
+            "use --auth on (create keys with `zhisuan keys create`), or --host 127.0.0.1",
+        )
+    refuse_second_gateway(settings)
+    settings.port = claim_address(settings.host, settings.port)  # port 0: the one it gets
+    with user_errors():
         settings.ensure_home()
         store = open_store(settings)
         if demo:
             from zhisuan.cli._demo import ensure_demo
 
             ensure_demo(store, settings)
-    from zhisuan.gateway._protocol import protocol_for
-    from zhisuan.gateway._server import run as run_server
-    from zhisuan.gateway.app import auth_enabled, is_loopback
-
     if not auth_enabled(settings):
-        if not is_loopback(settings.host):
-            fail(
-                f"auth cannot be off when listening on {settings.host}",
-                "use --auth on (create keys with `zhisuan keys create`), or --host 127.0.0.1",
-            )
         err_console.print(
             "[yellow]warning:[/] auth is off: anyone on this machine can use every model "
             "and the admin API (start with --auth on to require keys)",
             highlight=False,
         )
+    from uvicorn.config import LOG_LEVELS as LEVEL_NUMBERS  # "trace" is uvicorn's own
+
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=LEVEL_NUMBERS[log_level], format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    if log_level.lower() != "debug":
+    if log_level not in ("debug", "trace"):
         # httpx logs every request at INFO: the replicas' readiness polls, a line every 50 ms
         logging.getLogger("httpx").setLevel(logging.WARNING)
     from zhisuan.cluster import cores

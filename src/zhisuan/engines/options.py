@@ -91,11 +91,13 @@ def check_options(engine: str, names: Iterable[str]) -> None:
 
 
 METERED_OPTIONS = ("price_input_per_mtok", "price_output_per_mtok", "cost_per_hour", "power_w")
+BOOLEAN_OPTIONS = ("embed_group", "embedding", "normalize", "check", "stream_usage")
+"""Options the engines read as true or false (a string such as ``"False"`` would be true)."""
 
 
 def check_values(options: Mapping[str, Any]) -> None:
     """The options the gateway itself reads (prices, power, deadline, context, queue order)
-    must have values it can use.
+    must have values it can use, and the boolean ones (:data:`BOOLEAN_OPTIONS`) a boolean.
 
     Raises:
         ValueError: the first that has not, with what it must be.
@@ -114,6 +116,10 @@ def check_values(options: Mapping[str, Any]) -> None:
     if order is not None and order not in QUEUE_ORDERS:
         orders = " or ".join(QUEUE_ORDERS)
         raise ValueError(f"options.queue must be {orders}, not {order!r}")
+    for name in BOOLEAN_OPTIONS:
+        value = options.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"options.{name} must be true or false, not {value!r}")
 
 
 def _number(value: Any, *, minimum: float) -> bool:

@@ -131,14 +131,22 @@ def _expected_size(path: Path) -> int:
     size = path.stat().st_size
     with path.open("rb") as fh:
 
-        def read(n: int) -> bytes:
-            data = fh.read(n)
-            if len(data) < n:
+        def fits(n: int) -> int:
+            """``n``, a length the header gives, if that many bytes are left in the file
+            (a huge one would overflow a read or a seek, or exhaust memory)."""
+            if n > size - fh.tell():
                 raise ImportRefused(
-                    f"{path.name} is truncated: its header ends early at byte {size}",
+                    f"{path.name} is truncated or malformed: its header ends early at byte "
+                    f"{size} (it gives {n} bytes at byte {fh.tell()})",
                     hint=_REDOWNLOAD,
                 )
-            return data
+            return n
+
+        def read(n: int) -> bytes:
+            return fh.read(fits(n))
+
+        def skip(n: int) -> None:
+            fh.seek(fits(n), 1)
 
         fh.seek(4)
         (version,) = struct.unpack("<I", read(4))
@@ -156,13 +164,14 @@ def _expected_size(path: Path) -> int:
                 raw = read(_SCALAR_BYTES[vtype])
                 return int.from_bytes(raw, "little" if order == "<" else "big")
             if vtype == _STRING:
-                fh.seek(u64(), 1)
+                skip(u64())
                 return None
             if vtype == _ARRAY:
                 itype, count = u32(), u64()
                 if itype in _SCALAR_BYTES:
-                    fh.seek(count * _SCALAR_BYTES[itype], 1)
+                    skip(count * _SCALAR_BYTES[itype])
                 else:
+                    fits(count)  # every item takes a byte at least
                     for _ in range(count):
                         skip_value(itype)
                 return None
@@ -179,8 +188,9 @@ def _expected_size(path: Path) -> int:
                 alignment = value
         data_end = 0
         for _ in range(n_tensors):
-            fh.seek(u64(), 1)  # name
-            dims = [u64() for _ in range(u32())]
+            skip(u64())  # name
+            n_dims = u32()
+            dims = [u64() for _ in range(fits(8 * n_dims) // 8)]
             ttype, offset = u32(), u64()
             try:
                 block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]

@@ -190,9 +190,19 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _list_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` (following links), relative, hidden entries skipped."""
+    """Every regular file under ``root`` (following links), relative, hidden entries skipped.
+
+    A directory reached again through a link (a loop such as ``again -> .``, or two links
+    to one place) is listed once, where it is first reached.
+    """
     out: list[str] = []
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fname in sorted(filenames):
             full = Path(dirpath) / fname

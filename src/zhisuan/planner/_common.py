@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
-from zhisuan.errors import InvalidParameter
+from zhisuan.errors import InvalidParameter, PlanError
 
 GB = 1e9
 #: Share of device memory a framework can really use (CUDA context, allocator fragmentation).
@@ -13,6 +15,8 @@ USABLE_MEMORY_FRACTION = 0.92
 MEMORY_RESERVE_GB = 1.0
 
 RECOMPUTE_MODES = ("none", "selective", "full")
+#: Precisions a training plan takes: those the catalog gives a device's peak rate in.
+TRAIN_PRECISIONS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
 PRECISION_BYTES = {
     "fp32": 4.0,
     "fp16": 2.0,
@@ -72,3 +76,21 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None
             param=name,
             hint=f"pass a positive --{name.replace('_', '-')}",
         )
+
+
+def check_finite(request: Any, names: tuple[str, ...]) -> None:
+    """Raise :class:`PlanError` when one of the ``names`` fields of ``request`` is NaN or
+    infinite (every answer would be, and JSON has no such numbers).
+
+    Args:
+        request: a plan request (dataclass).
+        names: the fields to check; None values are left out.
+
+    Raises:
+        PlanError: the first field that is not finite.
+    """
+    for name in names:
+        value = getattr(request, name)
+        if value is not None and not math.isfinite(value):
+            flag = name.replace("_", "-")
+            raise PlanError(f"--{flag} must be a finite number, got {value}", param=name)

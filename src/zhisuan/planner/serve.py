@@ -24,7 +24,7 @@ from typing import Any
 from zhisuan.catalog import Accelerator, Catalog, ModelArch, ModelResolver, load_catalog
 from zhisuan.errors import InvalidParameter, PlanError
 from zhisuan.planner import costs
-from zhisuan.planner._common import GB, PRECISION_BYTES, check_positive
+from zhisuan.planner._common import GB, PRECISION_BYTES, check_finite, check_positive
 from zhisuan.planner._serve_advice import advice as serve_advice
 from zhisuan.planner._serve_advice import largest
 from zhisuan.planner.flops import decode_flops_per_token, matmul_params, prefill_flops
@@ -172,6 +172,7 @@ def _compute_precision(precision: str) -> str:
 
 
 def _validate(req: ServeRequest) -> None:
+    check_finite(req, ("rate", "ttft_ms", "tpot_ms", "pue", "avg_power_w", "price_per_hour"))
     if req.count is not None and req.count <= 0:
         raise PlanError(
             f"a replica needs at least one device, got --count {req.count}",

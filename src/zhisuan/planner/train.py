@@ -6,9 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zhisuan.catalog import Accelerator, Catalog, ModelArch, ModelResolver, load_catalog
-from zhisuan.errors import PlanError
+from zhisuan.errors import InvalidParameter, PlanError
 from zhisuan.planner import costs
-from zhisuan.planner._common import RECOMPUTE_MODES, Layout, check_positive
+from zhisuan.planner._common import (
+    RECOMPUTE_MODES,
+    TRAIN_PRECISIONS,
+    Layout,
+    check_finite,
+    check_positive,
+)
 from zhisuan.planner.flops import PF_DAY, flops_6nd
 from zhisuan.planner.layout import LayoutChoice, choose_layout
 from zhisuan.planner.memory import min_devices_zero3, usable_gb
@@ -121,7 +127,15 @@ class TrainResult:
         }
 
 
+FINITE = (
+    "tokens", "batch_tokens", "mfu", "efficiency", "pue", "avg_power_w", "grid_kg_per_kwh",
+    "price_per_hour", "electricity_per_kwh",
+)  # fmt: skip
+"""The numbers of a training request, each of which must be finite."""
+
+
 def _validate(req: TrainRequest) -> None:
+    check_finite(req, FINITE)
     if req.count <= 0:
         raise PlanError(
             f"a training plan needs at least one device, got --count {req.count}",
@@ -138,6 +152,19 @@ def _validate(req: TrainRequest) -> None:
         check_positive(float(getattr(req, name)), name, allow_zero=name != "pue")
     if req.pue < 1.0:
         raise PlanError(f"--pue is at least 1.0 by definition, got {req.pue}", param="pue")
+    for name in ("seq_len", "batch_tokens", "avg_power_w"):
+        value = getattr(req, name)
+        if value is not None:
+            check_positive(value, name)
+    for name in ("price_per_hour", "electricity_per_kwh"):
+        value = getattr(req, name)
+        if value is not None:
+            check_positive(value, name, allow_zero=True)
+    if req.precision not in TRAIN_PRECISIONS:
+        raise InvalidParameter(
+            f"--precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {req.precision!r}",
+            param="precision",
+        )
     if req.mfu is not None and not 0.0 < req.mfu <= 1.0:
         raise PlanError(f"--mfu must be in (0, 1], got {req.mfu}", param="mfu")
     if req.efficiency is not None and not 0.0 < req.efficiency <= 1.0:

@@ -8,9 +8,10 @@ their loaded values (``expire_on_commit=False``), so callers can read them freel
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -21,7 +22,7 @@ from zhisuan.errors import InvalidParameter, NotFound, UserError, closest
 from zhisuan.settings import Settings
 from zhisuan.store._db import make_engine, upgrade
 from zhisuan.store._share_store import ShareStoreMixin
-from zhisuan.store.models import ENGINES, Deployment, Model
+from zhisuan.store.models import ENGINES, FORMAT_ENGINES, Deployment, Model
 
 log = logging.getLogger(__name__)
 
@@ -221,37 +222,47 @@ class Store(ShareStoreMixin):
             InvalidParameter: unknown engine or fewer than one replica.
             NotFound: a local engine names a model that is not imported.
         """
-        if engine not in ENGINES:
-            raise InvalidParameter(
-                f"unknown engine {engine!r}",
-                param="engine",
-                hint=f"choose one of: {', '.join(ENGINES)}",
-            )
-        if replicas < 1:
-            raise InvalidParameter("replicas must be at least 1", param="replicas")
         with self.session() as s, s.begin():
-            if engine != "upstream":
-                # Lock the model row so a concurrent `models rm` cannot slip in between.
-                found = s.scalar(select(Model.id).where(Model.name == model_name).with_for_update())
-                if found is None:
-                    names = list(s.scalars(select(Model.name)))
-                    raise NotFound(
-                        f"model {model_name!r} not found; a {engine} deployment needs an "
-                        "imported model",
-                        suggestions=closest(model_name, names),
-                        param="model",
-                        code="model_not_found",
-                    )
+            return _write(s, model_name, engine, device, replicas, dict(options or {}))
+
+    def deploy(
+        self,
+        model_name: str,
+        *,
+        engine: str | None = None,
+        device: str | None = None,
+        replicas: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        check: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> Deployment:
+        """Deploy ``model_name``, or change its deployment, keeping what is not given.
+
+        A setting left as None keeps its current value (for a new deployment: the engine
+        of the model's format, :data:`FORMAT_ENGINES`, ``cpu``, one replica); ``options``
+        are merged into the current ones, a None value removing one. ``check(engine,
+        options)`` sees the result before it is stored: what it raises changes nothing.
+
+        Raises:
+            InvalidParameter: unknown engine, fewer than one replica, a local engine that
+                does not run the model's format, an upstream without an http(s) base_url.
+            NotFound: a local engine names a model that is not imported.
+        """
+        with self.session() as s, s.begin():
             dep = s.scalar(select(Deployment).where(Deployment.model_name == model_name))
-            if dep is None:
-                dep = Deployment(model_name=model_name)
-                s.add(dep)
-            dep.engine = engine
-            dep.device = device
-            dep.replicas = replicas
-            dep.options = dict(options or {})
-        log.info("deployment %s: %s on %s x%d", model_name, engine, device, replicas)
-        return dep
+            fmt = s.scalar(select(Model.format).where(Model.name == model_name))
+            engine = engine or (dep.engine if dep else FORMAT_ENGINES.get(fmt or "", ENGINES[0]))
+            _known_engine(engine)
+            merged = {**(dep.options if dep else {}), **(options or {})}
+            merged = {k: v for k, v in merged.items() if v is not None}
+            if check is not None:
+                check(engine, merged)
+            if engine != "upstream" and fmt is not None:
+                _check_format(model_name, fmt, engine)
+            if engine == "upstream":
+                _check_base_url(merged.get("base_url"))
+            device = device if device is not None else dep.device if dep else "cpu"
+            replicas = replicas if replicas is not None else dep.replicas if dep else 1
+            return _write(s, model_name, engine, device, replicas, merged)
 
     def get_deployment(self, model_name: str) -> Deployment:
         """The deployment of ``model_name``.
@@ -292,6 +303,61 @@ class Store(ShareStoreMixin):
         return dep
 
 
+def _write(
+    s: Session, model_name: str, engine: str, device: str, replicas: int, options: dict[str, Any]
+) -> Deployment:
+    """Store the deployment of ``model_name`` as given, in the transaction of ``s``."""
+    _known_engine(engine)
+    if replicas < 1:
+        raise InvalidParameter("replicas must be at least 1", param="replicas")
+    # A local engine locks the model row, so a concurrent `models rm` cannot slip in between.
+    lock = select(Model.id).where(Model.name == model_name).with_for_update()
+    if engine != "upstream" and s.scalar(lock) is None:
+        raise NotFound(
+            f"model {model_name!r} not found; a {engine} deployment needs an imported model",
+            suggestions=closest(model_name, list(s.scalars(select(Model.name)))),
+            param="model",
+            code="model_not_found",
+        )
+    dep = s.scalar(select(Deployment).where(Deployment.model_name == model_name))
+    if dep is None:
+        s.add(dep := Deployment(model_name=model_name))
+    dep.engine, dep.device, dep.replicas, dep.options = engine, device, replicas, options
+    log.info("deployment %s: %s on %s x%d", model_name, engine, device, replicas)
+    return dep
+
+
+def _known_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise InvalidParameter(
+            f"unknown engine {engine!r}",
+            param="engine",
+            hint=f"choose one of: {', '.join(ENGINES)}",
+        )
+
+
+def _check_format(model_name: str, fmt: str, engine: str) -> None:
+    runs = FORMAT_ENGINES.get(fmt)
+    if runs is not None and runs != engine:
+        kind = "a GGUF file" if fmt == "gguf" else "an HF-format directory"
+        raise InvalidParameter(
+            f"model {model_name!r} is {kind}, which the {engine} engine cannot run",
+            param="engine",
+            hint=f"deploy it on {runs} (leave --engine out to get it)",
+        )
+
+
+def _check_base_url(url: Any) -> None:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidParameter(
+            "an upstream deployment needs a base_url, the http(s) address of an "
+            f"OpenAI-compatible server: {'none was given' if url is None else f'not {url!r}'}",
+            param="options.base_url",
+            hint="e.g. --upstream-url http://10.0.0.5:8000/v1 (options.base_url in the API)",
+        )
+
+
 def _model_not_found(s: Session, name: str) -> NotFound:
     names = list(s.scalars(select(Model.name)))
     return NotFound(
@@ -303,8 +369,11 @@ def _model_not_found(s: Session, name: str) -> NotFound:
 
 
 def _deployment_not_found(s: Session, name: str) -> NotFound:
-    names = list(s.scalars(select(Deployment.model_name)))
-    return NotFound(f"no deployment of {name!r}", suggestions=closest(name, names), param="model")
+    names = list(s.scalars(select(Deployment.model_name).order_by(Deployment.model_name)))
+    listed = ", ".join(names[:8]) + (", …" if len(names) > 8 else "")
+    where = f"deployed: {listed} (`zhisuan ps` shows them)" if names else "nothing is deployed"
+    found = closest(name, names)
+    return NotFound(f"no deployment of {name!r}", suggestions=found, param="model", otherwise=where)
 
 
 def _name_taken(name: str) -> UserError:

@@ -42,6 +42,8 @@ MODEL_FORMATS = ("hf", "gguf")
 MODEL_TASKS = ("chat", "embedding")
 LICENCES = ("research", "commercial")
 ENGINES = ("transformers", "llamacpp", "upstream")
+FORMAT_ENGINES = {"hf": "transformers", "gguf": "llamacpp"}
+"""The local engine that runs each model format."""
 
 
 def utcnow() -> datetime:

@@ -13,10 +13,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from zhisuan.engines.options import check_options, check_values
+from zhisuan.engines.options import check_options, check_values, known_options
+from zhisuan.errors import InvalidParameter
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
+from zhisuan.modelstore import validate_name
 from zhisuan.store import tenant_currency
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -51,12 +53,16 @@ class KeyChange(Limits):
 
 
 class DeploymentIn(BaseModel):
+    """A deployment, or the change of one: a field left out (or null) keeps its current
+    value, else takes its default (the engine by the model's format, cpu, one replica);
+    ``options`` are merged into the current ones, and a null option removes it."""
+
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=64)
-    engine: Literal["transformers", "llamacpp", "upstream"] = "transformers"
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda:\d+)$")
-    replicas: int = Field(default=1, ge=1, le=64)
+    engine: Literal["transformers", "llamacpp", "upstream"] | None = None
+    device: str | None = Field(default=None, pattern=r"^(cpu|cuda:\d+)$")
+    replicas: int | None = Field(default=None, ge=1, le=64)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
@@ -183,18 +189,41 @@ def list_deployments(request: Request) -> list[dict[str, Any]]:
 
 @router.post("/deployments", status_code=201)
 async def put_deployment(request: Request, body: DeploymentIn) -> dict[str, Any]:
-    """Deploy a model (or change its deployment); replicas start at once."""
+    """Deploy a model, or change its deployment (what the body leaves out is kept, see
+    :class:`DeploymentIn`); replicas start at once."""
     gw = gateway_of(request)
-    check_options(body.engine, body.options)
-    dep = gw.store.put_deployment(
+    if body.engine == "upstream" and gw.store.find_deployment(body.model) is None:
+        try:
+            validate_name(body.model)  # a new served name keeps the rule of model names
+        except InvalidParameter as exc:
+            raise InvalidParameter(exc.message, param="model", hint=exc.hint) from None
+    given = {name for name, value in body.options.items() if value is not None}
+    dep = gw.store.deploy(
         body.model,
         engine=body.engine,
         device=body.device,
         replicas=body.replicas,
         options=body.options,
+        check=lambda engine, options: _check_deployment(engine, options, given),
     )
     await _refresh(gw)
     return dep.to_dict()
+
+
+def _check_deployment(engine: str, options: dict[str, Any], given: set[str]) -> None:
+    """The options to store (``given`` in the body, the others kept) are ``engine``'s."""
+    kept = sorted(set(options) - given - known_options(engine))
+    if kept:
+        raise InvalidParameter(
+            f"the deployment keeps option {kept[0]!r}, which the {engine} engine does not "
+            f'read: send "options": {{"{kept[0]}": null}} to remove it',
+            param="options",
+        )
+    check_options(engine, options)
+    try:
+        check_values(options)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc), param="options") from None
 
 
 @router.delete("/deployments/{model}")
