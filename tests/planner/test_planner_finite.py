@@ -90,3 +90,12 @@ def test_the_plan_api_answers_400(client: TestClient, path: str, body: str) -> N
     resp = client.post(path, content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("model", ["/etc/passwd", "../x/config.json", "~/m", "a\\b", "x.json"])
+def test_the_plan_api_reads_no_path_on_the_server(client: TestClient, model: str) -> None:
+    for path, body in (("/v1/plan/train", {"tokens": 1e12}), ("/v1/plan/serve", {})):
+        resp = client.post(path, json={"model": model, **body})
+        assert resp.status_code == 400, resp.text
+        error = resp.json()["error"]
+        assert error["param"] == "model" and "not a path on the server" in error["message"]

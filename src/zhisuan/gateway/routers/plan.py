@@ -1,6 +1,8 @@
 """``POST /v1/plan/train`` and ``POST /v1/plan/serve``: the compute planner over HTTP.
 
-Thin: parse the body, call :mod:`zhisuan.planner`, return ``result.to_json()``. Bad input
+Thin: parse the body, call :mod:`zhisuan.planner`, return ``result.to_json()``. A model is
+a catalog id: a path to a ``config.json`` on the server is refused here (any caller with a
+key could otherwise probe the server's files; ``zhisuan plan`` reads local paths). Bad input
 raises :mod:`zhisuan.errors` exceptions (``PlanError`` 400, ``NotFound`` 404 with suggestions),
 which the gateway maps to OpenAI error bodies. The catalog comes from the :func:`get_catalog`
 dependency; the app overrides it to merge ``$ZHISUAN_HOME/catalog/*.yaml``::
@@ -10,16 +12,29 @@ dependency; the app overrides it to merge ``$ZHISUAN_HOME/catalog/*.yaml``::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from zhisuan.catalog import Catalog, load_catalog
 from zhisuan.planner.serve import ServeRequest, plan_serve
 from zhisuan.planner.train import TrainRequest, plan_train
 
 router = APIRouter(prefix="/v1/plan", tags=["plan"])
+
+
+def _no_path(model: str) -> str:
+    """A catalog id, not a path (the catalog would read a file on the server)."""
+    if any(c in model for c in "/\\") or model.startswith(("~", ".")) or model.endswith(".json"):
+        raise ValueError(
+            "the planner API takes a catalog id (`zhisuan catalog models` lists them), not a "
+            "path on the server; `zhisuan plan` reads local files"
+        )
+    return model
+
+
+ModelId = Annotated[str, AfterValidator(_no_path)]
 
 
 def get_catalog() -> Catalog:
@@ -32,7 +47,7 @@ class TrainBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="catalog id or HF config.json path")
+    model: ModelId = Field(description="catalog id")
     tokens: float = Field(description="training tokens")
     device: str = "h100-sxm"
     count: int = 8
@@ -59,7 +74,7 @@ class ServeBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
+    model: ModelId = Field(description="catalog id")
     device: str = "h100-sxm"
     count: int | None = None
     precision: str = "bf16"
