@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from zhisuan.engines._turns import TENANT_HEADER
 from zhisuan.engines.base import Delta, Engine, Task
 from zhisuan.engines.worker import _format as fmt
-from zhisuan.engines.worker._collect import ClientGone, collect, until_disconnect
+from zhisuan.engines.worker._collect import ClientGone, collect, first_event, until_disconnect
 from zhisuan.engines.worker._errors import engine_failure, from_validation_error
 from zhisuan.engines.worker._format import USAGE_HEADER
 from zhisuan.engines.worker._passthrough import PassThrough, ReportsLoad
@@ -66,12 +66,6 @@ def _stat(stats: Any, name: str, default: float | None) -> Any:
     if isinstance(stats, dict):
         return stats.get(name, default)
     return getattr(stats, name, default)
-
-
-async def _first(iterator: AsyncIterator[_T]) -> _T:
-    """The first item of ``iterator`` (cancelling this cancels the iterator's step, which
-    then runs its cleanup: an engine sequence still queued leaves the queue)."""
-    return await anext(iterator)
 
 
 class Serving:
@@ -268,7 +262,7 @@ class Serving:
         deltas: AsyncIterator[Delta] | None = None
         try:
             deltas = engine.generate(prompt, params, job.request_id)  # may validate and raise
-            first = await until_disconnect(request, _first(deltas))
+            first = await first_event(request, deltas)
         except BaseException as exc:
             failed = isinstance(exc, Exception) and not isinstance(exc, ClientGone)
             record.end("failed" if failed else "cancelled")
@@ -299,7 +293,7 @@ class Serving:
         events: AsyncIterator[bytes] | None = None
         try:
             events = engine.forward_stream(path, body, include_usage=req.include_usage or always)
-            first = await until_disconnect(request, _first(events))
+            first = await first_event(request, events)
         except BaseException as exc:
             if events is not None:
                 await aclose(events)
