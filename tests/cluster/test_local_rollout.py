@@ -7,43 +7,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _fake_workers import alive, until
 
 from zhisuan.cluster.base import Replica, ReplicaSpec, ReplicaState
 from zhisuan.cluster.local import LocalBackend
 from zhisuan.settings import Settings
 
-FAKES = Path(__file__).resolve().parents[1] / "engines"  # _worker_fakes:load
+pytestmark = pytest.mark.usefixtures("fake_workers")
+
 SPEC = ReplicaSpec(model="fake", engine="_worker_fakes:load", device="cpu", model_path=None)
 SLOWER = replace(SPEC, options=(("fake", {"delay": 0.01}),))
 BROKEN = replace(SPEC, options=(("fail", True),))
 READY = ReplicaState.READY
-
-
-@pytest.fixture(autouse=True)
-def _fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(FAKES))
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _only(backend: LocalBackend) -> Replica:
@@ -52,7 +32,7 @@ def _only(backend: LocalBackend) -> Replica:
 
 
 async def _ready(backend: LocalBackend, count: int = 1) -> list[Replica]:
-    await _until(lambda: [r.state for r in backend.replicas()] == [READY] * count)
+    await until(lambda: [r.state for r in backend.replicas()] == [READY] * count)
     return backend.replicas()
 
 
@@ -64,7 +44,7 @@ def test_a_ready_replica_serves_until_its_successor_takes_over(tmp_path: Path) -
             [old] = await _ready(backend)
             assert old.pid is not None
             os.kill(old.pid, signal.SIGKILL)  # one crash: the replica's count is 1
-            await _until(lambda: old.state is READY and old.restarts == 1)
+            await until(lambda: old.state is READY and old.restarts == 1)
             old_pid = old.pid
             assert old_pid is not None
             old.outstanding = 1  # a request in flight on it, as the gateway counts them
@@ -72,16 +52,16 @@ def test_a_ready_replica_serves_until_its_successor_takes_over(tmp_path: Path) -
             assert _only(backend) is old and old.state is READY  # still serving
             replacing = old.snapshot()["replacing"]
             assert replacing is not None and replacing["state"] == "starting"
-            await _until(lambda: _only(backend) is not old)
+            await until(lambda: _only(backend) is not old)
             new = _only(backend)
             assert (new.state, new.spec, new.restarts) == (READY, SLOWER, 1)  # goes on
             assert new.pid not in (None, old_pid)
             assert old.snapshot()["replacing"] is None
             await asyncio.sleep(0.5)
-            assert _alive(old_pid)  # its request is not done yet
+            assert alive(old_pid)  # its request is not done yet
             old.outstanding = 0
-            await _until(lambda: old.state is ReplicaState.STOPPED)
-            assert not _alive(old_pid)
+            await until(lambda: old.state is ReplicaState.STOPPED)
+            assert not alive(old_pid)
         finally:
             await backend.stop()
 
@@ -96,7 +76,7 @@ def test_a_successor_that_cannot_start_leaves_the_old_worker_serving(tmp_path: P
             [old] = await _ready(backend)
             old_pid = old.pid
             await backend.apply([BROKEN])
-            await _until(lambda: old.successor is not None and old.successor.restarts >= 2)
+            await until(lambda: old.successor is not None and old.successor.restarts >= 2)
             replacing = old.snapshot()["replacing"]
             assert replacing is not None
             why = "error: cannot load model fake: RuntimeError: the weights are broken"
@@ -154,12 +134,12 @@ def test_a_replica_scaled_away_finishes_its_requests_first(tmp_path: Path) -> No
             await backend.apply([SPEC])  # --replicas 1
             assert _only(backend) is first  # no new request goes to the second
             await asyncio.sleep(0.5)
-            assert _alive(pid) and second.state is READY
+            assert alive(pid) and second.state is READY
             second.outstanding = 0
-            await _until(lambda: second.state is ReplicaState.STOPPED)
-            assert not _alive(pid)
+            await until(lambda: second.state is ReplicaState.STOPPED)
+            assert not alive(pid)
             await backend.apply([])  # undeployed, idle: it stops at once
-            await _until(lambda: first.state is ReplicaState.STOPPED, timeout=10)
+            await until(lambda: first.state is ReplicaState.STOPPED, timeout=10)
         finally:
             await backend.stop()
 
@@ -180,13 +160,13 @@ def test_a_gpu_replica_finishes_its_requests_before_its_successor_starts(tmp_pat
             await backend.apply([replace(SLOWER, device="cuda:0")])
             assert _only(backend) is old and old.state is ReplicaState.STOPPING  # no new one
             await asyncio.sleep(0.5)
-            assert _alive(pid) and old.successor is None  # nothing starts beside it
+            assert alive(pid) and old.successor is None  # nothing starts beside it
             old.outstanding = 0
             [new] = await _ready(backend)
-            assert new is not old and new.pid != pid and not _alive(pid)
+            assert new is not old and new.pid != pid and not alive(pid)
             new.outstanding = 1
             await backend.apply([gpu])  # another change, called off while it drains:
-            await _until(lambda: new.state is ReplicaState.STOPPING)
+            await until(lambda: new.state is ReplicaState.STOPPING)
             await backend.apply([replace(SLOWER, device="cuda:0")])
             assert _only(backend) is new and new.state is READY  # it serves on
         finally:
@@ -213,9 +193,9 @@ def test_a_worker_spawned_as_its_replica_is_stopped_does_not_run_on(
         backend = LocalBackend(Settings(home=tmp_path))
         try:
             await backend.apply([SPEC])
-            await _until(lambda: bool(spawned))
+            await until(lambda: bool(spawned))
             await backend.apply([])  # undeployed while its worker spawns
-            await _until(lambda: spawned[0].returncode is not None, timeout=10)
+            await until(lambda: spawned[0].returncode is not None, timeout=10)
         finally:
             await backend.stop()
 

@@ -8,40 +8,28 @@ import asyncio
 import logging
 import os
 import signal
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from _fake_workers import until
 
 from zhisuan.cluster import local
 from zhisuan.cluster.base import Replica, ReplicaSpec, ReplicaState
 from zhisuan.cluster.local import LocalBackend
 from zhisuan.settings import Settings
 
-FAKES = Path(__file__).resolve().parents[1] / "engines"  # _worker_fakes:load
+pytestmark = pytest.mark.usefixtures("fake_workers")
+
 SPEC = ReplicaSpec(model="fake", engine="_worker_fakes:load", device="cpu", model_path=None)
 READY = ReplicaState.READY
 
 
-@pytest.fixture(autouse=True)
-def _fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(FAKES))
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def _crash_when_ready(replica: Replica) -> None:
-    await _until(lambda: replica.state is READY and replica.pid is not None)
+    await until(lambda: replica.state is READY and replica.pid is not None)
     assert replica.pid is not None
     os.kill(replica.pid, signal.SIGKILL)
-    await _until(lambda: replica.state is ReplicaState.RESTARTING)
+    await until(lambda: replica.state is ReplicaState.RESTARTING)
 
 
 def test_a_slow_load_does_not_reset_the_restart_backoff(
@@ -77,18 +65,18 @@ def test_a_replica_stopping_for_its_successor_stays_out_of_routing_after_a_crash
         backend = LocalBackend(settings)
         try:
             await backend.apply([gpu])
-            await _until(lambda: [r.state for r in backend.replicas()] == [READY])
+            await until(lambda: [r.state for r in backend.replicas()] == [READY])
             [old] = backend.replicas()
             old.outstanding = 1  # a request in flight: it drains first
             await backend.apply([replace(gpu, options=(("fake", {"delay": 0.01}),))])
             assert old.state is ReplicaState.STOPPING and old.pid is not None
             first = old.pid
             os.kill(first, signal.SIGKILL)  # it crashes while it drains, and comes back
-            await _until(lambda: old.pid not in (None, first) and old.ready_since is not None)
+            await until(lambda: old.pid not in (None, first) and old.ready_since is not None)
             await asyncio.sleep(0.2)
             assert old.state is ReplicaState.STOPPING  # not routed to again
             old.outstanding = 0
-            await _until(lambda: [r.state for r in backend.replicas()] == [READY])
+            await until(lambda: [r.state for r in backend.replicas()] == [READY])
             assert backend.replicas()[0] is not old
         finally:
             await backend.stop()

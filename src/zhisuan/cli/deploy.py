@@ -212,22 +212,14 @@ def _cleared(names: list[str]) -> dict[str, Any]:
 def _check(engine: str, options: dict[str, Any], given: set[str]) -> None:
     """Options every reader of them can use: known names, and values the gateway reads.
     ``given`` are those this command sets; the others are kept from the deployment."""
-    from zhisuan.engines.options import check_options, check_values, known_options
+    from zhisuan.engines.options import check_deployment, known_options
     from zhisuan.errors import InvalidParameter
 
-    for name in sorted(set(options) - known_options(engine)):
-        if name in FLAGGED and name in given:
-            raise InvalidParameter(
-                f"{FLAGGED[name]} does not apply to the {engine} engine", param="option"
-            )
-        if name not in given:
-            raise InvalidParameter(
-                f"the deployment keeps option {name!r}, which the {engine} engine does not read",
-                param="option",
-                hint=f"remove it with --clear {name}",
-            )
-    check_options(engine, options)  # an unknown engine: the store says so
-    try:
-        check_values(options)
-    except ValueError as exc:
-        raise InvalidParameter(str(exc), param="option") from None
+    flagged = sorted(set(options) & given & set(FLAGGED) - known_options(engine))
+    if flagged:
+        raise InvalidParameter(
+            f"{FLAGGED[flagged[0]]} does not apply to the {engine} engine", param="option"
+        )
+    check_deployment(
+        engine, options, given, param="option", remove=lambda name: f"remove it with --clear {name}"
+    )

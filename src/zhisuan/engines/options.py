@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from zhisuan.cluster.base import GATEWAY_OPTIONS
@@ -93,6 +93,42 @@ def check_options(engine: str, names: Iterable[str]) -> None:
 METERED_OPTIONS = ("price_input_per_mtok", "price_output_per_mtok", "cost_per_hour", "power_w")
 BOOLEAN_OPTIONS = ("embed_group", "embedding", "normalize", "check", "stream_usage")
 """Options the engines read as true or false (a string such as ``"False"`` would be true)."""
+
+
+def check_deployment(
+    engine: str,
+    options: Mapping[str, Any],
+    given: set[str],
+    *,
+    param: str,
+    remove: Callable[[str], str],
+) -> None:
+    """The options a changed deployment on ``engine`` would store: those ``given`` by the
+    change and those kept from before, known names and values the gateway can use.
+
+    Args:
+        engine: the deployment's engine.
+        options: every option it would store.
+        given: the names the change itself sets (the others are kept).
+        param: where the options came from, for the error.
+        remove: how the caller removes a kept option, for the hint.
+
+    Raises:
+        InvalidParameter: a kept option the engine does not read, an unknown name, or a
+            value the gateway cannot use.
+    """
+    kept = sorted(set(options) - given - known_options(engine))
+    if kept:
+        raise InvalidParameter(
+            f"the deployment keeps option {kept[0]!r}, which the {engine} engine does not read",
+            param=param,
+            hint=remove(kept[0]),
+        )
+    check_options(engine, options)  # an unknown engine: the store says so
+    try:
+        check_values(options)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc), param=param) from None
 
 
 def check_values(options: Mapping[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from zhisuan.engines.options import check_options, check_values, known_options
+from zhisuan.engines.options import check_deployment, check_values
 from zhisuan.errors import InvalidParameter
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
@@ -212,18 +212,13 @@ async def put_deployment(request: Request, body: DeploymentIn) -> dict[str, Any]
 
 def _check_deployment(engine: str, options: dict[str, Any], given: set[str]) -> None:
     """The options to store (``given`` in the body, the others kept) are ``engine``'s."""
-    kept = sorted(set(options) - given - known_options(engine))
-    if kept:
-        raise InvalidParameter(
-            f"the deployment keeps option {kept[0]!r}, which the {engine} engine does not "
-            f'read: send "options": {{"{kept[0]}": null}} to remove it',
-            param="options",
-        )
-    check_options(engine, options)
-    try:
-        check_values(options)
-    except ValueError as exc:
-        raise InvalidParameter(str(exc), param="options") from None
+    check_deployment(
+        engine,
+        options,
+        given,
+        param="options",
+        remove=lambda name: f'send "options": {{"{name}": null}} to remove it',
+    )
 
 
 @router.delete("/deployments/{model}")

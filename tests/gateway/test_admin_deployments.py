@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _null_backend import NullBackend
 from fastapi.testclient import TestClient
 
-from zhisuan.cluster import Replica, ReplicaSpec
 from zhisuan.gateway import create_app
 from zhisuan.settings import Settings
 from zhisuan.store import Model, Store, open_store
@@ -20,22 +20,6 @@ from zhisuan.store import Model, Store, open_store
 ADMIN = "zs-admin-deployments-test-key-0123"
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 UPSTREAM = {"base_url": "http://10.0.0.5:8000/v1"}
-
-
-class _NoBackend:
-    """Keeps the desired replicas as specs; runs nothing."""
-
-    def __init__(self) -> None:
-        self.specs: list[ReplicaSpec] = []
-
-    async def apply(self, specs: list[ReplicaSpec]) -> None:
-        self.specs = list(specs)
-
-    def replicas(self, model: str | None = None) -> list[Replica]:
-        return []
-
-    async def stop(self) -> None:
-        return None
 
 
 def _model(name: str, fmt: str) -> Model:
@@ -51,7 +35,7 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
     with open_store(settings) as store:
         store.add_model(_model("hf", "hf"))
         store.add_model(_model("g", "gguf"))
-        with TestClient(create_app(settings, store=store, backend=_NoBackend())) as client:
+        with TestClient(create_app(settings, store=store, backend=NullBackend())) as client:
             yield client, store
 
 
