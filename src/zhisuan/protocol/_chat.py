@@ -47,8 +47,8 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_GenerationFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, strict=True)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, strict=True)] | None = None
 
     @field_validator("messages")
     @classmethod

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4
 SEED_MIN = -(2**63)
@@ -60,29 +61,36 @@ class Usage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 Stop = str | list[str] | None
 
 
 class _GenerationFields(BaseModel):
-    """Sampling fields common to chat and text completions."""
+    """Sampling fields common to chat and text completions.
+
+    Flags are ``StrictBool``, as OpenAI's are: a JSON ``true`` or ``false`` (or ``null`` where
+    the field is optional), never ``"yes"``, ``"true"`` or ``1``, which pydantic's lax mode
+    would take for a boolean. Numbers are strict too (``strict=True``): a JSON number, never
+    a string holding one; an integer field takes no fraction or boolean, a float field takes
+    an integer. ``stream_options`` comes only with ``stream: true``.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0, strict=True)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0, strict=True)] | None = None
+    n: Annotated[int, Field(ge=1, le=1, strict=True)] | None = None
+    stream: StrictBool | None = False
+    stream_options: StreamOptions | None = None  # after ``stream``: its check reads it
     stop: Stop = None
-    seed: Annotated[int, Field(ge=SEED_MIN, le=SEED_MAX)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    seed: Annotated[int, Field(ge=SEED_MIN, le=SEED_MAX, strict=True)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0, strict=True)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0, strict=True)] | None = None
     user: str | None = None
-    ignore_eos: bool = False
+    ignore_eos: StrictBool = False
     """An extension vLLM also accepts: generate exactly ``max_tokens`` (for load tests)."""
 
     @field_validator("stop")
@@ -101,6 +109,20 @@ class _GenerationFields(BaseModel):
             check_text(value, "stop")
         return value
 
+    @field_validator("stream_options")
+    @classmethod
+    def _only_with_stream(
+        cls, value: StreamOptions | None, info: ValidationInfo
+    ) -> StreamOptions | None:
+        # runs only when the field is sent; a ``stream`` that failed its own check is not
+        # in ``info.data``, and its error is the one reported
+        if value is not None and info.data.get("stream", True) is not True:
+            raise PydanticCustomError(
+                "stream_options_without_stream",
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled",
+            )
+        return value
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []
@@ -117,10 +139,15 @@ class SamplingParams:
 
     Attributes:
         max_tokens: completion budget in tokens (already clipped to the context).
-        temperature: 0 means greedy.
+        temperature: 0 means greedy, and so does any temperature below 1e-5
+            (``zhisuan.engines._greedy``).
         top_p: nucleus mass in (0, 1].
         seed: makes sampling repeatable for one request when set (a signed 64-bit
             integer; an engine with fewer bits maps it onto its own range).
+        presence_penalty: subtracted from the logit of every token the completion has
+            produced so far (OpenAI's definition; the prompt does not count), in [-2, 2].
+        frequency_penalty: subtracted from a token's logit once per time the completion
+            has produced it so far, in [-2, 2].
         stop: strings that end the completion; not included in the output.
         ignore_eos: generate through end-of-sequence until ``max_tokens`` (load tests).
         tenant: whose request it is: an engine's waiting requests take turns between
@@ -131,6 +158,8 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     tenant: str = ""

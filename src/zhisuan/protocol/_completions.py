@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from zhisuan.protocol._common import _GenerationFields, check_text
 
@@ -13,8 +13,8 @@ DEFAULT_MAX_TOKENS = 16
 
 class CompletionRequest(_GenerationFields):
     prompt: str | list[str]
-    max_tokens: Annotated[int, Field(ge=1)] | None = DEFAULT_MAX_TOKENS
-    echo: bool | None = False
+    max_tokens: Annotated[int, Field(ge=1, strict=True)] | None = DEFAULT_MAX_TOKENS
+    echo: StrictBool | None = False
 
     @field_validator("prompt")
     @classmethod

@@ -17,7 +17,7 @@ class EmbeddingRequest(BaseModel):
     model: Annotated[str, Field(min_length=1, max_length=256)]
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    dimensions: Annotated[int, Field(ge=1, strict=True)] | None = None
     user: str | None = None
 
     @field_validator("input")

@@ -14,6 +14,7 @@ from typing import Any
 
 from zhisuan.engines._turns import TurnLock
 from zhisuan.engines.base import Delta, Embeddings, EngineInfo, FinishReason
+from zhisuan.engines.llamacpp._sampling import TokenBudget, owed_text, sampler_options
 from zhisuan.errors import ContextLengthExceeded, EngineUnavailable, InvalidParameter
 from zhisuan.protocol import SamplingParams
 
@@ -57,6 +58,9 @@ class LlamaCppEngine:
         self.info = info
         self._normalize = normalize
         self._llm = llm
+        # presence and frequency penalties count every generated token, as OpenAI's do,
+        # not llama.cpp's last 64 (the window llama-cpp-python gives its sampler)
+        llm.last_n_tokens_size = int(llm.n_ctx())
         self._lock = TurnLock(fair)  # one sequence at a time: llama.cpp has one context
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhisuan-llamacpp")
         self._waiting = 0
@@ -219,38 +223,37 @@ class LlamaCppEngine:
         if cancel.is_set():  # the client left while queued
             emit(_END)
             return
-        sampled = 0
-
-        def count_and_check(_ids: Any, _logits: Any) -> bool:
-            nonlocal sampled
-            sampled += 1  # called once per sampled token, before it is detokenized
-            return cancel.is_set()
-
+        budget = TokenBudget(params.max_tokens, len(ids), cancel)
         seed = llama_seed(params.seed) if params.seed is not None else random.randrange(2**31)
         bias = dict.fromkeys(self._end_ids(), float("-inf")) if ignore_eos else None
+        sent: list[str] = []
         try:
             stream = self._llm.create_completion(
                 ids,
                 max_tokens=params.max_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=0,  # OpenAI semantics: temperature and top_p only
-                min_p=0.0,
-                repeat_penalty=1.0,
                 stop=params.stop or None,
                 seed=seed,
                 stream=True,
                 logit_bias=bias,
-                stopping_criteria=StoppingCriteriaList([count_and_check]),
+                stopping_criteria=StoppingCriteriaList([budget]),
+                **sampler_options(params),
             )
             try:
                 for chunk in stream:
-                    if cancel.is_set():
-                        break
+                    if cancel.is_set() or budget.over is not None:
+                        break  # past the budget: what follows is llama-cpp-python's flush
                     choice = chunk["choices"][0]
-                    emit((choice["text"], choice["finish_reason"], sampled))
+                    sent.append(choice["text"])
+                    emit((choice["text"], choice["finish_reason"], budget.sampled))
             finally:
                 stream.close()
+            if budget.over is not None and not cancel.is_set():
+                whole = self._llm.detokenize(budget.over, prev_tokens=ids)
+                text, stopped = owed_text(
+                    bytes(whole).decode("utf-8", "ignore"), "".join(sent), params.stop
+                )
+                # ``_deltas`` counts a "length" as max_tokens, a "stop" as one less than this
+                emit((text, "stop" if stopped else "length", params.max_tokens + 1))
         except Exception as exc:
             emit(exc)
             return

@@ -9,8 +9,8 @@ Every iteration the scheduler
    while it waits leaves the queue at once);
 3. appends their KV to the running batch (both sides left-padded to the common length);
 4. runs ONE decode forward over all active sequences and samples one token per row,
-   each with its own temperature / top-p / generator (a row whose logits give no
-   distribution fails its own request only);
+   each with its own temperature / top-p / generator / penalties (a row whose logits
+   give no distribution fails its own request only);
 5. detokenizes, checks EOS / stop strings / budget, and retires finished rows at once
    (``index_select`` on the batch dimension, then trims padding columns no row uses).
 
@@ -34,10 +34,11 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from zhisuan.engines._greedy import is_greedy
 from zhisuan.engines._turns import TurnQueue
 from zhisuan.engines.base import Delta, FinishReason
 from zhisuan.engines.transformers._detok import StopDetokenizer
-from zhisuan.engines.transformers._sampling import SamplingError, is_greedy, sample_row
+from zhisuan.engines.transformers._sampling import Penalties, SamplingError, sample_row
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Sequence:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Delta | BaseException]
     tenant: str = ""  # whose line it waits in (see ``TurnQueue``)
+    penalties: Penalties | None = None  # presence / frequency penalties, if any
     generated: list[int] = field(default_factory=list)
     pos: int = 0  # position id of the next token fed to the model
     cancelled: bool = False  # set by the consumer's thread; read by the scheduler
@@ -358,7 +360,7 @@ class Batcher:
 
 def _choose(logits: Any, seqs: list[Sequence]) -> list[int | None]:
     """One token per row of ``logits`` ``(B, vocab)``: one batched argmax for greedy rows
-    (a single device sync), the row's own sampler otherwise.
+    without penalties (a single device sync), the row's own (penalised) sampler otherwise.
 
     A row that cannot be sampled (:class:`SamplingError`) gets None, and its sequence is
     failed (``done``, the error posted); the other rows go on.
@@ -366,11 +368,14 @@ def _choose(logits: Any, seqs: list[Sequence]) -> list[int | None]:
     greedy: list[int] = logits.argmax(dim=-1).tolist()
     tokens: list[int | None] = []
     for row, seq in enumerate(seqs):
-        if is_greedy(seq.temperature):
+        if is_greedy(seq.temperature) and seq.penalties is None:
             tokens.append(greedy[row])
             continue
+        own = logits[row]  # (vocab,)
+        if seq.penalties is not None:
+            own = seq.penalties.apply(own, seq.generated)
         try:
-            tokens.append(sample_row(logits[row], seq.temperature, seq.top_p, seq.generator))
+            tokens.append(sample_row(own, seq.temperature, seq.top_p, seq.generator))
         except SamplingError as exc:
             logger.warning("request %s: %s; failing it", seq.request_id, exc)
             tokens.append(None)

@@ -15,7 +15,7 @@ from zhisuan.engines.transformers._batcher import Batcher, EngineStats, Sequence
 from zhisuan.engines.transformers._detok import StopDetokenizer
 from zhisuan.engines.transformers._embed import PoolingSpec
 from zhisuan.engines.transformers._embedder import Embedder
-from zhisuan.engines.transformers._sampling import make_generator
+from zhisuan.engines.transformers._sampling import Penalties, make_generator
 from zhisuan.errors import (
     ContextLengthExceeded,
     EngineUnavailable,
@@ -255,6 +255,7 @@ class TransformersEngine:
             loop=asyncio.get_running_loop(),
             queue=asyncio.Queue(),
             tenant=params.tenant,
+            penalties=Penalties.of(params.presence_penalty, params.frequency_penalty),
         )
         try:
             self._batcher.submit(seq)

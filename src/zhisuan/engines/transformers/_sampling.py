@@ -1,8 +1,8 @@
-"""Next-token selection: greedy, or temperature + top-p with a per-request generator.
+"""Next-token selection: greedy, or temperature + top-p with a per-request generator,
+after the request's presence and frequency penalties (if any).
 
-A temperature below :data:`GREEDY_BELOW` is greedy: dividing the logits by one that small
-overflows them to ``inf`` (a temperature under about 1e-37 gives no distribution at all),
-and at 1e-5 sampling already picks the most likely token but for ties.
+A temperature below :data:`~zhisuan.engines._greedy.GREEDY_BELOW` is greedy (see
+:mod:`zhisuan.engines._greedy`, which the llama.cpp engine shares).
 """
 
 from __future__ import annotations
@@ -11,17 +11,67 @@ from typing import Any
 
 import torch
 
-GREEDY_BELOW = 1e-5
-"""Temperatures below this (0 included) choose the most likely token (argmax)."""
+from zhisuan.engines._greedy import is_greedy
 
 
 class SamplingError(ValueError):
     """One row's logits give no distribution to sample from (``inf`` or ``NaN``)."""
 
 
-def is_greedy(temperature: float) -> bool:
-    """Whether ``temperature`` means argmax rather than sampling (below :data:`GREEDY_BELOW`)."""
-    return temperature < GREEDY_BELOW
+def penalize(logits: Any, counts: Any, presence: float, frequency: float) -> Any:
+    """``logits`` with OpenAI's presence and frequency penalties applied.
+
+    ``logit[j] - counts[j] * frequency - (counts[j] > 0) * presence``: a token the
+    completion has produced loses ``presence`` once and ``frequency`` per time.
+
+    Args:
+        logits: ``(vocab,)`` logits of the last position.
+        counts: ``(vocab,)`` times each token has been generated for this request so far
+            (the prompt does not count), on the same device.
+        presence: the request's ``presence_penalty``.
+        frequency: the request's ``frequency_penalty``.
+
+    Returns:
+        New ``(vocab,)`` float32 logits.
+    """
+    counts = counts.float()
+    return logits.float() - counts * frequency - (counts > 0).float() * presence
+
+
+class Penalties:
+    """One request's presence and frequency penalties and its counts of generated tokens.
+
+    The counts stay on the logits' device, a ``(vocab,)`` float32 tensor that each step
+    adds the tokens generated since the last one to, so a step never recounts the whole
+    completion.
+
+    Args:
+        presence: the request's ``presence_penalty``.
+        frequency: the request's ``frequency_penalty``.
+    """
+
+    def __init__(self, presence: float, frequency: float) -> None:
+        self.presence = presence
+        self.frequency = frequency
+        self._counts: Any = None  # (vocab,) float32, made at the first call
+        self._counted = 0  # generated tokens already in ``_counts``
+
+    @classmethod
+    def of(cls, presence: float, frequency: float) -> Penalties | None:
+        """The penalties, or None when both are 0 (such a request keeps the fast path)."""
+        return None if presence == 0 and frequency == 0 else cls(presence, frequency)
+
+    def apply(self, logits: Any, generated: list[int]) -> Any:
+        """``logits`` ``(vocab,)`` penalised for ``generated`` (every token generated so far,
+        in order; each call must extend the last call's list)."""
+        if self._counts is None:
+            self._counts = logits.new_zeros(logits.shape[-1], dtype=torch.float32)
+        new = generated[self._counted :]
+        if new:
+            ids = torch.tensor(new, dtype=torch.long).to(logits.device)
+            self._counts.index_add_(0, ids, self._counts.new_ones(len(new)))
+            self._counted = len(generated)
+        return penalize(logits, self._counts, self.presence, self.frequency)
 
 
 def make_generator(seed: int | None, device: Any) -> Any:
@@ -49,8 +99,8 @@ def sample_row(logits: Any, temperature: float, top_p: float, generator: Any) ->
 
     Args:
         logits: ``(vocab,)`` float logits of the last position.
-        temperature: below :data:`GREEDY_BELOW` (0 included) means greedy (argmax);
-            otherwise logits are divided by it.
+        temperature: below :data:`~zhisuan.engines._greedy.GREEDY_BELOW` (0 included)
+            means greedy (argmax); otherwise logits are divided by it.
         top_p: nucleus mass in (0, 1]; the smallest set of tokens whose probability
             reaches ``top_p`` is kept (always at least the most likely token).
         generator: a seeded ``torch.Generator`` or ``None`` for the global one.

@@ -237,6 +237,8 @@ class Serving:
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
             seed=req.seed,
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
             stop=req.stop_list(),
             ignore_eos=req.ignore_eos,
             tenant=request.headers.get(TENANT_HEADER, ""),

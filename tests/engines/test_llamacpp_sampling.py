@@ -1,0 +1,278 @@
+"""The llama.cpp engine's sampling: OpenAI's penalties, greedy tiny temperatures, and a
+budget that a character split across tokens cannot overrun.
+
+The penalty and temperature tests use the demo GGUF ``zhisuan-tiny-chat``, asked to count
+to ten (greedy, it answers ``1, 2, 2, 4, 4, ...``), against greedy decoding written out
+over a second ``Llama`` that keeps every position's logits. The budget test uses a tiny
+random Llama exported to GGUF: its random byte-level tokens split multi-byte characters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zhisuan.demo import tiny_chat_gguf
+from zhisuan.engines.llamacpp import LlamaCppEngine, load
+from zhisuan.engines.llamacpp._sampling import TokenBudget, owed_text, sampler_options
+from zhisuan.protocol import SamplingParams
+
+COUNT = [{"role": "user", "content": "Count from 1 to 10."}]
+OPTIONS = {"n_ctx": 512, "n_threads": 2}
+
+
+# -- what is asked of llama-cpp-python ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("temperature", "passed"), [(0.0, 0.0), (1e-40, 0.0), (9.9e-6, 0.0), (1e-5, 1e-5), (0.7, 0.7)]
+)
+def test_a_temperature_below_the_greedy_threshold_is_passed_as_0(
+    temperature: float, passed: float
+) -> None:
+    options = sampler_options(SamplingParams(max_tokens=1, temperature=temperature))
+    assert options["temperature"] == passed
+
+
+def test_the_sampler_has_openai_semantics() -> None:
+    params = SamplingParams(max_tokens=1, top_p=0.9, presence_penalty=0.5, frequency_penalty=-1.0)
+    assert sampler_options(params) == {
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "top_k": 0,
+        "min_p": 0.0,
+        "repeat_penalty": 1.0,  # llama.cpp's default is 1.1
+        "presence_penalty": 0.5,
+        "frequency_penalty": -1.0,
+    }
+
+
+def test_the_budget_stops_at_the_first_token_past_it() -> None:
+    cancel = threading.Event()
+    budget = TokenBudget(max_tokens=2, prompt_tokens=3, cancel=cancel)
+    # called per sampled token with the prompt and the tokens before it
+    assert not budget([1, 2, 3], None)
+    assert not budget([1, 2, 3, 10], None)
+    assert not budget([1, 2, 3, 10], None)  # llama-cpp-python's last call, at max_tokens
+    assert budget.over is None and budget.sampled == 3
+    over = TokenBudget(max_tokens=2, prompt_tokens=3, cancel=cancel)
+    assert not over([1, 2, 3], None)
+    assert not over([1, 2, 3, 10], None)
+    assert over([1, 2, 3, 10, 11], None)  # a third token: llama.cpp skipped its own check
+    assert over.over == [10, 11] and over.sampled == 3
+    assert over([1, 2, 3, 10, 11], None) and over.sampled == 3
+    cancel.set()
+    assert TokenBudget(max_tokens=2, prompt_tokens=3, cancel=cancel)([1, 2, 3], None)
+
+
+def test_the_owed_text_is_cut_at_a_stop_string() -> None:
+    assert owed_text("ab你好", "ab", []) == ("你好", False)
+    assert owed_text("ab你.好", "ab", ["."]) == ("你", True)
+    assert owed_text("a.b你", "a.b", ["."]) == ("你", False)  # a stop sent already is no stop
+    assert owed_text("ab", "xy", ["."]) == ("", False)
+
+
+# -- penalties and temperatures on the demo model -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_gguf() -> Path:
+    pytest.importorskip("llama_cpp")
+    path = tiny_chat_gguf()
+    if not path.is_file():
+        pytest.skip("the demo GGUF zhisuan-tiny-chat is not built")
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(demo_gguf: Path) -> Iterator[LlamaCppEngine]:
+    engine = load(demo_gguf, model_name="tiny", device="cpu", options=OPTIONS)
+    yield engine
+    asyncio.run(engine.close())
+
+
+@pytest.fixture(scope="module")
+def logits_llama(demo_gguf: Path) -> Any:
+    from llama_cpp import Llama
+
+    return Llama(str(demo_gguf), logits_all=True, verbose=False, **OPTIONS)
+
+
+def text_of(engine: LlamaCppEngine, params: SamplingParams, *, ignore_eos: bool = False) -> str:
+    async def run() -> str:
+        prompt = engine.render_chat(COUNT)
+        deltas = engine.generate(prompt, params, "t", ignore_eos=ignore_eos)
+        return "".join([d.text async for d in deltas])
+
+    return asyncio.run(run())
+
+
+def reference(
+    engine: LlamaCppEngine,
+    llm: Any,
+    n: int,
+    presence: float,
+    frequency: float,
+    *,
+    ignore_eos: bool = False,
+) -> str:
+    """Greedy decoding written out: the penalties on each position's logits, counting the
+    tokens generated so far (not the prompt's), the end tokens barred for ``ignore_eos``."""
+    import numpy as np
+
+    prompt = llm.tokenize(engine.render_chat(COUNT).encode(), add_bos=False, special=True)
+    ends = engine._end_ids()
+    llm.reset()
+    llm.eval(prompt)
+    counts: collections.Counter[int] = collections.Counter()
+    generated: list[int] = []
+    for _ in range(n):
+        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        for token, count in counts.items():
+            logits[token] -= count * frequency + presence
+        if ignore_eos:
+            logits[ends] = -np.inf
+        token = int(np.argmax(logits))
+        if token in ends:
+            break
+        generated.append(token)
+        counts[token] += 1
+        llm.eval([token])
+    return bytes(llm.detokenize(generated, prev_tokens=prompt)).decode("utf-8", "ignore")
+
+
+def greedy(max_tokens: int = 40, **kw: Any) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, **kw)
+
+
+@pytest.mark.llamacpp
+def test_a_frequency_penalty_changes_a_greedy_answer_that_repeats(engine: LlamaCppEngine) -> None:
+    plain = text_of(engine, greedy())
+    tokens = engine._llm.tokenize(plain.encode(), add_bos=False)
+    assert len(set(tokens)) < len(tokens), f"the unpenalised answer repeats no token: {plain!r}"
+    assert text_of(engine, greedy(frequency_penalty=2.0)) != plain
+    assert text_of(engine, greedy(presence_penalty=2.0)) != plain
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize(
+    ("presence", "frequency"), [(0.0, 0.0), (0.0, 2.0), (0.7, 0.0), (0.2, 0.2), (-1.0, -0.5)]
+)
+def test_greedy_decoding_matches_the_definition(
+    engine: LlamaCppEngine, logits_llama: Any, presence: float, frequency: float
+) -> None:
+    """(0, 0): no penalty at all, llama.cpp's default repeat penalty included."""
+    params = greedy(presence_penalty=presence, frequency_penalty=frequency)
+    expected = reference(engine, logits_llama, 40, presence, frequency)
+    assert text_of(engine, params) == expected
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize(("presence", "frequency"), [(0.0, 0.0), (0.0, 0.3), (0.3, 0.0)])
+def test_penalties_count_every_generated_token(
+    engine: LlamaCppEngine, logits_llama: Any, presence: float, frequency: float
+) -> None:
+    """200 tokens: llama.cpp's penalties look back 64 tokens unless told otherwise."""
+    params = greedy(200, presence_penalty=presence, frequency_penalty=frequency)
+    expected = reference(engine, logits_llama, 200, presence, frequency, ignore_eos=True)
+    assert text_of(engine, params, ignore_eos=True) == expected
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("temperature", [1e-40, 1e-38, 1e-6])
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_a_tiny_temperature_is_greedy(
+    engine: LlamaCppEngine, temperature: float, top_p: float
+) -> None:
+    plain = text_of(engine, greedy(24))
+    params = SamplingParams(max_tokens=24, temperature=temperature, top_p=top_p, seed=3)
+    assert text_of(engine, params) == plain
+
+
+# -- the budget -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def random_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("torch")
+    from tiny_hf_models import build_tiny_llama
+
+    from zhisuan.demo._gguf_export import export_llama_to_gguf
+
+    base = tmp_path_factory.mktemp("random-gguf")
+    out = base / "tiny.gguf"
+    export_llama_to_gguf(build_tiny_llama(base / "hf", context=256), out)
+    return out
+
+
+@pytest.mark.llamacpp
+def test_a_split_character_does_not_take_a_completion_past_max_tokens(random_gguf: Path) -> None:
+    """llama-cpp-python skips its max_tokens check for a token that leaves a character
+    unfinished (and for more tokens than the character needs when one token brings several
+    of its bytes): at such a budget it samples, and shows, tokens past ``max_tokens``. The
+    engine keeps to the budget and gives the text of exactly ``max_tokens`` tokens."""
+    from llama_cpp import StoppingCriteriaList
+
+    prompt = "The quick brown fox"
+    engine = load(random_gguf, model_name="r", device="cpu", options={"n_ctx": 256})
+    llm = engine._llm
+    ids = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    options: dict[str, Any] = {"temperature": 0.0, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+
+    def library(m: int) -> tuple[str, int]:
+        """llama-cpp-python's own text for ``max_tokens=m`` and the tokens it sampled."""
+        calls = 0
+
+        def count(_ids: Any, _logits: Any) -> bool:
+            nonlocal calls
+            calls += 1
+            return False
+
+        stream = llm.create_completion(
+            ids,
+            max_tokens=m,
+            stream=True,
+            stopping_criteria=StoppingCriteriaList([count]),
+            **options,
+        )
+        text = "".join(chunk["choices"][0]["text"] for chunk in stream)
+        return text, calls - 1  # its last call comes after its loop
+
+    library(1)  # later calls find the prompt cached: every run below takes the same path
+    ends = engine._end_ids()
+    tokens: list[int] = []
+    generation = llm.generate(ids, temp=0.0, top_k=0, min_p=0.0, repeat_penalty=1.0)
+    for token in generation:
+        if token in ends or len(tokens) == 40:
+            break
+        tokens.append(token)
+    generation.close()
+
+    async def ours(m: int) -> tuple[str, int, str | None]:
+        params = SamplingParams(max_tokens=m, temperature=0.0)
+        deltas = [d async for d in engine.generate(prompt, params, f"m{m}")]
+        last = deltas[-1]
+        return "".join(d.text for d in deltas), last.completion_tokens, last.finish_reason
+
+    overran: list[int] = []
+    try:
+        for m in range(1, len(tokens) - 4):
+            text, sampled = library(m)
+            got = asyncio.run(ours(m))
+            if sampled == m:  # the library kept to the budget: the engine answers as it does
+                assert got == (text, m, "length"), m
+                continue
+            overran.append(m)
+            whole = bytes(llm.detokenize(tokens[:m], prev_tokens=ids)).decode("utf-8", "ignore")
+            assert got == (whole, m, "length"), (m, text)
+    finally:
+        asyncio.run(engine.close())
+    if not overran:
+        pytest.skip("llama-cpp-python kept to max_tokens for every budget with these tokens")
