@@ -134,7 +134,7 @@ def test_a_replica_scaled_away_finishes_its_requests_first(tmp_path: Path) -> No
             await backend.apply([SPEC])  # --replicas 1
             assert _only(backend) is first  # no new request goes to the second
             await asyncio.sleep(0.5)
-            assert alive(pid) and second.state is READY
+            assert alive(pid) and second.state is ReplicaState.DRAINING  # listed so
             second.outstanding = 0
             await until(lambda: second.state is ReplicaState.STOPPED)
             assert not alive(pid)

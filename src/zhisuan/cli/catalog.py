@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from zhisuan.cli._common import console, user_errors
-from zhisuan.errors import InvalidParameter, ZhisuanError
+from zhisuan.errors import InvalidParameter, NotFound, ZhisuanError
 
 if TYPE_CHECKING:
-    from zhisuan.catalog import Catalog
+    from zhisuan.catalog import Catalog, ModelArch
+    from zhisuan.store import Model
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def catalog(extra: list[Path] | None = None) -> Catalog:
     return load_catalog(home=zhisuan_home(), extra_paths=list(extra or []))
 
 
-def store_resolver(name: str) -> Path | None:
-    """Resolve a model-store name to its directory (only consulted on a catalog miss)."""
+def stored_model(name: str) -> Model | None:
+    """The model-store model called ``name``, or None (also without a store to look in)."""
     home = zhisuan_home()
     url = os.environ.get("ZHISUAN_DATABASE_URL", "")
     if not url and not (home / "zhisuan.db").exists():
@@ -60,11 +61,38 @@ def store_resolver(name: str) -> Path | None:
         from zhisuan.store import open_store
 
         with open_store(Settings()) as store:
-            found = store.find_model(name)
+            return store.find_model(name)
     except (ImportError, ZhisuanError) as exc:
         log.debug("model store lookup for %s failed: %s", name, exc)
         return None
-    return Path(found.path) if found is not None else None
+
+
+def plan_model(name: str, cat: Catalog) -> ModelArch:
+    """The architecture ``--model NAME`` names: a catalog id or alias, an HF ``config.json``
+    or model directory, a GGUF file, or a model in the model store (an HF directory or a GGUF
+    file; consulted on a catalog miss). A GGUF file's shape is read from its metadata
+    (:mod:`zhisuan.cli._gguf_arch`).
+
+    Raises:
+        NotFound: none of these; ``suggestions`` holds the closest catalog ids.
+        InvalidParameter: a file the planner cannot read the shape from.
+        ImportRefused: a damaged GGUF file.
+    """
+    from zhisuan.catalog import model_from_hf_config
+    from zhisuan.cli._gguf_arch import is_gguf, model_from_gguf
+
+    path = Path(name).expanduser()
+    if is_gguf(path):
+        return model_from_gguf(path, name=path.stem)
+    try:
+        return cat.model(name)
+    except NotFound:
+        found = stored_model(name)
+        if found is None:
+            raise
+    if found.format == "gguf":
+        return model_from_gguf(Path(found.path), name=name)
+    return model_from_hf_config(Path(found.path), name=name)
 
 
 def parse_amount(text: str, name: str) -> float:
@@ -203,7 +231,9 @@ def models(
 
 @app.command("show")
 def show(
-    name: str = typer.Argument(..., help="Device or model id, alias, or a config.json path."),
+    name: str = typer.Argument(
+        ..., help="Device or model id, alias, config.json or GGUF path, or model-store name."
+    ),
     extra: list[Path] | None = CatalogOpt,
 ) -> None:
     """Show one catalog entry (device or model) with its source and confidence, as JSON."""
@@ -212,4 +242,4 @@ def show(
         try:
             _dump(cat.accelerator(name).to_dict())
         except ZhisuanError:
-            _dump(cat.model(name, store_resolver).to_dict())
+            _dump(plan_model(name, cat).to_dict())

@@ -40,9 +40,7 @@ def deploy(
     model: str = typer.Argument(
         ..., help="Model name (imported, or any name for --engine upstream)."
     ),
-    replicas: int | None = typer.Option(
-        None, min=1, help="Worker processes to run \\[default: 1]."
-    ),
+    replicas: int | None = typer.Option(None, help="Worker processes to run \\[default: 1]."),
     engine: str | None = typer.Option(
         None, help="transformers | llamacpp | upstream \\[default: by model format]."
     ),
@@ -97,7 +95,7 @@ def deploy(
     """Deploy MODEL, or change its deployment (persisted; a running gateway picks it up at
     once). A deployed model keeps every setting the command does not give."""
     from zhisuan.modelstore import validate_name
-    from zhisuan.store import open_store
+    from zhisuan.store import check_replicas, open_store
 
     settings = Settings()
     from zhisuan.engines._turns import QUEUE_ORDERS
@@ -107,6 +105,8 @@ def deploy(
     with user_errors():
         if device is not None:
             _check_device(device)
+        if replicas is not None:
+            check_replicas(replicas, model, name="--replicas")
         options = {**_cleared(clear), **_given(option)}
         flagged = {
             "base_url": upstream_url,

@@ -13,15 +13,18 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from zhisuan.cli._common import console, fail, user_errors
-from zhisuan.cli.catalog import CatalogOpt, catalog, human, parse_amount, pct, store_resolver
+from zhisuan.cli.catalog import CatalogOpt, catalog, human, parse_amount, pct, plan_model
 
 if TYPE_CHECKING:
+    from zhisuan.catalog import ModelArch
     from zhisuan.planner.serve import ServeResult
     from zhisuan.planner.train import TrainRequest, TrainResult
 
 app = typer.Typer(no_args_is_help=True, help="Plan training and serving: time, memory, money.")
 
-ModelOpt = typer.Option(..., "--model", help="Catalog id, HF config.json path, or store name.")
+ModelOpt = typer.Option(
+    ..., "--model", help="Catalog id, HF config.json or GGUF path, or model-store name."
+)
 DeviceOpt = typer.Option("h100-sxm", "--device", help="Accelerator id (see `catalog devices`).")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 PueOpt = typer.Option(1.2, "--pue", help="Data-centre PUE.")
@@ -35,7 +38,7 @@ def _dump(data: Any) -> None:
 
 
 def _train_request(
-    model: str,
+    model: ModelArch,
     tokens: str,
     device: str,
     count: int,
@@ -85,14 +88,15 @@ def train(
     with user_errors():
         from zhisuan.planner.train import plan_train
 
+        cat = catalog(extra)
         req = _train_request(
-            model, tokens, device, count, mfu=mfu, efficiency=efficiency, pue=pue, power=power,
-            avg_power_w=avg_power_w, grid_kg_per_kwh=grid_kg_per_kwh,
+            plan_model(model, cat), tokens, device, count, mfu=mfu, efficiency=efficiency,
+            pue=pue, power=power, avg_power_w=avg_power_w, grid_kg_per_kwh=grid_kg_per_kwh,
             price_per_hour=price_per_hour, currency=currency, cost_mode=cost_mode,
             precision=precision, seq_len=seq_len, batch_tokens=batch_tokens, tp=tp, pp=pp,
             zero=zero, recompute=recompute,
         )  # fmt: skip
-        res = plan_train(req, catalog=catalog(extra), resolver=store_resolver)
+        res = plan_train(req, catalog=cat)
     if as_json:
         _dump(res.to_json())
         return
@@ -173,13 +177,14 @@ def serve(
     with user_errors():
         from zhisuan.planner.serve import ServeRequest, plan_serve
 
+        cat = catalog(extra)
         req = ServeRequest(
-            model=model, device=device, count=count, precision=precision,
+            model=plan_model(model, cat), device=device, count=count, precision=precision,
             kv_precision=kv_precision, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
             concurrency=concurrency, rate=rate, ttft_ms=ttft_ms, tpot_ms=tpot_ms, slo=slo,
             pue=pue, power=power, price_per_hour=price_per_hour, currency=currency,
         )  # fmt: skip
-        res = plan_serve(req, catalog=catalog(extra), resolver=store_resolver)
+        res = plan_serve(req, catalog=cat)
     if as_json:
         _dump(res.to_json())
         return
@@ -249,27 +254,28 @@ def compare(
         fail("give at least one --device", "e.g. --device h100-sxm,a100-80gb")
     with user_errors():
         cat = catalog(extra)
+        arch = plan_model(model, cat)
         out: list[dict[str, Any]] = []
         if tokens is not None:
             from zhisuan.planner.train import plan_train
 
             for name in names:
                 req = _train_request(
-                    model, tokens, name, count or 8, pue=pue, power=power, currency=currency,
+                    arch, tokens, name, count or 8, pue=pue, power=power, currency=currency,
                     precision=precision, batch_tokens=None, scaling=False,
                 )  # fmt: skip
-                out.append(plan_train(req, catalog=cat, resolver=store_resolver).to_json())
+                out.append(plan_train(req, catalog=cat).to_json())
         else:
             from zhisuan.planner.serve import ServeRequest, plan_serve
 
             for name in names:
                 sreq = ServeRequest(
-                    model=model, device=name, count=count, precision=precision,
+                    model=arch, device=name, count=count, precision=precision,
                     prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                     concurrency=concurrency, rate=rate, ttft_ms=ttft_ms, tpot_ms=tpot_ms,
                     pue=pue, power=power, currency=currency,
                 )  # fmt: skip
-                out.append(plan_serve(sreq, catalog=cat, resolver=store_resolver).to_json())
+                out.append(plan_serve(sreq, catalog=cat).to_json())
     if as_json:
         _dump(out)
         return

@@ -158,7 +158,8 @@ def ps(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     url: str | None = typer.Option(None, help="Gateway URL \\[default: from settings]."),
 ) -> None:
-    """List replicas: model, state, pid, device, cores, endpoint, uptime, restarts."""
+    """List replicas: model, state, pid, device, cores, endpoint, uptime, restarts (an old
+    worker still finishing its requests after a change or an undeploy is ``draining``)."""
     settings = Settings()
     rows = _replicas(settings, url)
     if as_json:
@@ -171,11 +172,13 @@ def ps(
     table = Table(
         "model", "#", "engine", "state", "pid", "device", "cores", "endpoint", "uptime", "restarts"
     )
-    replacing = []
+    replacing, draining = [], []
     for r in rows:
         successor = r.get("replacing")
         if successor:
             replacing.append((r, successor))
+        if r["state"] == "draining":
+            draining.append(r)
         table.add_row(
             r["model"],
             str(r.get("replica", 0)),
@@ -195,6 +198,13 @@ def ps(
             f"{r['model']} #{r.get('replica', 0)}: pid {r['pid']} serves until a worker with "
             f"the new settings is ready; that one is {successor['state']} "
             f"(restarts {successor['restarts']}){why}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for r in draining:  # out of routing: a successor serves, or the model is undeployed
+        console.print(
+            f"{r['model']} #{r.get('replica', 0)}: pid {r['pid'] or '-'} takes no new request "
+            f"and stops once its {r.get('outstanding', 0)} request(s) in flight are done",
             highlight=False,
             soft_wrap=True,
         )

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from zhisuan.cluster.base import Backend, Replica, ReplicaSpec, ReplicaState
+from zhisuan.cluster.base import Backend, Drains, Replica, ReplicaSpec, ReplicaState, listing
 
-__all__ = ["Backend", "Replica", "ReplicaSpec", "ReplicaState"]
+__all__ = ["Backend", "Drains", "Replica", "ReplicaSpec", "ReplicaState", "listing"]

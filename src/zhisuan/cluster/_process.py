@@ -1,5 +1,5 @@
 """The worker process of a local replica: its command line, its socket, its environment,
-its end.
+its log, its end.
 
 A worker is ``python -m zhisuan.engines.worker`` on a listening socket the backend binds and
 hands over; between fork and exec it asks to die with the gateway (``PR_SET_PDEATHSIG``) and
@@ -99,6 +99,27 @@ def worker_env(cores: frozenset[int] | None = None) -> dict[str, str]:
 
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
 """What the worker's logging puts before a message (its time, level and logger)."""
+
+
+def log_path(logs_dir: Path, spec: ReplicaSpec, *, successor: bool = False) -> Path:
+    """Where a worker of replica ``spec`` writes its output: ``<model>-<index>.log``, or
+    ``<model>-<index>.next.log`` for a successor starting beside the replica's worker (it
+    takes the first name once it takes over: :func:`hand_over_log`)."""
+    name = f"{spec.model.replace('/', '_')}-{spec.index}"
+    return logs_dir / (f"{name}.next.log" if successor else f"{name}.log")
+
+
+def hand_over_log(logs_dir: Path, spec: ReplicaSpec, *, successor: bool) -> None:
+    """The replica's worker left routing: its log is renamed ``<model>-<index>.prev.log``
+    (it writes on there while it drains, replacing the one before), and with ``successor``
+    the successor's log takes the replica's name. So the replica's serving worker always
+    writes ``<model>-<index>.log``, and never shares its file with another."""
+    current = log_path(logs_dir, spec)
+    with contextlib.suppress(FileNotFoundError):
+        current.replace(current.with_name(current.name.removesuffix(".log") + ".prev.log"))
+    if successor:
+        with contextlib.suppress(FileNotFoundError):
+            log_path(logs_dir, spec, successor=True).replace(current)
 
 
 def last_line(path: Path) -> str | None:

@@ -7,7 +7,10 @@ with :meth:`Backend.replicas`. A backend restarts a worker that dies, with backo
 marks it ``restarting`` meanwhile so routing skips it. A spec that changes only in what
 the gateway reads (a price, say: :meth:`ReplicaSpec.runs_as`) is taken by the running
 replica, with no restart; another change is rolled out replica by replica, a successor
-(shown under ``replacing``) taking over from each.
+(shown under ``replacing``) taking over from each. A worker taken out of routing (replaced,
+undeployed or scaled away) finishes its requests before it stops; a backend that
+:class:`Drains` lists it meanwhile, ``draining``, apart from :meth:`Backend.replicas`
+(:func:`listing` shows both).
 
 Backends: ``local`` (worker processes on this machine, the default).
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class ReplicaState(StrEnum):
@@ -25,6 +28,7 @@ class ReplicaState(StrEnum):
     READY = "ready"
     RESTARTING = "restarting"
     STOPPING = "stopping"  # takes no new request; finishes those it runs, then stops
+    DRAINING = "draining"  # likewise, out of the replicas: replaced, undeployed or scaled away
     FAILED = "failed"
     STOPPED = "stopped"
 
@@ -134,3 +138,25 @@ class Backend(Protocol):
     async def stop(self) -> None:
         """Stop every replica and wait for the processes to exit."""
         ...
+
+
+@runtime_checkable
+class Drains(Protocol):
+    """Optional for a :class:`Backend`: it lists the workers it took out of routing."""
+
+    def draining(self) -> list[Replica]:
+        """Workers taken out of routing (replaced by a successor, undeployed or scaled away)
+        that finish the requests they run before they stop, state ``draining``. They are
+        never in :meth:`Backend.replicas`, which routing, ``/health`` and the metrics read."""
+        ...
+
+
+def listing(backend: Backend) -> list[Replica]:
+    """What ``zhisuan ps`` and ``GET /admin/replicas`` show: every replica, each followed by
+    the workers of it still draining (where the backend :class:`Drains`), then those of
+    replicas no longer wanted."""
+    live = backend.replicas()
+    if not isinstance(backend, Drains):
+        return live
+    order = {r.spec.key: i for i, r in enumerate(live)}
+    return sorted([*live, *backend.draining()], key=lambda r: order.get(r.spec.key, len(live)))

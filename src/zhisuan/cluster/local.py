@@ -20,7 +20,11 @@ while another replica of its deployment is ready (or it is the only one). Replic
 serving anyway are replaced first, and stopped at once. The next replica waits until the
 one before is ready. A change undone or changed again calls the rollout off wherever it
 is. A replica undeployed (or scaled away) leaves routing at once and stops once its
-requests are done. Reconciles run one at a time, each from the latest specs.
+requests are done. A worker out of routing is listed ``draining`` meanwhile
+(:mod:`zhisuan.cluster._drain`), and not restarted if it dies. The replica's serving worker
+writes ``<logs>/<model>-<index>.log``; a successor writes ``….next.log`` until it takes over,
+and the old worker ``….prev.log`` from then on (:func:`~zhisuan.cluster._process.log_path`).
+Reconciles run one at a time, each from the latest specs.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ from pathlib import Path
 import httpx
 
 from zhisuan.cluster import cores as cpu
+from zhisuan.cluster._drain import POLL_S, Draining, cancel, drained, retired
 from zhisuan.cluster._process import (
     child_setup,
     end,
     ending,
+    hand_over_log,
     last_line,
     listener,
+    log_path,
     worker_command,
     worker_env,
 )
@@ -51,7 +58,7 @@ __all__ = ["STABLE_S", "LocalBackend", "listener", "worker_command"]
 logger = logging.getLogger(__name__)
 
 STABLE_S = 60.0
-_POLL_S = 0.05
+_OUT = (ReplicaState.STOPPING, ReplicaState.DRAINING)  # states that take no new request
 
 
 class LocalBackend:
@@ -71,13 +78,17 @@ class LocalBackend:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._rollouts: dict[str, asyncio.Task[None]] = {}  # by model
         self._rolling: dict[str, tuple[str, ReplicaSpec]] = {}  # model: the key it changes, to what
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._draining = Draining()
         self._lock = asyncio.Lock()  # one reconcile (or stop) at a time
         self._client = httpx.AsyncClient(timeout=2.0)
 
     def replicas(self, model: str | None = None) -> list[Replica]:
         reps = list(self._replicas.values())
         return [r for r in reps if model is None or r.spec.model == model]
+
+    def draining(self) -> list[Replica]:
+        """Workers out of routing that finish their requests (see ``Drains.draining``)."""
+        return self._draining.replicas()
 
     async def apply(self, specs: list[ReplicaSpec]) -> None:
         async with self._lock:
@@ -123,9 +134,7 @@ class LocalBackend:
         async with self._lock:
             for model in list(self._rollouts):
                 await self._halt(model)
-            for task in list(self._retiring):
-                task.cancel()
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+            await self._draining.stop()
             await asyncio.gather(*(self._stop_one(k) for k in list(self._replicas)))
             await asyncio.gather(*ending)  # workers still being stopped
             await self._client.aclose()
@@ -150,7 +159,7 @@ class LocalBackend:
 
     async def _stop_one(self, key: str) -> None:
         replica = self._replicas.pop(key)
-        await _cancel(self._tasks.pop(key))
+        await cancel(self._tasks.pop(key))
         replica.state = ReplicaState.STOPPED
 
     async def _halt(self, model: str) -> None:
@@ -158,7 +167,7 @@ class LocalBackend:
         task = self._rollouts.pop(model, None)
         self._rolling.pop(model, None)
         if task is not None:
-            await _cancel(task)
+            await cancel(task)
 
     async def _roll(self, model: str) -> None:
         """Bring the replicas of ``model`` to their wanted spec, one at a time: those not
@@ -171,7 +180,7 @@ class LocalBackend:
             ):
                 key = stale[0][2]
                 if not self._may_replace(key):
-                    await asyncio.sleep(_POLL_S)
+                    await asyncio.sleep(POLL_S)
                     continue
                 self._rolling[model] = (key, self._wanted[key])
                 await self._replace(key)
@@ -207,7 +216,7 @@ class LocalBackend:
         try:
             await _ready(successor)
         except BaseException:
-            await _cancel(task)
+            await cancel(task)
             raise
         finally:
             old.successor = None
@@ -215,7 +224,7 @@ class LocalBackend:
         self._tasks[key] = task
         successor.restarts += old.restarts  # the replica's count goes on (a counter metric)
         logger.info("replica %s: pid %s takes over from pid %s", key, successor.pid, old.pid)
-        self._retire(old, old_task)
+        self._retire(old, old_task, successor=True)
 
     async def _replace_in_place(self, key: str) -> None:
         """Stop replica ``key`` for a successor that cannot run beside it (a GPU's memory
@@ -227,7 +236,7 @@ class LocalBackend:
         if old.state is ReplicaState.READY:
             old.state = ReplicaState.STOPPING
             try:
-                await self._drained(old)
+                await drained(old, self._settings.shutdown_timeout_s)
             except asyncio.CancelledError:
                 if old.state is ReplicaState.STOPPING:  # the change was called off: it serves on
                     ready = old.ready_since is not None  # (or restarts, if it crashed meanwhile)
@@ -237,32 +246,17 @@ class LocalBackend:
         task.cancel()
         await asyncio.wait([task])
 
-    def _retire(self, old: Replica, task: asyncio.Task[None]) -> None:
-        """Stop a replica no longer routed to once the requests it runs are done."""
-        retire = asyncio.create_task(self._drain(old, task))
-        self._retiring.add(retire)
-        retire.add_done_callback(self._retiring.discard)
-
-    async def _drain(self, old: Replica, task: asyncio.Task[None]) -> None:
-        try:
-            await self._drained(old)
-        finally:
-            try:
-                await _cancel(task)
-            finally:
-                old.state = ReplicaState.STOPPED  # its worker is gone (or going: stop() waits)
-
-    async def _drained(self, replica: Replica) -> None:
-        """Return once the requests ``replica`` runs are done, or after the shutdown time."""
-        deadline = time.monotonic() + self._settings.shutdown_timeout_s
-        while replica.outstanding > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(_POLL_S)
+    def _retire(self, old: Replica, task: asyncio.Task[None], *, successor: bool = False) -> None:
+        """Stop a replica no longer routed to once the requests it runs are done (it is
+        ``draining`` meanwhile); its log makes way for its ``successor``'s, or a new one."""
+        self._draining.add(old, task, self._settings.shutdown_timeout_s)
+        hand_over_log(self._settings.logs_dir, old.spec, successor=successor)
 
     async def _supervise(self, replica: Replica, after: asyncio.Task[None] | None = None) -> None:
         if after is not None:
             await asyncio.wait([after])  # the worker it replaces is gone first
         backoff = self._settings.restart_backoff_s
-        while True:
+        while not retired(replica):  # no worker starts for one out of routing
             healthy_s = 0.0
             try:
                 healthy_s = await self._run_once(replica)
@@ -271,9 +265,11 @@ class LocalBackend:
             except Exception as exc:  # a bug here must not kill supervision
                 logger.exception("replica %s: supervisor error", replica.spec.key)
                 replica.last_error = str(exc)
+            if retired(replica):
+                return  # its requests failed with it, and no new one comes
             if healthy_s > STABLE_S:
                 backoff = self._settings.restart_backoff_s
-            if replica.state is not ReplicaState.STOPPING:  # one stopping takes no request
+            if replica.state not in _OUT:  # one taking no request stays so
                 replica.state = ReplicaState.RESTARTING
             replica.restarts += 1
             logger.warning(
@@ -289,12 +285,14 @@ class LocalBackend:
         """Run the replica's worker until it exits; the seconds it was ready."""
         spec = replica.spec
         self._settings.logs_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self._settings.logs_dir / f"{spec.model.replace('/', '_')}-{spec.index}.log"
+        output = log_path(
+            self._settings.logs_dir, spec, successor=self._replicas.get(spec.key) is not replica
+        )
         cores = self._placement.get(spec.key)
         loading_on = cores
         if cores and self._cores is not None and self._starting():
             loading_on = self._cores.every  # nothing is served yet: load on every core
-        with listener() as sock, log_path.open("ab") as log:  # the worker keeps its copy
+        with listener() as sock, output.open("ab") as log:  # the worker keeps its copy
             port = int(sock.getsockname()[1])
             spawn = asyncio.ensure_future(
                 asyncio.create_subprocess_exec(
@@ -316,11 +314,11 @@ class LocalBackend:
         replica.cpus = tuple(sorted(cores)) if cores else None
         replica.generation += 1
         replica.endpoint = f"http://127.0.0.1:{port}"
-        if replica.state not in (ReplicaState.RESTARTING, ReplicaState.STOPPING):
+        if replica.state not in (ReplicaState.RESTARTING, *_OUT):
             replica.state = ReplicaState.STARTING
         logger.info("replica %s: started pid %s on port %s", spec.key, proc.pid, port)
         try:
-            code = await self._serve(replica, proc, log_path)
+            code = await self._serve(replica, proc, output)
         except asyncio.CancelledError:
             await end(proc)
             raise
@@ -330,21 +328,19 @@ class LocalBackend:
             replica.last_error = f"worker exited with code {code}"
         return 0.0 if ready_since is None else time.monotonic() - ready_since
 
-    async def _serve(
-        self, replica: Replica, proc: asyncio.subprocess.Process, log_path: Path
-    ) -> int:
+    async def _serve(self, replica: Replica, proc: asyncio.subprocess.Process, output: Path) -> int:
         """Wait for the worker to be ready, then for it to exit; its exit code."""
         if not await self._wait_ready(replica, proc):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             code = await proc.wait()
-            replica.last_error = last_line(log_path) or "worker did not become ready"
+            replica.last_error = last_line(output) or "worker did not become ready"
             return code
         cores = self._placement.get(replica.spec.key)
         if cores:  # it moved itself once loaded; where the replicas stand now
             cpu.pin(proc.pid, cores)
             replica.cpus = tuple(sorted(cores))
-        if replica.state is not ReplicaState.STOPPING:
+        if replica.state not in _OUT:
             replica.state = ReplicaState.READY
         replica.ready_since = time.monotonic()
         replica.last_error = None
@@ -365,7 +361,7 @@ class LocalBackend:
                 if (await self._client.get(url)).status_code == 200:
                     return True
             try:
-                await asyncio.wait_for(proc.wait(), timeout=_POLL_S)
+                await asyncio.wait_for(proc.wait(), timeout=POLL_S)
             except TimeoutError:
                 continue
         return False
@@ -374,16 +370,4 @@ class LocalBackend:
 async def _ready(replica: Replica) -> None:
     """Return once ``replica`` is ready (a rollout waits here for as long as it takes)."""
     while replica.state is not ReplicaState.READY:
-        await asyncio.sleep(_POLL_S)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it; a caller cancelled meanwhile is cancelled still (it
-    does not go on as if it had only waited)."""
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
+        await asyncio.sleep(POLL_S)

@@ -15,6 +15,7 @@ home needs no manual step::
 from __future__ import annotations
 
 from zhisuan.store._db import alembic_config, current_revision, make_engine, upgrade
+from zhisuan.store._deploy_checks import check_replicas
 from zhisuan.store._share_checks import tenant_currency
 from zhisuan.store._share_models import (
     ADMIN_TENANT,
@@ -34,6 +35,7 @@ from zhisuan.store.migrations import HEAD
 from zhisuan.store.models import (
     ENGINES,
     LICENCES,
+    MAX_REPLICAS,
     MODEL_FORMATS,
     MODEL_TASKS,
     Base,
@@ -49,6 +51,7 @@ __all__ = [
     "HEAD",
     "KEY_PREFIX_LEN",
     "LICENCES",
+    "MAX_REPLICAS",
     "MODEL_FORMATS",
     "MODEL_TASKS",
     "SUMMARY_BY",
@@ -63,6 +66,7 @@ __all__ = [
     "Tenant",
     "UsageRecord",
     "alembic_config",
+    "check_replicas",
     "current_revision",
     "hash_secret",
     "make_engine",

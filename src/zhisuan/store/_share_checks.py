@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from zhisuan.errors import InvalidParameter
-from zhisuan.store._share_models import ADMIN_TENANT, ANONYMOUS, LIMIT_FIELDS, ApiKey, Tenant
+from zhisuan.store._share_models import (
+    ADMIN_TENANT,
+    ANONYMOUS,
+    LIMIT_FIELDS,
+    MONEY_PLACES,
+    ApiKey,
+    Tenant,
+)
 
 TENANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
@@ -21,6 +28,9 @@ LIMIT_MAX: dict[str, float] = {
     "tokens_per_day": 2**63 - 1,
     "budget": 1e12 - 1,
 }
+BUDGET_STEP = 10.0**-MONEY_PLACES
+"""The smallest budget above 0 the column keeps: a budget under half of it is stored as 0
+(PostgreSQL rounds half away from zero), which is not "no budget" but allows no spending."""
 
 
 def apply_limits(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
@@ -49,8 +59,27 @@ def apply_limits(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
                     param=field,
                     hint="leave a limit out (or clear it) for no limit",
                 )
+            if field == "budget":
+                check_budget_kept(value)
             value = float(value) if field == "budget" else int(value)
         setattr(row, field, value)
+
+
+def check_budget_kept(budget: float) -> None:
+    """Refuse a positive budget that the column would store as 0 (see :data:`BUDGET_STEP`).
+
+    Raises:
+        InvalidParameter: ``budget`` is under half of :data:`BUDGET_STEP`.
+    """
+    if budget < BUDGET_STEP / 2:
+        step = f"{BUDGET_STEP:.{MONEY_PLACES}f}"
+        raise InvalidParameter(
+            f"budget {budget:g} is under half of {step}, the smallest step of a budget (kept "
+            f"to {MONEY_PLACES} decimal places): it would be stored as 0, which allows no "
+            "spending",
+            param="budget",
+            hint=f"give {step} or more, or leave the budget out for no limit",
+        )
 
 
 def check_models(models: list[str] | None) -> list[str] | None:

@@ -54,8 +54,10 @@ ENERGY_SOURCES = ("measured", "estimated")
 LIMIT_FIELDS = ("rpm", "tpm", "tokens_per_day", "budget", "max_concurrent")
 ERROR_MAX_CHARS = 500
 
+MONEY_PLACES = 6
+"""Decimal places the money columns keep (budgets); PostgreSQL rounds to them."""
 # Money: exact in the database, float in Python (the quota ledger works in floats).
-_Money = Numeric(18, 6, asdecimal=False)
+_Money = Numeric(18, MONEY_PLACES, asdecimal=False)
 
 
 def hash_secret(secret: str) -> str:

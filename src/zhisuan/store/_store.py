@@ -11,16 +11,16 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from zhisuan.errors import InvalidParameter, NotFound, UserError, closest
+from zhisuan.errors import NotFound, UserError, closest
 from zhisuan.settings import Settings
 from zhisuan.store._db import make_engine, upgrade
+from zhisuan.store._deploy_checks import check_base_url, check_format, check_replicas, known_engine
 from zhisuan.store._share_store import ShareStoreMixin
 from zhisuan.store.models import ENGINES, FORMAT_ENGINES, Deployment, Model
 
@@ -212,14 +212,14 @@ class Store(ShareStoreMixin):
                 ``"upstream"``.
             engine: ``"transformers"``, ``"llamacpp"`` or ``"upstream"``.
             device: ``"cpu"``, ``"cuda:0"`` …
-            replicas: number of worker processes (at least 1).
+            replicas: number of worker processes (1 to :data:`MAX_REPLICAS`).
             options: engine options (JSON-serialisable).
 
         Returns:
             The stored deployment.
 
         Raises:
-            InvalidParameter: unknown engine or fewer than one replica.
+            InvalidParameter: unknown engine, or replicas outside 1 to :data:`MAX_REPLICAS`.
             NotFound: a local engine names a model that is not imported.
         """
         with self.session() as s, s.begin():
@@ -243,23 +243,24 @@ class Store(ShareStoreMixin):
         options)`` sees the result before it is stored: what it raises changes nothing.
 
         Raises:
-            InvalidParameter: unknown engine, fewer than one replica, a local engine that
-                does not run the model's format, an upstream without an http(s) base_url.
+            InvalidParameter: unknown engine, replicas outside 1 to :data:`MAX_REPLICAS`, a
+                local engine that does not run the model's format, an upstream without an
+                http(s) base_url.
             NotFound: a local engine names a model that is not imported.
         """
         with self.session() as s, s.begin():
             dep = s.scalar(select(Deployment).where(Deployment.model_name == model_name))
             fmt = s.scalar(select(Model.format).where(Model.name == model_name))
             engine = engine or (dep.engine if dep else FORMAT_ENGINES.get(fmt or "", ENGINES[0]))
-            _known_engine(engine)
+            known_engine(engine)
             merged = {**(dep.options if dep else {}), **(options or {})}
             merged = {k: v for k, v in merged.items() if v is not None}
             if check is not None:
                 check(engine, merged)
             if engine != "upstream" and fmt is not None:
-                _check_format(model_name, fmt, engine)
+                check_format(model_name, fmt, engine)
             if engine == "upstream":
-                _check_base_url(merged.get("base_url"))
+                check_base_url(merged.get("base_url"))
             device = device if device is not None else dep.device if dep else "cpu"
             replicas = replicas if replicas is not None else dep.replicas if dep else 1
             return _write(s, model_name, engine, device, replicas, merged)
@@ -307,9 +308,8 @@ def _write(
     s: Session, model_name: str, engine: str, device: str, replicas: int, options: dict[str, Any]
 ) -> Deployment:
     """Store the deployment of ``model_name`` as given, in the transaction of ``s``."""
-    _known_engine(engine)
-    if replicas < 1:
-        raise InvalidParameter("replicas must be at least 1", param="replicas")
+    known_engine(engine)
+    check_replicas(replicas, model_name)
     # A local engine locks the model row, so a concurrent `models rm` cannot slip in between.
     lock = select(Model.id).where(Model.name == model_name).with_for_update()
     if engine != "upstream" and s.scalar(lock) is None:
@@ -325,37 +325,6 @@ def _write(
     dep.engine, dep.device, dep.replicas, dep.options = engine, device, replicas, options
     log.info("deployment %s: %s on %s x%d", model_name, engine, device, replicas)
     return dep
-
-
-def _known_engine(engine: str) -> None:
-    if engine not in ENGINES:
-        raise InvalidParameter(
-            f"unknown engine {engine!r}",
-            param="engine",
-            hint=f"choose one of: {', '.join(ENGINES)}",
-        )
-
-
-def _check_format(model_name: str, fmt: str, engine: str) -> None:
-    runs = FORMAT_ENGINES.get(fmt)
-    if runs is not None and runs != engine:
-        kind = "a GGUF file" if fmt == "gguf" else "an HF-format directory"
-        raise InvalidParameter(
-            f"model {model_name!r} is {kind}, which the {engine} engine cannot run",
-            param="engine",
-            hint=f"deploy it on {runs} (leave --engine out to get it)",
-        )
-
-
-def _check_base_url(url: Any) -> None:
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParameter(
-            "an upstream deployment needs a base_url, the http(s) address of an "
-            f"OpenAI-compatible server: {'none was given' if url is None else f'not {url!r}'}",
-            param="options.base_url",
-            hint="e.g. --upstream-url http://10.0.0.5:8000/v1 (options.base_url in the API)",
-        )
 
 
 def _model_not_found(s: Session, name: str) -> NotFound:

@@ -44,6 +44,9 @@ LICENCES = ("research", "commercial")
 ENGINES = ("transformers", "llamacpp", "upstream")
 FORMAT_ENGINES = {"hf": "transformers", "gguf": "llamacpp"}
 """The local engine that runs each model format."""
+MAX_REPLICAS = 64
+"""The most replicas (worker processes) one deployment may run: the store, the CLI and the
+admin API refuse more."""
 
 
 def utcnow() -> datetime:
@@ -135,7 +138,7 @@ class Deployment(Base):
             :class:`Model`, for ``upstream`` any name (no local model needed).
         engine: ``"transformers"``, ``"llamacpp"`` or ``"upstream"``.
         device: ``"cpu"``, ``"cuda:0"`` …
-        replicas: how many worker processes to run.
+        replicas: how many worker processes to run (1 to :data:`MAX_REPLICAS`).
         options: engine options, e.g. ``{"base_url": …, "api_key_env": …, "max_batch": 8}``.
     """
 

@@ -13,13 +13,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from zhisuan.cluster import listing
 from zhisuan.engines.options import check_deployment, check_values
 from zhisuan.errors import InvalidParameter
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
 from zhisuan.modelstore import validate_name
-from zhisuan.store import tenant_currency
+from zhisuan.store import MAX_REPLICAS, tenant_currency
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -62,7 +63,7 @@ class DeploymentIn(BaseModel):
     model: str = Field(min_length=1, max_length=64)
     engine: Literal["transformers", "llamacpp", "upstream"] | None = None
     device: str | None = Field(default=None, pattern=r"^(cpu|cuda:\d+)$")
-    replicas: int | None = Field(default=None, ge=1, le=64)
+    replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
@@ -91,8 +92,9 @@ async def _refresh(gw: Gateway) -> None:
 
 @router.get("/replicas")
 async def replicas(request: Request) -> list[dict[str, Any]]:
-    """Every replica with its state, pid, device, endpoint, uptime and restarts."""
-    return [r.snapshot() for r in gateway_of(request).backend.replicas()]
+    """Every replica with its state, pid, device, endpoint, uptime and restarts, each
+    followed by its old workers still finishing their requests (``draining``)."""
+    return [r.snapshot() for r in listing(gateway_of(request).backend)]
 
 
 @router.post("/reconcile")
@@ -100,7 +102,7 @@ async def reconcile(request: Request) -> list[dict[str, Any]]:
     """Reload keys, limits and deployments from the store (after CLI changes)."""
     gw = gateway_of(request)
     await _refresh(gw)
-    return [r.snapshot() for r in gw.backend.replicas()]
+    return [r.snapshot() for r in listing(gw.backend)]
 
 
 @router.get("/tenants")
