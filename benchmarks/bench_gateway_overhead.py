@@ -191,6 +191,13 @@ def main() -> None:
         help="where the load generator runs: on the gateway's cores, or anywhere",
     )
     parser.add_argument(
+        "--client-policy",
+        choices=["other", "batch"],
+        default="other",
+        help="the load generator's scheduling policy: batch (SCHED_BATCH) never preempts the "
+        "gateway when an answer wakes it, as clients on other machines never take its core",
+    )
+    parser.add_argument(
         "--max-batch",
         type=int,
         default=64,
@@ -219,7 +226,13 @@ def main() -> None:
                 os.sched_setaffinity(0, gateway_cores)
             elif args.client_cores == "engine" and pinned:
                 os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - set(gateway_cores))
-            print(f"load generator on cores {sorted(os.sched_getaffinity(0))}", flush=True)
+            if args.client_policy == "batch":
+                os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            print(
+                f"load generator on cores {sorted(os.sched_getaffinity(0))}, "
+                f"policy {args.client_policy}",
+                flush=True,
+            )
             if args.null:
                 null_check(direct, args)
                 return
