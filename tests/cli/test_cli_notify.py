@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+from _fake_gateway import JsonHandler, fake_gateway
 from typer.testing import CliRunner
 
 from zhisuan.cli.main import build
@@ -18,7 +16,7 @@ app = build([])
 ADMIN = "zs-notify-admin-key-0123456789"
 
 
-class _Gateway(BaseHTTPRequestHandler):
+class _Gateway(JsonHandler):
     """``POST /admin/reconcile`` as the gateway answers it: 401 without the admin key."""
 
     calls: ClassVar[list[str | None]] = []
@@ -28,27 +26,14 @@ class _Gateway(BaseHTTPRequestHandler):
         self.calls.append(auth)
         ok = self.path == "/admin/reconcile" and auth == f"Bearer {ADMIN}"
         body = b"[]" if ok else json.dumps({"error": {"message": "no key"}}).encode()
-        self.send_response(200 if ok else 401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        return None
+        self.answer(200 if ok else 401, body)
 
 
 @pytest.fixture
 def gateway(home_env: str) -> Iterator[list[str | None]]:
     _Gateway.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["ZHISUAN_PORT"])), _Gateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with fake_gateway(_Gateway):
         yield _Gateway.calls
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_gateway_that_refuses_the_reload_is_reported(gateway: list[str | None]) -> None:

@@ -4,13 +4,11 @@ that serves now, and says what it waits for."""
 from __future__ import annotations
 
 import json
-import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
+from _fake_gateway import JsonHandler, fake_gateway
 from typer.testing import CliRunner
 
 from zhisuan.cli.main import build
@@ -36,33 +34,22 @@ def _row(state: str, pid: int, outstanding: int = 0) -> dict[str, Any]:
     }
 
 
-class _Gateway(BaseHTTPRequestHandler):
+class _Gateway(JsonHandler):
     """``GET /admin/replicas`` during a rollout: the successor serves, the old worker drains."""
 
     rows: ClassVar[list[dict[str, Any]]] = [_row("ready", 4302), _row("draining", 4301, 3)]
 
     def do_GET(self) -> None:
-        body = json.dumps(self.rows).encode() if self.path == "/admin/replicas" else b"{}"
-        self.send_response(200 if self.path == "/admin/replicas" else 404)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        return None
+        if self.path == "/admin/replicas":
+            self.answer(200, json.dumps(self.rows).encode())
+        else:
+            self.answer(404, b"{}")
 
 
 @pytest.fixture
 def gateway(home_env: str) -> Iterator[None]:
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["ZHISUAN_PORT"])), _Gateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with fake_gateway(_Gateway):
         yield
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.usefixtures("gateway")

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import openai
 import pytest
 from _worker_fakes import FakeEngine, serve
 
 from zhisuan.engines.worker import create_app
+
+if TYPE_CHECKING:
+    from zhisuan.engines.transformers import TransformersEngine
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +49,21 @@ def client(chat_url: str) -> Iterator[openai.OpenAI]:
 def embed_client(embed_url: str) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{embed_url}/v1", api_key="x", max_retries=0) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-init Llama (GQA) in HF format (``tiny_hf_models``)."""
+    from tiny_hf_models import build_tiny_llama  # tests/engines is on sys.path (rootdir import)
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def chat(tiny_dir: Path) -> Iterator[TransformersEngine]:
+    """The transformers engine over :func:`tiny_dir` on CPU, a batch of 8."""
+    from zhisuan.engines.transformers import load
+
+    engine = load(tiny_dir, model_name="tiny", device="cpu", options={"max_batch": 8})
+    yield engine
+    asyncio.run(engine.close())

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from tiny_hf_models import build_tiny_llama  # tests/engines is on sys.path (rootdir import)
 
 from zhisuan.engines.base import Delta, Engine
 from zhisuan.engines.transformers import TransformersEngine, load
@@ -30,18 +28,6 @@ PROMPTS = [
     "Continuous batching lets concurrent requests share forward passes. A private model",
     "Numbers 0 1 2 3 4 5 6 7",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def chat(tiny_dir: Path) -> Iterator[TransformersEngine]:
-    engine = load(tiny_dir, model_name="tiny", device="cpu", options={"max_batch": 8})
-    yield engine
-    asyncio.run(engine.close())
 
 
 def greedy(max_tokens: int, **kw: Any) -> SamplingParams:

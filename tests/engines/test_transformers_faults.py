@@ -8,13 +8,11 @@ other requests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from tiny_hf_models import build_tiny_llama  # tests/engines is on sys.path (rootdir import)
 
 from zhisuan.engines.transformers import TransformersEngine, _batcher, load
 from zhisuan.engines.transformers._sampling import sample_row
@@ -22,18 +20,6 @@ from zhisuan.errors import EngineUnavailable
 from zhisuan.protocol import SamplingParams
 
 PROMPT = "The quick brown fox"
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def chat(tiny_dir: Path) -> Iterator[TransformersEngine]:
-    engine = load(tiny_dir, model_name="tiny", device="cpu", options={"max_batch": 8})
-    yield engine
-    asyncio.run(engine.close())
 
 
 async def text_of(engine: TransformersEngine, params: SamplingParams, rid: str = "t") -> str:

@@ -19,8 +19,11 @@ from zhisuan.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from zhisuan.catalog import ModelArch
+    from zhisuan.modelstore import GgufContents
 
 GGUF_MAGIC = b"GGUF"
+"""The model store's too; not imported from there, whose package brings in the store (half a
+second), while ``plan`` asks this of every ``--model``."""
 GGUF_ARCHS = {
     "llama": "llama",  # Llama 1-3, Mistral, Mixtral (with expert_count) and their kin
     "qwen2": "qwen2",
@@ -87,7 +90,9 @@ def model_from_gguf(path: Path, *, name: str) -> ModelArch:
             param="model",
             hint="import the file again (`zhisuan models import`)",
         )
-    fields, n_tokens, shapes = _read(path)
+    contents = _read(path)
+    fields = contents.fields
+    shapes = {t.name: t.shape for t in contents.tensors}
     arch = fields.get("general.architecture")
     if arch not in GGUF_ARCHS:
         raise InvalidParameter(
@@ -98,8 +103,8 @@ def model_from_gguf(path: Path, *, name: str) -> ModelArch:
         )
     given = {key: fields.get(f"{arch}.{key}") for key in _KEYS}
     cfg: dict[str, Any] = {_KEYS[k]: v for k, v in given.items() if _positive_int(v)}
-    embed = shapes.get("token_embd.weight", [])  # (hidden, vocab), ggml's order
-    vocab = cfg.get("vocab_size") or n_tokens or (embed[1] if len(embed) == 2 else None)
+    embed = shapes.get("token_embd.weight", ())  # (hidden, vocab), ggml's order
+    vocab = cfg.get("vocab_size") or contents.n_tokens or (embed[1] if len(embed) == 2 else None)
     lacking = [f"{arch}.{key}" for key in _SHAPE if _KEYS[key] not in cfg]
     if not vocab:
         lacking.append(f"{arch}.vocab_size, tokenizer.ggml.tokens or a token_embd.weight tensor")
@@ -127,32 +132,20 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _read(path: Path) -> tuple[dict[str, Any], int | None, dict[str, list[int]]]:
-    """The scalar metadata of ``path``, its tokenizer's token count, and its tensors' shapes.
+def _read(path: Path) -> GgufContents:
+    """The header of ``path`` (:func:`zhisuan.modelstore.read_gguf`).
 
     Raises:
         ImportRefused: the reader failed on a damaged file (what is wrong, from the model
             store's checks).
         InvalidParameter: the reader failed on a file those checks pass.
     """
-    from gguf import GGUFReader, GGUFValueType
+    from zhisuan.modelstore import inspect_gguf, read_gguf
 
     try:
-        reader = GGUFReader(path)
-        fields = {
-            key: field.contents()
-            for key, field in reader.fields.items()
-            if field.types and field.types[0] != GGUFValueType.ARRAY
-        }
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
-        n_tokens = len(tokens.data) if tokens is not None else None
-        shapes = {t.name: [int(d) for d in t.shape] for t in reader.tensors}
-        del reader  # unmap the file
+        return read_gguf(path)
     except Exception as exc:  # the reader raises ValueError, IndexError …; convert here
-        from zhisuan.modelstore import inspect_gguf
-
         inspect_gguf(path)  # raises ImportRefused saying what is wrong, if it finds it
         raise InvalidParameter(
             f"cannot read the GGUF metadata of {path.name}: {exc}", param="model", hint=_HINT
         ) from exc
-    return fields, n_tokens, shapes

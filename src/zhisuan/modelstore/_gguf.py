@@ -11,6 +11,7 @@ import logging
 import math
 import struct
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,61 @@ GGUF_MAGIC = b"GGUF"
 # Architectures whose GGUF conversions are embedding models (llama.cpp's BERT family).
 EMBEDDING_ARCHS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert"})
 _REDOWNLOAD = "the file is damaged or incompletely downloaded; download it again"
+
+
+@dataclass(frozen=True, slots=True)
+class GgufTensor:
+    """One tensor of a GGUF file's table: its type, size, the end of its data in the file,
+    and its shape (ggml's order: the fastest-varying dimension first)."""
+
+    name: str
+    type_name: str
+    n_elements: int
+    end: int
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GgufContents:
+    """What the ``gguf`` reader finds in a GGUF file's header (no tensor data is read).
+
+    Attributes:
+        fields: every metadata key, with its scalar or string value (None for an array:
+            token lists are large).
+        n_tokens: how many tokens the tokenizer's ``tokenizer.ggml.tokens`` lists, if any.
+        tensors: the tensor table.
+    """
+
+    fields: dict[str, Any]
+    n_tokens: int | None
+    tensors: list[GgufTensor]
+
+
+def read_gguf(path: Path) -> GgufContents:
+    """Read the header of the GGUF file ``path`` (its metadata and tensor table).
+
+    Raises:
+        Exception: whatever the reader raises on a malformed file (``ValueError``,
+            ``IndexError`` …): callers convert it (:func:`inspect_gguf` says what is wrong).
+    """
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    fields = {name: _field_value(f) for name, f in reader.fields.items()}
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    tensors = [
+        GgufTensor(
+            t.name,
+            t.tensor_type.name,
+            int(t.n_elements),
+            int(t.data_offset) + int(t.n_bytes),
+            tuple(int(d) for d in t.shape),
+        )
+        for t in reader.tensors
+    ]
+    n_tokens = len(tokens.data) if tokens is not None else None
+    del reader  # unmap the file
+    return GgufContents(fields, n_tokens, tensors)
 
 
 def inspect_gguf(path: Path) -> ModelInfo:
@@ -49,7 +105,7 @@ def inspect_gguf(path: Path) -> ModelInfo:
             hint="pass a .gguf file, or an HF-format directory",
         )
     try:
-        from gguf import GGUFReader
+        import gguf  # noqa: F401
     except ImportError as exc:  # pragma: no cover - gguf is a core dependency
         raise ImportRefused(
             "cannot read GGUF files: the gguf package is not installed", hint="pip install gguf"
@@ -61,20 +117,15 @@ def inspect_gguf(path: Path) -> ModelInfo:
             hint=_REDOWNLOAD,
         )
     try:
-        reader = GGUFReader(path)
-        fields = {name: _field_value(f) for name, f in reader.fields.items()}
-        tensors = [
-            (t.name, t.tensor_type.name, int(t.n_elements), int(t.data_offset) + int(t.n_bytes))
-            for t in reader.tensors
-        ]
-        del reader  # unmap the file
+        contents = read_gguf(path)
     except Exception as exc:  # the reader raises ValueError, IndexError …; convert here
         raise ImportRefused(
             f"{path.name} is not a valid GGUF file (truncated or malformed: {exc})",
             hint=_REDOWNLOAD,
         ) from exc
+    fields, tensors = contents.fields, contents.tensors
 
-    data_end = max((end for *_, end in tensors), default=0)
+    data_end = max((t.end for t in tensors), default=0)
     if size < data_end:  # pragma: no cover - _expected_size already checked this
         raise ImportRefused(
             f"{path.name} is truncated: expected {data_end} bytes, found {size}",
@@ -83,8 +134,8 @@ def inspect_gguf(path: Path) -> ModelInfo:
     arch = fields.get("general.architecture")
     arch = arch if isinstance(arch, str) else None
     by_type: Counter[str] = Counter()
-    for _name, ttype, numel, _end in tensors:
-        by_type[ttype] += numel
+    for t in tensors:
+        by_type[t.type_name] += t.n_elements
 
     def arch_int(key: str) -> int | None:
         value = fields.get(f"{arch}.{key}") if arch else None
