@@ -17,8 +17,9 @@
     └── DeadlineExceeded              504  a request ended at the time it reserved
 
 Errors carry data a caller can act on (``param``, ``retry_after``, ``suggestions``,
-``retryable``). The gateway turns them into OpenAI error bodies in
-``zhisuan.gateway._errors``; the CLI prints ``str(err)`` plus ``err.hint`` on one line.
+``retryable``, ``hint``). The gateway turns them into OpenAI error bodies in
+``zhisuan.gateway._errors``; the CLI prints ``str(err)`` plus ``err.hint`` on one line, and
+the admin API adds the hint to its error bodies (``to_body(with_hint=True)``).
 Never map a bare ``ValueError`` to 400: that hides server bugs as client errors.
 """
 
@@ -49,16 +50,22 @@ class ZhisuanError(Exception):
         self.code = code or self.default_code
         self.hint = hint
 
-    def to_body(self) -> dict[str, Any]:
-        """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
+    def to_body(self, *, with_hint: bool = False) -> dict[str, Any]:
+        """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``.
+
+        Args:
+            with_hint: add ``hint`` to the error (what to do about it, as the CLI prints it
+                after the message; null when there is none), as the admin API does.
+        """
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.error_type,
+            "param": self.param,
+            "code": self.code,
         }
+        if with_hint:
+            error["hint"] = self.hint
+        return {"error": error}
 
 
 class UserError(ZhisuanError):

@@ -1,5 +1,6 @@
 """``zhisuan tenants|keys create|set --budget``: an amount the 6-decimal budget column would
-keep as 0 (allowing no spending) is one line and a hint, and stores nothing."""
+keep as 0 (allowing no spending), or would round, is one line and a hint, and stores
+nothing."""
 
 from __future__ import annotations
 
@@ -40,7 +41,29 @@ def test_a_budget_that_would_be_stored_as_zero_is_refused(home_env: str, args: l
         assert store.list_keys() == []
 
 
-def test_half_the_smallest_step_is_kept(home_env: str) -> None:
-    assert _run("tenants", "create", "acme", "--budget", "0.0000005")[0] == 0
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tenants", "create", "beta", "--budget", "1.0000004"],
+        ["tenants", "set", "acme", "--budget", "1.0000004"],
+        ["keys", "create", "--tenant", "acme", "--budget", "1.0000004"],
+    ],
+)
+def test_a_budget_with_more_places_than_kept_is_refused(home_env: str, args: list[str]) -> None:
+    assert _run("tenants", "create", "acme", "--budget", "5")[0] == 0
+    code, lines = _run(*args)
+    assert code == 2
+    assert lines == [
+        "error: budget 1.0000004 has more decimal places than a budget keeps (6, in steps of "
+        "0.000001): it would be rounded to 1",
+        "hint: give at most 6 decimal places, e.g. 1 or 1.000001",
+    ]
     with Store.open(home_env) as store:
-        assert (store.get_tenant("acme").budget or 0) > 0
+        assert [(t.name, t.budget) for t in store.list_tenants()] == [("acme", 5.0)]
+        assert store.list_keys() == []
+
+
+def test_the_smallest_step_is_kept(home_env: str) -> None:
+    assert _run("tenants", "create", "acme", "--budget", "0.000001")[0] == 0
+    with Store.open(home_env) as store:
+        assert store.get_tenant("acme").budget == 0.000001

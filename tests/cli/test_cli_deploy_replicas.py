@@ -3,8 +3,10 @@ API has too; a count outside is one line and a hint, and changes nothing."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-from annotated_types import Le
 from typer.testing import CliRunner
 
 from zhisuan.cli.main import build
@@ -57,8 +59,26 @@ def test_the_store_refuses_what_the_cli_and_the_api_refuse(db_url: str, count: i
     assert err.value.message == f"replicas must be from 1 to {MAX_REPLICAS}, not {count}"
 
 
-def test_the_admin_api_caps_replicas_at_the_same_number() -> None:
+def test_the_admin_api_states_the_same_cap() -> None:
     from zhisuan.gateway.routers.admin import DeploymentIn
 
-    field = DeploymentIn.model_fields["replicas"]
-    assert [m.le for m in field.metadata if isinstance(m, Le)] == [MAX_REPLICAS]
+    # the store refuses past it, with the hint (tests/server/test_admin_hints.py)
+    schema = DeploymentIn.model_json_schema()["properties"]["replicas"]
+    assert schema["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS}
+
+
+def test_the_help_states_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    result = CliRunner().invoke(build(["deploy"]), ["deploy", "--help"])
+    assert result.exit_code == 0, result.output
+    shown = f"--replicas <int> Worker processes to run, 1 to {MAX_REPLICAS} [default: 1]."
+    assert shown in " ".join(result.output.split())
+
+
+def test_building_the_command_imports_no_store() -> None:
+    code = (
+        "import sys; from zhisuan.cli.main import build; build(['deploy']); "
+        "print('sqlalchemy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the cap is read when the help is shown

@@ -1,5 +1,5 @@
 """``zhisuan ps`` lists a worker still draining (replaced or undeployed) beside the replica
-that serves now, and says what it waits for."""
+that serves now, with its uptime, and says what it waits for and where it writes."""
 
 from __future__ import annotations
 
@@ -63,3 +63,28 @@ def test_a_draining_worker_is_listed_and_explained() -> None:
     )
     listed = CliRunner().invoke(app, ["ps", "--json"])
     assert [r["state"] for r in json.loads(listed.stdout)] == ["ready", "draining"]
+
+
+class _Logs(_Gateway):
+    """The rows as a gateway of this version gives them: each worker's log file too."""
+
+    rows: ClassVar[list[dict[str, Any]]] = [
+        {**_row("ready", 4302), "log": "/home/logs/chat-0.20250131T120500.000000Z.log"},
+        {
+            **_row("draining", 4301, 1),
+            "uptime_s": 3600.0,  # it served an hour, and finishes its request
+            "log": "/home/logs/chat-0.20250131T120000.000000Z.log",
+        },
+    ]
+
+
+def test_a_draining_worker_shows_its_uptime_and_its_log(home_env: str) -> None:
+    with fake_gateway(_Logs):
+        result = CliRunner().invoke(app, ["ps"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.stdout.splitlines() if "draining" in line]
+    assert "3600s" in row
+    assert result.stdout.splitlines()[-1] == (
+        "chat #0: pid 4301 takes no new request and stops once its 1 request(s) in flight are "
+        "done; it writes /home/logs/chat-0.20250131T120000.000000Z.log"
+    )

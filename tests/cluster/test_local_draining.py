@@ -1,19 +1,23 @@
 """A worker taken out of routing (replaced by its successor, undeployed or scaled away) that
 still finishes its requests is listed ``draining`` by ``GET /admin/replicas`` (what
-``zhisuan ps`` shows) until it stops, while routing and the metrics see only the replicas
-that serve; it is not restarted if it dies; and a successor starting beside the replica's
-worker writes its own log file."""
+``zhisuan ps`` shows), with its uptime, until it stops, while routing and
+``zhisuan_replica_up`` see only the replicas that serve and ``zhisuan_replica_requests``
+counts its requests under its replica; it is not restarted if it dies (its log:
+``test_local_drain_logs.py``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 from _fake_workers import alive, until
 from prometheus_client import CollectorRegistry, generate_latest
@@ -36,9 +40,14 @@ READY = ReplicaState.READY
 
 async def _listed(backend: LocalBackend) -> list[tuple[str, int | None, int]]:
     """(state, pid, requests in flight) of each row of ``GET /admin/replicas``."""
+    rows = await admin.replicas(_request(backend))
+    return [(r["state"], r["pid"], r["outstanding"]) for r in rows]
+
+
+def _request(backend: LocalBackend) -> Any:
+    """A request to the admin API of a gateway running ``backend``."""
     gateway = SimpleNamespace(backend=backend)
-    request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(gateway=gateway)))
-    return [(r["state"], r["pid"], r["outstanding"]) for r in await admin.replicas(request)]
+    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(gateway=gateway)))
 
 
 def _up(backend: LocalBackend) -> list[tuple[dict[str, str], float]]:
@@ -131,41 +140,91 @@ def test_a_draining_worker_that_dies_is_not_restarted(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def _log_of(pid: int) -> str:
-    """The name of the file the worker ``pid`` writes its output to."""
-    return Path(os.readlink(f"/proc/{pid}/fd/1")).name
+@pytest.mark.parametrize("state", [ReplicaState.DRAINING, ReplicaState.STOPPING])
+def test_a_worker_finishing_its_requests_has_the_uptime_it_served(state: ReplicaState) -> None:
+    replica = Replica(SPEC, state=state, pid=4301, ready_since=time.monotonic() - 600)
+    assert replica.uptime_s >= 600 and replica.snapshot()["uptime_s"] >= 600
+    assert Replica(SPEC, state=ReplicaState.RESTARTING).snapshot()["uptime_s"] == 0.0
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/PID/fd (Linux)")
-def test_a_successor_writes_its_own_log_and_takes_the_replicas_name(tmp_path: Path) -> None:
-    loading = replace(SPEC, options=(("load_s", 1.0),))  # a window to look at both
-
+def test_zhisuan_ps_shows_a_draining_workers_uptime(tmp_path: Path) -> None:
     async def scenario() -> None:
         backend = LocalBackend(Settings(home=tmp_path, shutdown_timeout_s=30))
         try:
             await backend.apply([SPEC])
             old = await _one_ready(backend)
-            assert old.pid is not None and _log_of(old.pid) == "fake-0.log"
+            await until(lambda: old.uptime_s >= 0.5)
             old.outstanding = 1
-            await backend.apply([loading])
-            await until(lambda: old.successor is not None and old.successor.pid is not None)
-            assert old.successor is not None and old.successor.pid is not None
-            assert _log_of(old.successor.pid) == "fake-0.next.log"
-            assert _log_of(old.pid) == "fake-0.log"
+            await backend.apply([SLOWER])
             await until(lambda: backend.replicas()[0] is not old)
-            new = await _one_ready(backend)
-            assert new.pid is not None and _log_of(new.pid) == "fake-0.log"
-            assert _log_of(old.pid) == "fake-0.prev.log"  # while it drains
+            rows = {r["state"]: r for r in await admin.replicas(_request(backend))}
+            assert rows["draining"]["pid"] == old.pid
+            assert rows["draining"]["uptime_s"] >= 0.5  # it has served that long, and serves on
             old.outstanding = 0
             await until(lambda: old.state is ReplicaState.STOPPED)
-            logs = tmp_path / "logs"
-            assert sorted(p.name for p in logs.iterdir()) == ["fake-0.log", "fake-0.prev.log"]
-            await backend.apply([])  # undeployed, then deployed again at once
-            await backend.apply([SPEC])
-            again = await _one_ready(backend)
-            assert again.pid is not None and _log_of(again.pid) == "fake-0.log"
-            assert (logs / "fake-0.log").stat().st_ino != (logs / "fake-0.prev.log").stat().st_ino
         finally:
             await backend.stop()
+
+    asyncio.run(scenario())
+
+
+SLOW = replace(SPEC, options=(("fake", {"delay": 60.0}),))  # a request that runs on
+
+
+async def _chat(session: aiohttp.ClientSession, endpoint: str | None) -> None:
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    async with session.post(f"{endpoint}/v1/chat/completions", json=body) as resp:
+        await resp.read()
+
+
+def _requests(metrics: Metrics) -> dict[tuple[str, ...], float]:
+    """The ``zhisuan_replica_*`` samples a scrape gives, by name and labels."""
+    return {
+        (s.name, *s.labels.values()): s.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+        if s.name.startswith(("zhisuan_replica_", "zhisuan_requests_queued"))
+    }
+
+
+def test_a_draining_workers_requests_count_under_its_replica(tmp_path: Path) -> None:
+    """Its requests in ``zhisuan_replica_requests`` (under its replica's labels, added to its
+    successor's), and no ``zhisuan_replica_up`` of its own."""
+
+    async def scenario() -> None:
+        backend = LocalBackend(Settings(home=tmp_path, shutdown_timeout_s=120))
+        metrics = Metrics(backend)
+        async with aiohttp.ClientSession() as session:
+            try:
+                await backend.apply([SLOW])
+                old = await _one_ready(backend)
+                running = asyncio.create_task(_chat(session, old.endpoint))
+                while metrics.load.get(("fake", "0")) != (1, 0):  # the worker runs it
+                    assert not running.done()
+                    await metrics.poll(session)
+                    await asyncio.sleep(0.01)
+                old.outstanding = 1  # as the gateway counts it
+                await backend.apply([SPEC])
+                await until(lambda: backend.replicas()[0] is not old)
+                await until(lambda: backend.replicas()[0].state is READY)
+                assert old.state is ReplicaState.DRAINING
+                await metrics.poll(session)
+                assert _requests(metrics) == {
+                    ("zhisuan_replica_up", "fake", "0"): 1.0,  # the successor's only
+                    ("zhisuan_replica_restarts_total", "fake", "0"): 0.0,
+                    ("zhisuan_replica_requests", "fake", "0", "running"): 1.0,
+                    ("zhisuan_replica_requests", "fake", "0", "waiting"): 0.0,
+                    ("zhisuan_requests_queued", "fake"): 0.0,
+                }
+                assert pick_replica(backend, "fake") is backend.replicas()[0]
+                running.cancel()  # the client leaves: the worker ends the request
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+                old.outstanding = 0
+                await until(lambda: old.state is ReplicaState.STOPPED)
+                await metrics.poll(session)
+                assert _requests(metrics)[("zhisuan_replica_requests", "fake", "0", "running")] == 0
+            finally:
+                await backend.stop()
 
     asyncio.run(scenario())

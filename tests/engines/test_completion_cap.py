@@ -109,7 +109,7 @@ def upstream() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         ("chat/completions", {}, {"messages": MESSAGES, "max_tokens": 7}, 7),
         ("chat/completions", {}, {"messages": MESSAGES, "max_completion_tokens": 9}, None),
         ("chat/completions", {"context_length": LONG}, {"messages": MESSAGES}, None),
-        ("completions", {}, {"prompt": "once", "max_tokens": None}, UNKNOWN_CONTEXT_COMPLETION),
+        ("completions", {}, {"prompt": "once", "max_tokens": None}, 16),  # null: the default
         ("completions", {"context_length": LONG}, {"prompt": "once"}, 16),  # the default
     ],
 )

@@ -136,6 +136,23 @@ def test_events_keep_the_upstreams_keys_and_values(upstream_url: str, stream_usa
 
 
 @pytest.mark.parametrize("stream_usage", [False, True])
+def test_chunks_carry_usage_null_when_the_client_asks(
+    upstream_url: str, stream_usage: bool
+) -> None:
+    """OpenAI, asked ``stream_options.include_usage``, sends ``"usage": null`` on every chunk
+    but the last, whether or not this deployment asks the upstream for usage."""
+    body = {"model": "public", "messages": MESSAGES, "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    with _proxy(upstream_url, stream_usage) as url:
+        lines = httpx.post(f"{url}/v1/chat/completions", json=body).iter_lines()
+        data = [line[6:] for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    *chunks, last = [json.loads(d) for d in data[:-1]]
+    assert chunks == [{**_as_relayed(e), "usage": None} for e in EVENTS]
+    assert last["choices"] == [] and last["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream_usage", [False, True])
 def test_the_openai_client_reads_the_tool_call(upstream_url: str, stream_usage: bool) -> None:
     with (
         _proxy(upstream_url, stream_usage) as url,

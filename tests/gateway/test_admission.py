@@ -36,7 +36,10 @@ def test_what_else_a_template_renders_is_covered() -> None:
 
 
 def test_without_max_tokens_the_rest_of_the_context_is_reserved() -> None:
-    req, size = _parsed(CompletionRequest, {"model": "m", "prompt": "abc", "max_tokens": None})
+    # a chat completion: a text completion without ``max_tokens`` (or null) has OpenAI's 16
+    req, size = _parsed(
+        ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "abc"}]}
+    )
     prompt, completion = worst_case_tokens(req, size, context_length=100)
     assert prompt + completion == 100
 
@@ -59,5 +62,9 @@ def test_an_unknown_context_caps_nothing() -> None:
     )
     prompt, completion = worst_case_tokens(req, size, context_length=None)  # an upstream's
     assert prompt >= 9000 and completion == 20000
-    bare, size = _parsed(CompletionRequest, {"model": "m", "prompt": "abc", "max_tokens": None})
+    bare, size = _parsed(
+        ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "abc"}]}
+    )
     assert worst_case_tokens(bare, size, None)[1] == UNKNOWN_CONTEXT_COMPLETION
+    text, size = _parsed(CompletionRequest, {"model": "m", "prompt": "abc", "max_tokens": None})
+    assert worst_case_tokens(text, size, None)[1] == 16  # OpenAI's default, null or not

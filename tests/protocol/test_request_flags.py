@@ -1,8 +1,10 @@
 """The boolean fields of a generation request, and ``stream_options``, checked as OpenAI
-checks them: a flag is a JSON boolean (or null where OpenAI allows it), never a string or a
-number coerced to one, and ``stream_options`` comes only with ``stream: true``. Both ways the
-models validate are covered: the gateway's (the raw JSON bytes) and the worker's (the
-decoded dict)."""
+checks them: a flag is a JSON boolean (or null where OpenAI allows it, which
+``stream_options.include_usage`` is too), never a string or a number coerced to one, refused
+in OpenAI's words (``Invalid type for 'stream': expected a boolean, but got a string
+instead.``), and ``stream_options`` comes only with ``stream: true``. Both ways the models
+validate are covered: the gateway's (the raw JSON bytes) and the worker's (the decoded
+dict)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,17 @@ REQUESTS: list[tuple[Model, dict[str, Any]]] = [
     (ChatCompletionRequest, CHAT),
     (CompletionRequest, TEXT),
 ]
-NOT_BOOLEANS: list[Any] = ["yes", "true", "false", 1, 0, "1", 1.0, [], {}]
+NOT_BOOLEANS: list[tuple[Any, str]] = [
+    ("yes", "a string"),
+    ("true", "a string"),
+    ("false", "a string"),
+    (1, "an integer"),
+    (0, "an integer"),
+    ("1", "a string"),
+    (1.0, "a decimal number"),
+    ([], "an array"),
+    ({}, "an object"),
+]
 
 
 def _gateway(model: Model, body: dict[str, Any]) -> Request:
@@ -39,11 +51,13 @@ VALIDATE = pytest.mark.parametrize("validate", [_gateway, _worker], ids=["gatewa
 Validate = Callable[[Model, dict[str, Any]], Request]
 
 
-def _refusal(validate: Validate, model: Model, body: dict[str, Any]) -> tuple[str | None, str]:
+def _refusal(
+    validate: Validate, model: Model, body: dict[str, Any], code: str = "invalid_parameter"
+) -> tuple[str | None, str]:
     with pytest.raises(ValidationError) as info:
         validate(model, body)
-    err = from_validation_error(info.value)
-    assert (err.status_code, err.error_type) == (400, "invalid_request_error")
+    err = from_validation_error(info.value, model)
+    assert (err.status_code, err.error_type, err.code) == (400, "invalid_request_error", code)
     return err.param, err.message
 
 
@@ -57,22 +71,26 @@ def _flag(param: str, value: Any) -> dict[str, Any]:
 FLAGS = ["stream", "ignore_eos", "stream_options.include_usage"]
 FLAG_CASES = [
     pytest.param(
-        model, {**base, **_flag(param, value)}, param, id=f"{model.__name__}-{param}-{value!r}"
+        model,
+        {**base, **_flag(param, value)},
+        param,
+        kind,
+        id=f"{model.__name__}-{param}-{value!r}",
     )
     for model, base in REQUESTS
     for param in (FLAGS if model is ChatCompletionRequest else [*FLAGS, "echo"])
-    for value in NOT_BOOLEANS
+    for value, kind in NOT_BOOLEANS
 ]
 
 
 @VALIDATE
-@pytest.mark.parametrize(("model", "body", "param"), FLAG_CASES)
+@pytest.mark.parametrize(("model", "body", "param", "kind"), FLAG_CASES)
 def test_a_flag_that_is_not_a_json_boolean_is_refused_naming_it(
-    validate: Validate, model: Model, body: dict[str, Any], param: str
+    validate: Validate, model: Model, body: dict[str, Any], param: str, kind: str
 ) -> None:
-    found, message = _refusal(validate, model, body)
+    found, message = _refusal(validate, model, body, code="invalid_type")
     assert found == param
-    assert message == f"Invalid value for '{param}': Input should be a valid boolean."
+    assert message == f"Invalid type for '{param}': expected a boolean, but got {kind} instead."
 
 
 @VALIDATE
@@ -87,6 +105,16 @@ def test_json_booleans_and_null_are_taken(
     assert validate(model, {**base, **_flag("stream_options.include_usage", True)}).include_usage
     quiet = validate(model, {**base, **_flag("stream_options.include_usage", False)})
     assert quiet.include_usage is False
+
+
+@VALIDATE
+@pytest.mark.parametrize(("model", "base"), REQUESTS)
+def test_a_null_include_usage_with_a_stream_is_taken_as_false(
+    validate: Validate, model: Model, base: dict[str, Any]
+) -> None:
+    req = validate(model, {**base, **_flag("stream_options.include_usage", None)})
+    assert req.stream is True
+    assert req.stream_options is not None and req.include_usage is False
 
 
 @VALIDATE

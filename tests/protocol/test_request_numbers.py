@@ -1,7 +1,9 @@
 """The number fields of a request, checked as OpenAI checks them: a JSON number, never a
 string holding one (``"0.5"``), and an integer field takes no fraction (``4.0``) or boolean;
-a float field takes a JSON integer (``1``). Both ways the models validate are covered: the
-gateway's (the raw JSON bytes) and the worker's (the decoded dict)."""
+a float field takes a JSON integer (``1``). A refusal is in OpenAI's words (``Invalid type
+for 'temperature': expected a decimal, but got a string instead.``). Both ways the models
+validate are covered: the gateway's (the raw JSON bytes) and the worker's (the decoded
+dict)."""
 
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ EMBED: dict[str, Any] = {"model": "m", "input": "hello"}
 FLOATS = ["temperature", "top_p", "presence_penalty", "frequency_penalty"]
 INTS = ["n", "seed", "max_tokens"]
 CASES: list[tuple[type[BaseModel], dict[str, Any], str, str]] = [
-    *[(ChatCompletionRequest, CHAT, f, "number") for f in FLOATS],
-    *[(CompletionRequest, TEXT, f, "number") for f in FLOATS],
-    *[(ChatCompletionRequest, CHAT, f, "integer") for f in [*INTS, "max_completion_tokens"]],
-    *[(CompletionRequest, TEXT, f, "integer") for f in INTS],
-    (EmbeddingRequest, EMBED, "dimensions", "integer"),
+    *[(ChatCompletionRequest, CHAT, f, "a decimal") for f in FLOATS],
+    *[(CompletionRequest, TEXT, f, "a decimal") for f in FLOATS],
+    *[(ChatCompletionRequest, CHAT, f, "an integer") for f in [*INTS, "max_completion_tokens"]],
+    *[(CompletionRequest, TEXT, f, "an integer") for f in INTS],
+    (EmbeddingRequest, EMBED, "dimensions", "an integer"),
 ]
 
 
@@ -46,9 +48,9 @@ def test_a_number_sent_as_a_string_is_refused_naming_its_field(
 ) -> None:
     with pytest.raises(ValidationError) as info:
         _validate(model, {**base, field: "1"}, how)
-    err = from_validation_error(info.value)
-    assert (err.status_code, err.param) == (400, field)
-    assert err.message == f"Invalid value for '{field}': Input should be a valid {kind}."
+    err = from_validation_error(info.value, model)
+    assert (err.status_code, err.param, err.code) == (400, field, "invalid_type")
+    assert err.message == f"Invalid type for '{field}': expected {kind}, but got a string instead."
 
 
 @pytest.mark.parametrize("how", ["gateway", "worker"])
@@ -59,7 +61,10 @@ def test_an_integer_field_takes_no_fraction_and_no_boolean(
 ) -> None:
     with pytest.raises(ValidationError) as info:
         _validate(ChatCompletionRequest, {**CHAT, field: value}, how)
-    assert from_validation_error(info.value).param == field
+    err = from_validation_error(info.value, ChatCompletionRequest)
+    assert (err.param, err.code) == (field, "invalid_type")
+    got = "a boolean" if value is True else "a decimal number"
+    assert err.message == f"Invalid type for '{field}': expected an integer, but got {got} instead."
 
 
 @pytest.mark.parametrize("how", ["gateway", "worker"])

@@ -35,10 +35,10 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
-    from zhisuan.cli.deploy import deploy, undeploy
+    from zhisuan.cli.deploy import DeployCommand, deploy, undeploy
 
     app.command()(serve)
-    app.command()(deploy)
+    app.command(cls=DeployCommand)(deploy)  # its help states the cap on --replicas
     app.command()(undeploy)
     app.command()(ps)
 
@@ -202,9 +202,10 @@ def ps(
             soft_wrap=True,
         )
     for r in draining:  # out of routing: a successor serves, or the model is undeployed
+        log = f"; it writes {r['log']}" if r.get("log") else ""
         console.print(
             f"{r['model']} #{r.get('replica', 0)}: pid {r['pid'] or '-'} takes no new request "
-            f"and stops once its {r.get('outstanding', 0)} request(s) in flight are done",
+            f"and stops once its {r.get('outstanding', 0)} request(s) in flight are done{log}",
             highlight=False,
             soft_wrap=True,
         )

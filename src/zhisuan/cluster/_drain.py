@@ -1,8 +1,9 @@
 """Workers leaving routing: each finishes the requests it runs, then stops.
 
 A replica's worker replaced by its successor, undeployed or scaled away is ``draining``: it is
-out of the backend's replicas (so routing, ``/health`` and the metrics no longer see it) and
-listed apart (:class:`Draining`) until its requests are done or the shutdown time is over;
+out of the backend's replicas (so routing, ``/health`` and ``zhisuan_replica_up`` no longer
+see it; the requests it runs still count in ``zhisuan_replica_requests``) and listed apart
+(:class:`Draining`) until its requests are done or the shutdown time is over;
 then its supervisor is cancelled, which ends the worker, and it is ``stopped``. One that
 dies meanwhile is not restarted (:func:`retired`).
 """

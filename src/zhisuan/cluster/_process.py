@@ -1,5 +1,6 @@
 """The worker process of a local replica: its command line, its socket, its environment,
-its log, its end.
+its first answer to ``/health``, the last line of its log, its end (its log file:
+:mod:`zhisuan.cluster._logs`).
 
 A worker is ``python -m zhisuan.engines.worker`` on a listening socket the backend binds and
 hands over; between fork and exec it asks to die with the gateway (``PR_SET_PDEATHSIG``) and
@@ -17,10 +18,14 @@ import re
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from zhisuan.cluster import cores as cpu
+from zhisuan.cluster._drain import POLL_S
 from zhisuan.cluster.base import ReplicaSpec
 
 LISTEN_BACKLOG = 2048  # uvicorn's own default
@@ -101,27 +106,6 @@ _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: 
 """What the worker's logging puts before a message (its time, level and logger)."""
 
 
-def log_path(logs_dir: Path, spec: ReplicaSpec, *, successor: bool = False) -> Path:
-    """Where a worker of replica ``spec`` writes its output: ``<model>-<index>.log``, or
-    ``<model>-<index>.next.log`` for a successor starting beside the replica's worker (it
-    takes the first name once it takes over: :func:`hand_over_log`)."""
-    name = f"{spec.model.replace('/', '_')}-{spec.index}"
-    return logs_dir / (f"{name}.next.log" if successor else f"{name}.log")
-
-
-def hand_over_log(logs_dir: Path, spec: ReplicaSpec, *, successor: bool) -> None:
-    """The replica's worker left routing: its log is renamed ``<model>-<index>.prev.log``
-    (it writes on there while it drains, replacing the one before), and with ``successor``
-    the successor's log takes the replica's name. So the replica's serving worker always
-    writes ``<model>-<index>.log``, and never shares its file with another."""
-    current = log_path(logs_dir, spec)
-    with contextlib.suppress(FileNotFoundError):
-        current.replace(current.with_name(current.name.removesuffix(".log") + ".prev.log"))
-    if successor:
-        with contextlib.suppress(FileNotFoundError):
-            log_path(logs_dir, spec, successor=True).replace(current)
-
-
 def last_line(path: Path) -> str | None:
     """The last line of a worker's log, without the logging prefix: why it stopped."""
     try:
@@ -129,6 +113,25 @@ def last_line(path: Path) -> str | None:
     except OSError:
         return None
     return _LOG_PREFIX.sub("", lines[-1])[:500] if lines else None
+
+
+async def healthy(
+    client: httpx.AsyncClient, url: str, proc: asyncio.subprocess.Process, timeout_s: float
+) -> bool:
+    """Whether the worker ``proc`` answers 200 at ``url`` (its ``/health``) within
+    ``timeout_s`` seconds; False at once if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get(url)).status_code == 200:
+                return True
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=POLL_S)
+        except TimeoutError:
+            continue
+    return False
 
 
 ending: set[asyncio.Task[None]] = set()

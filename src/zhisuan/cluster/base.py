@@ -98,10 +98,14 @@ class Replica:
     generation: int = field(default=0)  # bumps on every (re)start
     cpus: tuple[int, ...] | None = None  # the cores it is pinned to (None: not pinned)
     successor: Replica | None = None  # starting with a changed spec, to take over
+    log: str | None = None  # the file its worker writes its output to (None: none yet)
 
     @property
     def uptime_s(self) -> float:
-        if self.state is not ReplicaState.READY or self.ready_since is None:
+        """Seconds since its worker became ready, for as long as that worker runs: while it
+        serves, and while it finishes its requests out of routing (``stopping``,
+        ``draining``); 0 while it starts or restarts, and once it stopped."""
+        if self.ready_since is None:
             return 0.0
         return time.monotonic() - self.ready_since
 
@@ -120,6 +124,7 @@ class Replica:
             "restarts": self.restarts,
             "outstanding": self.outstanding,
             "last_error": self.last_error,
+            "log": self.log,
             "replacing": None if self.successor is None else self.successor.snapshot(),
         }
 
@@ -147,7 +152,8 @@ class Drains(Protocol):
     def draining(self) -> list[Replica]:
         """Workers taken out of routing (replaced by a successor, undeployed or scaled away)
         that finish the requests they run before they stop, state ``draining``. They are
-        never in :meth:`Backend.replicas`, which routing, ``/health`` and the metrics read."""
+        never in :meth:`Backend.replicas`, which routing, ``/health`` and
+        ``zhisuan_replica_up`` read (the metrics still count the requests they run)."""
         ...
 
 

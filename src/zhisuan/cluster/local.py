@@ -21,10 +21,9 @@ serving anyway are replaced first, and stopped at once. The next replica waits u
 one before is ready. A change undone or changed again calls the rollout off wherever it
 is. A replica undeployed (or scaled away) leaves routing at once and stops once its
 requests are done. A worker out of routing is listed ``draining`` meanwhile
-(:mod:`zhisuan.cluster._drain`), and not restarted if it dies. The replica's serving worker
-writes ``<logs>/<model>-<index>.log``; a successor writes ``….next.log`` until it takes over,
-and the old worker ``….prev.log`` from then on (:func:`~zhisuan.cluster._process.log_path`).
-Reconciles run one at a time, each from the latest specs.
+(:mod:`zhisuan.cluster._drain`), and not restarted if it dies. Each worker writes a log file of
+its own, and ``<logs>/<model>-<index>.log`` links to the serving worker's
+(:mod:`zhisuan.cluster._logs`). Reconciles run one at a time, each from the latest specs.
 """
 
 from __future__ import annotations
@@ -39,14 +38,14 @@ import httpx
 
 from zhisuan.cluster import cores as cpu
 from zhisuan.cluster._drain import POLL_S, Draining, cancel, drained, retired
+from zhisuan.cluster._logs import WorkerLogs
 from zhisuan.cluster._process import (
     child_setup,
     end,
     ending,
-    hand_over_log,
+    healthy,
     last_line,
     listener,
-    log_path,
     worker_command,
     worker_env,
 )
@@ -79,6 +78,7 @@ class LocalBackend:
         self._rollouts: dict[str, asyncio.Task[None]] = {}  # by model
         self._rolling: dict[str, tuple[str, ReplicaSpec]] = {}  # model: the key it changes, to what
         self._draining = Draining()
+        self._logs = WorkerLogs(settings.logs_dir)
         self._lock = asyncio.Lock()  # one reconcile (or stop) at a time
         self._client = httpx.AsyncClient(timeout=2.0)
 
@@ -224,7 +224,9 @@ class LocalBackend:
         self._tasks[key] = task
         successor.restarts += old.restarts  # the replica's count goes on (a counter metric)
         logger.info("replica %s: pid %s takes over from pid %s", key, successor.pid, old.pid)
-        self._retire(old, old_task, successor=True)
+        if successor.log is not None:
+            self._logs.serving(spec, Path(successor.log))
+        self._draining.add(old, old_task, self._settings.shutdown_timeout_s)
 
     async def _replace_in_place(self, key: str) -> None:
         """Stop replica ``key`` for a successor that cannot run beside it (a GPU's memory
@@ -246,13 +248,21 @@ class LocalBackend:
         task.cancel()
         await asyncio.wait([task])
 
-    def _retire(self, old: Replica, task: asyncio.Task[None], *, successor: bool = False) -> None:
-        """Stop a replica no longer routed to once the requests it runs are done (it is
-        ``draining`` meanwhile); its log makes way for its ``successor``'s, or a new one."""
+    def _retire(self, old: Replica, task: asyncio.Task[None]) -> None:
+        """Stop a replica undeployed or scaled away once the requests it runs are done (it
+        is ``draining`` meanwhile); ``<model>-<index>.log`` no longer names its log."""
         self._draining.add(old, task, self._settings.shutdown_timeout_s)
-        hand_over_log(self._settings.logs_dir, old.spec, successor=successor)
+        if old.log is not None:
+            self._logs.unserved(old.spec, Path(old.log))
 
     async def _supervise(self, replica: Replica, after: asyncio.Task[None] | None = None) -> None:
+        try:
+            await self._keep_up(replica, after)
+        finally:  # no worker of it runs any more: its log is an old one
+            if replica.log is not None:
+                self._logs.done(replica.spec, Path(replica.log))
+
+    async def _keep_up(self, replica: Replica, after: asyncio.Task[None] | None) -> None:
         if after is not None:
             await asyncio.wait([after])  # the worker it replaces is gone first
         backoff = self._settings.restart_backoff_s
@@ -284,10 +294,11 @@ class LocalBackend:
     async def _run_once(self, replica: Replica) -> float:
         """Run the replica's worker until it exits; the seconds it was ready."""
         spec = replica.spec
-        self._settings.logs_dir.mkdir(parents=True, exist_ok=True)
-        output = log_path(
-            self._settings.logs_dir, spec, successor=self._replicas.get(spec.key) is not replica
-        )
+        if replica.log is None:  # its first start: a file of its own (a restart appends)
+            replica.log = str(self._logs.new(spec))
+        output = Path(replica.log)
+        if self._replicas.get(spec.key) is replica:  # not a successor starting beside it
+            self._logs.serving(spec, output)
         cores = self._placement.get(spec.key)
         loading_on = cores
         if cores and self._cores is not None and self._starting():
@@ -330,7 +341,8 @@ class LocalBackend:
 
     async def _serve(self, replica: Replica, proc: asyncio.subprocess.Process, output: Path) -> int:
         """Wait for the worker to be ready, then for it to exit; its exit code."""
-        if not await self._wait_ready(replica, proc):
+        timeout_s = self._settings.worker_start_timeout_s
+        if not await healthy(self._client, f"{replica.endpoint}/health", proc, timeout_s):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             code = await proc.wait()
@@ -350,21 +362,6 @@ class LocalBackend:
     def _starting(self) -> bool:
         """Whether no replica is ready yet (the platform is starting)."""
         return not any(r.state is ReplicaState.READY for r in self._replicas.values())
-
-    async def _wait_ready(self, replica: Replica, proc: asyncio.subprocess.Process) -> bool:
-        deadline = time.monotonic() + self._settings.worker_start_timeout_s
-        url = f"{replica.endpoint}/health"
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                return False
-            with contextlib.suppress(httpx.HTTPError):
-                if (await self._client.get(url)).status_code == 200:
-                    return True
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=POLL_S)
-            except TimeoutError:
-                continue
-        return False
 
 
 async def _ready(replica: Replica) -> None:

@@ -3,15 +3,19 @@
 vLLM, SGLang, TGI, Ollama or a cloud API already serve the OpenAI protocol with their own
 chat template and tokenizer, so this engine implements the worker's request-level
 :class:`~zhisuan.engines.worker.PassThrough` interface rather than ``Engine``: the worker
-validates a request and this engine forwards it (``model`` renamed to the upstream's
-name), then rewrites ``model`` in the answer back to the public name. A request that states
-no completion budget comes with the one the gateway reserved (``max_tokens``: 4096 where
+validates a request and this engine forwards the client's JSON as it came, explicit
+``null`` values included (``model`` renamed to the upstream's name), then rewrites
+``model`` in the answer back to the public name. A request that states no completion
+budget comes with the one the gateway reserved (``max_tokens``: 4096 where
 ``context_length`` is not set; see :mod:`zhisuan.engines.worker._passthrough`).
 
-Usage is always requested upstream (``stream_options.include_usage``) so every stream can
-be metered; the final usage chunk is passed on only when the worker asks for it. If the
-upstream sends no usage at all, it is estimated (prompt ≈ characters / 4, completion =
-content chunks) and logged as an estimate.
+Usage is always requested upstream (``stream_options.include_usage``, beside any other
+``stream_options`` the client sent) so every stream can be metered; the final usage chunk
+is passed on only when the worker asks for it. As OpenAI does, every other chunk carries
+``"usage": null`` when the client asked for usage, and no ``usage`` key when it did not. If
+the upstream sends no usage at all, it is estimated (prompt ≈ characters / 4, completion =
+content chunks) and logged as an estimate. The upstream's stream is read as the SSE
+specification says (:mod:`zhisuan.engines._upstream_sse`).
 
 Options (``--options`` JSON):
     base_url: the upstream's OpenAI base URL, e.g. ``http://10.0.0.5:8000/v1`` (required).
@@ -23,7 +27,8 @@ Options (``--options`` JSON):
         ``max_tokens`` is sent without one, else with ``max_tokens`` 4096.
     check: probe ``GET {base_url}/models`` when loading (default true).
     stream_usage: ask for ``stream_options.include_usage`` upstream (default true; turn it
-        off for servers that reject the field, and usage is estimated).
+        off for servers that reject the field: ``stream_options`` is then never sent, and
+        usage is estimated).
 
 Errors: a 4xx from the upstream raises the matching ``ZhisuanError`` with the upstream's
 message, ``param`` and ``code``; an unreachable upstream, a 5xx or a rejected key raises
@@ -36,11 +41,13 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from zhisuan.engines._upstream_sse import sse_data
 from zhisuan.engines.base import EngineInfo, Task
 from zhisuan.errors import (
     EngineUnavailable,
@@ -149,8 +156,22 @@ class UpstreamEngine:
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S)),
         )
 
-    def _payload(self, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return {**body, "model": self.upstream_model, **extra}
+    def _payload(self, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+        """The client's ``body`` as sent (nulls stay nulls, absent fields absent), with the
+        fields this engine must set: ``model``, and on a stream ``stream`` and
+        ``stream_options`` (see the module docstring)."""
+        payload = {**body, "model": self.upstream_model}
+        if not self.ask_usage:
+            payload.pop("stream_options", None)  # the upstream rejects the field
+        elif stream:
+            sent = body.get("stream_options")
+            payload["stream_options"] = {
+                **(sent if isinstance(sent, dict) else {}),
+                "include_usage": True,
+            }
+        if stream:
+            payload["stream"] = True
+        return payload
 
     def _rename(self, obj: dict[str, Any]) -> dict[str, Any]:
         if "model" in obj:
@@ -163,10 +184,7 @@ class UpstreamEngine:
         Raises:
             zhisuan.errors.ZhisuanError: the upstream refused, failed or is unreachable.
         """
-        payload = self._payload(body)
-        payload.pop("stream_options", None)
-        if "stream" in payload:
-            payload["stream"] = False
+        payload = self._payload(body, stream=False)
         try:
             resp = await self._client.post(path, json=payload)
         except httpx.HTTPError as exc:
@@ -205,25 +223,20 @@ class UpstreamEngine:
             zhisuan.errors.ZhisuanError: the upstream refused, failed or is unreachable.
         """
         client_asked = bool((body.get("stream_options") or {}).get("include_usage"))
-        extra: dict[str, Any] = {"stream": True}
-        if self.ask_usage:
-            extra["stream_options"] = {"include_usage": True}
-        else:
-            extra["stream_options"] = None
-        payload = {k: v for k, v in self._payload(body, **extra).items() if v is not None}
+        payload = self._payload(body, stream=True)
         try:
-            async with self._client.stream("POST", path, json=payload) as resp:
+            async with (
+                self._client.stream("POST", path, json=payload) as resp,
+                aclosing(sse_data(resp.aiter_bytes())) as events,  # read after the check
+            ):
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise upstream_error(resp)
                 usage: dict[str, Any] | None = None
                 last: dict[str, Any] = {}
                 pieces = 0
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # comments, event names, blank separators
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                async for data in events:
+                    if data.startswith("[DONE]"):  # as the openai SDKs test it
                         break
                     try:
                         obj = json.loads(data)
@@ -244,7 +257,9 @@ class UpstreamEngine:
                             yield _sse(obj)
                         continue
                     pieces += _has_text(obj)
-                    if not client_asked:
+                    if client_asked:
+                        obj.setdefault("usage", None)  # OpenAI's "usage": null
+                    else:
                         obj.pop("usage", None)
                     yield _sse(obj)
                 if usage is None and include_usage:

@@ -25,12 +25,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from zhisuan.cluster import Backend, ReplicaState
+from zhisuan.cluster import Backend, Drains, ReplicaState
 from zhisuan.gateway._exchange import Exchange
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 _K = TypeVar("_K", bound=tuple[str, ...])
+_OUT = (ReplicaState.STOPPING, ReplicaState.DRAINING)
+"""States of a worker that takes no new request but finishes those it runs."""
 
 
 @dataclass(slots=True)
@@ -85,13 +87,19 @@ class Metrics:
         self.registry.register(_ReplicaCollector(backend, self.load))
 
     async def poll(self, client: aiohttp.ClientSession, timeout: float = 1.0) -> None:
-        """Ask every ready replica's worker how many requests it runs and how many wait
-        (``GET /health``), for the scrape that follows; a replica that does not answer in
-        ``timeout`` seconds is left out."""
+        """Ask the workers that run requests how many they run and how many wait (``GET
+        /health``), for the scrape that follows; one that does not answer in ``timeout``
+        seconds is left out. Those are each ready replica's worker and each that finishes
+        its requests taking no new one (``stopping``, and ``draining`` where the backend
+        :class:`~zhisuan.cluster.Drains`): a draining worker's count under its replica's
+        labels, added to its successor's."""
+        backend = self._backend
+        out = backend.draining() if isinstance(backend, Drains) else []
         ready = [
             r
-            for r in self._backend.replicas()
-            if r.state is ReplicaState.READY and r.endpoint is not None
+            for r in [*backend.replicas(), *out]
+            if r.endpoint is not None
+            and (r.state is ReplicaState.READY or (r.state in _OUT and r.pid is not None))
         ]
 
         async def ask(endpoint: str) -> tuple[int, int] | None:
@@ -107,7 +115,9 @@ class Metrics:
         self.load.clear()
         for rep, load in zip(ready, answers, strict=True):
             if load is not None:
-                self.load[(rep.spec.model, str(rep.spec.index))] = load
+                key = (rep.spec.model, str(rep.spec.index))
+                running, waiting = self.load.get(key, (0, 0))
+                self.load[key] = (running + load[0], waiting + load[1])
 
     def add(
         self, ex: Exchange, tenant: str, cost: float, currency: str, energy_wh: float, source: str
@@ -228,8 +238,8 @@ class _ReplicaCollector(Collector):
         yield restarts
         requests = GaugeMetricFamily(
             "zhisuan_replica_requests",
-            "Requests a replica runs in its engine's batch and waits to start, as its worker "
-            "counts them.",
+            "Requests a replica runs in its engine's batch and waits to start, as its workers "
+            "count them (one still draining included).",
             labels=["model", "replica", "state"],
         )
         queued = GaugeMetricFamily(

@@ -184,12 +184,13 @@ class _Call:
             self.upstream = None
 
     async def open(self, path: str, body: bytes, sent: Sent | None = None) -> Response:
-        """Pick a replica and send; a replica that refuses the connection is skipped once.
-        A request already ``sent`` waits for its answer there first; a pooled connection
-        the worker had just closed sends it again."""
+        """Pick a replica and send; a worker that refuses the connection is skipped once
+        (by its identity, not its replica's key: a successor that took over that replica
+        meanwhile is tried). A request already ``sent`` waits for its answer there first; a
+        pooled connection the worker had just closed sends it again."""
         gw, ex = self.gw, self.ex
         headers = worker_headers(ex)
-        tried: set[str] = set()
+        tried: list[tuple[Replica, int]] = []  # the workers that failed: (replica, generation)
         if sent is not None:
             replica, conn = sent
             ex.replica = replica.spec.key
@@ -204,11 +205,12 @@ class _Call:
                 gw.meter.abandon(ex)
                 self._unwatch()
                 if conn.received:  # the replica failed: another one, if there is one
-                    tried.add(replica.spec.key)
+                    tried.append((replica, replica.generation))
                     logger.warning("request %s: replica failed: %s", ex.request_id, exc)
         while True:
             try:
-                replica = pick_replica(gw.backend, ex.model, exclude=tried)
+                exclude = _workers_of(gw, ex.model, tried) if tried else None
+                replica = pick_replica(gw.backend, ex.model, exclude=exclude)
             except EngineUnavailable as none_ready:
                 err = none_ready
                 if tried:  # we already had a replica, and it failed
@@ -237,7 +239,7 @@ class _Call:
                 replica.outstanding -= 1
                 self.replica = None
                 gw.meter.abandon(ex)
-                tried.add(replica.spec.key)
+                tried.append((replica, replica.generation))
                 logger.warning("request %s: replica %s failed: %s", ex.request_id, ex.replica, exc)
 
     async def answer(self, upstream: Response, send: Send) -> None:
@@ -335,6 +337,17 @@ class _Call:
             ex.error = error[:500]
         ex.close(status, http_status)
         settle_abort(self.gw, None if self.replica is None else self.replica.endpoint, ex)
+
+
+def _workers_of(gw: Gateway, model: str, tried: list[tuple[Replica, int]]) -> set[str]:
+    """The keys of the replicas of ``model`` whose worker now is one of those ``tried``: the
+    same replica record, not restarted since. A successor that took over a replica's key, or
+    a worker restarted after a crash, is another worker, and may take the request."""
+    return {
+        r.spec.key
+        for r in gw.backend.replicas(model)
+        if any(r is failed and r.generation == generation for failed, generation in tried)
+    }
 
 
 def _status(exc: Exception) -> int:

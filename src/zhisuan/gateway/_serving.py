@@ -255,7 +255,7 @@ class HotPath:
         try:
             return endpoint, model.model_validate_json(body)
         except ValidationError as exc:
-            raise _invalid(exc) from None
+            raise _invalid(exc, model) from None
 
 
 async def handle(
@@ -377,8 +377,8 @@ def _answer_error(cycle: Cycle, scope: Scope, exc: Exception) -> None:
     cycle.answer(*error_answer(_INTERNAL))
 
 
-def _invalid(exc: ValidationError) -> InvalidParameter:
+def _invalid(exc: ValidationError, model: type[BaseModel]) -> InvalidParameter:
     errors = exc.errors()
     if errors and errors[0].get("type") == "json_invalid":
         return InvalidParameter(f"We could not parse the JSON body of your request: {exc}.")
-    return invalid_from_validation(exc)
+    return invalid_from_validation(exc, model)  # worded as a worker words it

@@ -61,7 +61,8 @@ class Usage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    include_usage: StrictBool = False
+    include_usage: StrictBool | None = False
+    """OpenAI takes ``null`` here, meaning ``false``."""
 
 
 Stop = str | list[str] | None

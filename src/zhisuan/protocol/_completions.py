@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, StrictBool, field_validator
 
 from zhisuan.protocol._common import _GenerationFields, check_text
 
 DEFAULT_MAX_TOKENS = 16
+"""OpenAI's ``max_tokens`` for a text completion that states none, or ``null``."""
 
 
 class CompletionRequest(_GenerationFields):
     prompt: str | list[str]
-    max_tokens: Annotated[int, Field(ge=1, strict=True)] | None = DEFAULT_MAX_TOKENS
+    max_tokens: Annotated[int, Field(ge=1, strict=True)] = DEFAULT_MAX_TOKENS
     echo: StrictBool | None = False
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any) -> Any:
+        # OpenAI's default for a text completion, not the rest of the context as for a chat
+        return DEFAULT_MAX_TOKENS if value is None else value
 
     @field_validator("prompt")
     @classmethod

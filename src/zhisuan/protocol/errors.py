@@ -2,29 +2,27 @@
 
 Every error either side returns has OpenAI's body ``{"error": {"message", "type", "param",
 "code"}}``. Validation errors name the offending ``param`` the way OpenAI does
-(``temperature``, ``messages``, ``messages[0].role``). What counts as an *unexpected* error
-differs (a gateway bug is a 500, a worker's engine failure a 503), so each side passes its
-own handler for those to :func:`install_error_handlers`.
+(``temperature``, ``messages``, ``messages[0].role``), and a field of the wrong JSON type
+is worded as OpenAI words it (``Invalid type for 'stream': expected a boolean, but got a
+string instead.``, code ``invalid_type``; ``zhisuan.protocol._type_errors``). What counts as
+an *unexpected* error differs (a gateway bug is a 500, a worker's engine failure a 503), so
+each side passes its own handler for those to :func:`install_error_handlers`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zhisuan.errors import InvalidParameter, RateLimited, ZhisuanError
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# pydantic puts union member tags into ``loc`` (("stop", "list[str]")); they are not fields
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+from zhisuan.protocol._type_errors import expected, is_tag, is_type_error, json_kind, reported
 
 
 def error_headers(exc: ZhisuanError) -> dict[str, str]:
@@ -56,29 +54,46 @@ def param_of(loc: tuple[int | str, ...]) -> str | None:
             out += f"[{part}]"
         elif part in {"body", "query"} and not out:
             continue
-        elif _IDENT.match(part) and part not in _TYPE_TAGS:
+        elif not is_tag(part):
             out += f".{part}" if out else part
     return out or None
 
 
-def from_validation_error(exc: ValidationError | RequestValidationError) -> InvalidParameter:
+def from_validation_error(
+    exc: ValidationError | RequestValidationError, model: type[BaseModel] | None = None
+) -> InvalidParameter:
     """An ``InvalidParameter`` naming the first invalid field of ``exc``.
+
+    A field of the wrong JSON type is answered as OpenAI answers it (``Invalid type for
+    'messages[0].content': expected one of a string or array of objects, but got an integer
+    instead.``, code ``invalid_type``); a missing one too (``missing_required_parameter``);
+    any other refusal says pydantic's or the validator's reason.
 
     Args:
         exc: a pydantic (or FastAPI request) validation error.
+        model: the model that raised ``exc``, whose schema says exactly what a field of the
+            wrong type takes (``an array of objects``); without it the error says less
+            (``an array``).
 
     Returns:
         A 400 error whose ``param`` names the field and whose message says why.
     """
-    errors: list[Any] = list(exc.errors())
+    errors: list[dict[str, Any]] = [dict(e) for e in exc.errors()]
     if not errors:
         return InvalidParameter("invalid request body")
-    first = errors[0]
+    first = reported(errors)
     param = param_of(tuple(first.get("loc", ())))
-    reason = str(first.get("msg", "invalid value"))
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."
         return InvalidParameter(message, param=param, code="missing_required_parameter")
+    if is_type_error(first):
+        what = f"'{param}'" if param else "the request body"
+        message = (
+            f"Invalid type for {what}: expected {expected(first, model)}, "
+            f"but got {json_kind(first.get('input'))} instead."
+        )
+        return InvalidParameter(message, param=param, code="invalid_type")
+    reason = str(first.get("msg", "invalid value"))
     message = f"Invalid value for '{param}': {reason}." if param else f"{reason}."
     return InvalidParameter(message, param=param)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
+from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal
 from typing import Any
 
 from zhisuan.errors import InvalidParameter
@@ -29,8 +30,11 @@ LIMIT_MAX: dict[str, float] = {
     "budget": 1e12 - 1,
 }
 BUDGET_STEP = 10.0**-MONEY_PLACES
-"""The smallest budget above 0 the column keeps: a budget under half of it is stored as 0
-(PostgreSQL rounds half away from zero), which is not "no budget" but allows no spending."""
+"""The step of a budget, and the smallest one above 0: the column keeps
+:data:`MONEY_PLACES` decimal places. PostgreSQL would round a budget with more (half away
+from zero: under half a step to 0, which is not "no budget" but allows no spending) while
+SQLite kept it, so such a budget is refused rather than changed without a word."""
+_STEP = Decimal(1).scaleb(-MONEY_PLACES)
 
 
 def apply_limits(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
@@ -66,13 +70,16 @@ def apply_limits(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
 
 
 def check_budget_kept(budget: float) -> None:
-    """Refuse a positive budget that the column would store as 0 (see :data:`BUDGET_STEP`).
+    """Refuse a positive budget that the column cannot keep as given (see
+    :data:`BUDGET_STEP`): one it would store as 0, or one with more decimal places than it
+    keeps.
 
     Raises:
-        InvalidParameter: ``budget`` is under half of :data:`BUDGET_STEP`.
+        InvalidParameter: ``budget`` is under half of :data:`BUDGET_STEP`, or is not a
+            whole number of its steps.
     """
+    step = f"{BUDGET_STEP:.{MONEY_PLACES}f}"
     if budget < BUDGET_STEP / 2:
-        step = f"{BUDGET_STEP:.{MONEY_PLACES}f}"
         raise InvalidParameter(
             f"budget {budget:g} is under half of {step}, the smallest step of a budget (kept "
             f"to {MONEY_PLACES} decimal places): it would be stored as 0, which allows no "
@@ -80,6 +87,23 @@ def check_budget_kept(budget: float) -> None:
             param="budget",
             hint=f"give {step} or more, or leave the budget out for no limit",
         )
+    given = Decimal(repr(budget))  # the float's shortest digits: the amount as it was written
+    if given == given.quantize(_STEP):
+        return
+    kept = [_plain(given.quantize(_STEP, way)) for way in (ROUND_DOWN, ROUND_UP)]
+    raise InvalidParameter(
+        f"budget {_plain(given)} has more decimal places than a budget keeps ({MONEY_PLACES}, "
+        f"in steps of {step}): it would be rounded to "
+        f"{_plain(given.quantize(_STEP, ROUND_HALF_UP))}",
+        param="budget",
+        hint=f"give at most {MONEY_PLACES} decimal places, e.g. "
+        + " or ".join(amount for amount in kept if Decimal(amount) > 0),
+    )
+
+
+def _plain(amount: Decimal) -> str:
+    """``amount`` without an exponent or trailing zeros (``1.000001``, ``100``)."""
+    return format(amount.normalize(), "f")
 
 
 def check_models(models: list[str] | None) -> list[str] | None:

@@ -5,9 +5,10 @@ shared ``zhisuan.protocol`` models, checks the model name and task, sizes the co
 budget against the context, drives the engine and formats the answer. Engines that
 implement :class:`PassThrough` get the validated body forwarded instead.
 
-Budget rule (OpenAI's): without ``max_tokens`` a completion may use the rest of the
-context; a ``max_tokens`` larger than the rest is a 400 ``context_length_exceeded``. Where
-the deployment sets no ``context_length`` the gateway reserves no more than
+Budget rule (OpenAI's): without ``max_tokens`` a chat completion may use the rest of the
+context (a text completion gets 16 tokens, ``null`` or absent); a ``max_tokens`` larger
+than the rest is a 400 ``context_length_exceeded``. Where the deployment sets no
+``context_length`` the gateway reserves no more than
 :data:`~zhisuan.engines.options.UNKNOWN_CONTEXT_COMPLETION` tokens for a request without
 ``max_tokens``, so such a request stops there (``completion_cap``); one forwarded to a
 :class:`PassThrough` states the budget it was reserved (``max_tokens``).
@@ -173,7 +174,7 @@ class Serving:
         try:
             req = model.model_validate(body)
         except ValidationError as exc:
-            raise from_validation_error(exc) from None
+            raise from_validation_error(exc, model) from None
         name = getattr(req, "model", None)
         if name != self.info.model:
             raise NotFound(

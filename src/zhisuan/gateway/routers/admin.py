@@ -1,17 +1,18 @@
 """The admin API (``/admin/…``, admin key): tenants, keys, deployments, usage, replicas.
 
 Thin: each route validates its body and calls the store; changes that a gateway caches
-(keys, limits, deployments) are applied at once by :func:`_refresh`.
+(keys, limits, deployments) are applied at once by :func:`_refresh`. Errors carry the hint
+the CLI prints for the same mistake (:mod:`zhisuan.gateway.routers._admin_errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from zhisuan.cluster import listing
 from zhisuan.engines.options import check_deployment, check_values
@@ -19,20 +20,35 @@ from zhisuan.errors import InvalidParameter
 from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
+from zhisuan.gateway.routers._admin_errors import RESPONSES, HintedRoute
 from zhisuan.modelstore import validate_name
 from zhisuan.store import MAX_REPLICAS, tenant_currency
+from zhisuan.store._share_checks import BUDGET_STEP
+from zhisuan.store._share_models import MONEY_PLACES
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=HintedRoute, responses=RESPONSES)
+
+# Bounds that the store checks, as for the CLI, so that a refusal carries the CLI's hint;
+# the schema states them all the same.
+_Count = Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1})]
+_Money = Annotated[float, WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+_Replicas = Annotated[
+    int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS})
+]
 
 
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    tokens_per_day: int | None = Field(default=None, ge=1)
-    budget: float | None = Field(default=None, gt=0)
-    max_concurrent: int | None = Field(default=None, ge=1)
+    rpm: _Count | None = None
+    tpm: _Count | None = None
+    tokens_per_day: _Count | None = None
+    budget: _Money | None = Field(
+        default=None,
+        description=f"Money per calendar month, in steps of {BUDGET_STEP:.{MONEY_PLACES}f} "
+        f"(at most {MONEY_PLACES} decimal places: a budget is kept to them).",
+    )
+    max_concurrent: _Count | None = None
     models: list[str] | None = None
 
 
@@ -63,7 +79,7 @@ class DeploymentIn(BaseModel):
     model: str = Field(min_length=1, max_length=64)
     engine: Literal["transformers", "llamacpp", "upstream"] | None = None
     device: str | None = Field(default=None, pattern=r"^(cpu|cuda:\d+)$")
-    replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    replicas: _Replicas | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
