@@ -127,7 +127,7 @@ def test_a_gguf_store_model_whose_file_is_gone_or_damaged(models: str, tmp_path:
 
 
 def test_the_docs_name_the_architectures_read() -> None:
-    from zhisuan.cli._gguf_arch import GGUF_ARCHS
+    from zhisuan.catalog import GGUF_ARCHS
 
     docs = Path(__file__).parents[2] / "docs" / "planner.md"
     assert f"({', '.join(GGUF_ARCHS)})" in " ".join(docs.read_text().split())

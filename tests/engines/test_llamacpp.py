@@ -233,13 +233,13 @@ def test_every_seed_is_repeatable(gguf: Path, monkeypatch: pytest.MonkeyPatch) -
 
     engine = load(gguf, model_name="m", device="cpu", options={"n_ctx": 256, "n_threads": 2})
     seeds: list[int] = []
-    real = engine._llm.create_completion
+    real = engine._llm.set_seed
 
-    def spy(*args: object, **kwargs: object) -> object:
-        seeds.append(kwargs["seed"])  # type: ignore[arg-type]
-        return real(*args, **kwargs)
+    def spy(seed: int) -> None:
+        seeds.append(seed)
+        real(seed)
 
-    monkeypatch.setattr(engine._llm, "create_completion", spy)
+    monkeypatch.setattr(engine._llm, "set_seed", spy)
 
     async def text(seed: int) -> str:
         params = SamplingParams(max_tokens=12, temperature=1.0, seed=seed)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from zhisuan import demo
 from zhisuan.cli.catalog import app as catalog_app
 from zhisuan.cli.plan import app as plan_app
 from zhisuan.errors import ZhisuanError
@@ -133,3 +136,19 @@ def test_router_errors(client: TestClient) -> None:
     assert zero.status_code == 400 and zero.json()["error"]["code"] == "impossible_plan"
     extra = client.post("/v1/plan/train", json={"model": "x", "tokens": 1, "bogus": 1})
     assert extra.status_code == 422
+
+
+def test_router_reads_no_file_of_the_servers_directory(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a bare name that happens to be a model directory (or a GGUF file) where the server runs
+    # is not read: the planner API takes catalog ids only
+    shutil.copytree(demo.tiny_chat_dir(), tmp_path / "probe")
+    monkeypatch.chdir(tmp_path)
+    for path in ("train", "serve"):
+        body: dict[str, Any] = {"model": "probe", "device": "h100"}
+        if path == "train":
+            body["tokens"] = 1e9
+        answer = client.post(f"/v1/plan/{path}", json=body)
+        assert answer.status_code == 404, answer.text
+        assert "probe" in answer.json()["error"]["message"]

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from zhisuan.catalog._gguf import model_from_gguf
+from zhisuan.catalog._gguf_header import is_gguf
 from zhisuan.catalog._hfconfig import model_from_hf_config
 from zhisuan.catalog._types import MLA, Accelerator, ModelArch, MoE, Price
 from zhisuan.errors import InvalidParameter, NotFound, closest
@@ -245,41 +247,72 @@ class Catalog:
             )
         return self.accelerators[key]
 
-    def model(self, name: str, resolver: ModelResolver | None = None) -> ModelArch:
-        """Look a model up by catalog id/alias, a ``config.json`` path, or a store name.
+    def model(
+        self, name: str, resolver: ModelResolver | None = None, *, paths: bool = True
+    ) -> ModelArch:
+        """Look a model up by catalog id/alias, a model file's path, or a store name.
 
         Args:
-            name: catalog id (``llama3-70b``), a path to an HF ``config.json`` or a model
-                directory, or a model-store name handed to ``resolver``.
-            resolver: maps a model-store name to its directory or ``config.json``.
+            name: catalog id (``llama3-70b``), a path to an HF ``config.json``, a model
+                directory or a GGUF file, or a model-store name handed to ``resolver``.
+            resolver: maps a model-store name to its directory, ``config.json`` or GGUF
+                file.
+            paths: read files; False takes catalog ids and aliases only (for callers that
+                must not read the host's files, such as the planner API).
 
         Returns:
-            The architecture.
+            The architecture (a file's: see :func:`model_from_path`).
 
         Raises:
             NotFound: nothing matched; ``suggestions`` holds the closest catalog ids.
-            InvalidParameter: a path was given but its config could not be parsed.
+            InvalidParameter: a path was given but its shape could not be read (a GGUF
+                file of an architecture the catalog does not map, too).
+            ImportRefused: a damaged GGUF file.
         """
         key = self._model_alias.get(_norm(name))
         if key is not None:
             return self.models[key]
         path = Path(name).expanduser()
-        if name.endswith(".json") or path.is_dir() or path.is_file():
+        if paths and (name.endswith(".json") or path.is_dir() or path.is_file()):
             if path.exists():
-                return model_from_hf_config(path)
+                return model_from_path(path)
             raise NotFound(f"model config {name!r} does not exist", param="model")
-        if resolver is not None:
+        if paths and resolver is not None:
             resolved = resolver(name)
             if resolved is not None:
-                return model_from_hf_config(Path(resolved), name=name)
+                return model_from_path(Path(resolved), name=name)
         names = sorted(set(self._model_alias))
         hits = [self._model_alias[h] for h in closest(_norm(name), names, n=4)]
+        where = (
+            "not in the catalog, not a config.json or GGUF path" if paths else "not in the catalog"
+        )
         raise NotFound(
-            f"unknown model {name!r} (not in the catalog, not a config.json path)",
+            f"unknown model {name!r} ({where})",
             suggestions=list(dict.fromkeys(hits)),
             param="model",
             code="model_not_found",
         )
+
+
+def model_from_path(path: Path, *, name: str | None = None) -> ModelArch:
+    """The architecture of a model on disk: a GGUF file (named ``.gguf`` or starting as one
+    does) from its metadata, else an HF ``config.json`` or a directory holding one.
+
+    Args:
+        path: the file or directory.
+        name: id to give the model (default: the GGUF file's stem, the HF directory's name).
+
+    Returns:
+        The architecture, with ``origin`` the file.
+
+    Raises:
+        InvalidParameter: the shape cannot be read (a missing file, a GGUF architecture
+            the catalog does not map, a config without the shape keys).
+        ImportRefused: a damaged GGUF file.
+    """
+    if path.suffix.lower() == ".gguf" or is_gguf(path):
+        return model_from_gguf(path, name=name or path.stem)
+    return model_from_hf_config(path, name=name)
 
 
 def load_catalog(home: Path | None = None, extra_paths: Sequence[Path] = ()) -> Catalog:

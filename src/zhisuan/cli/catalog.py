@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from zhisuan.cli._common import console, user_errors
-from zhisuan.errors import InvalidParameter, NotFound, ZhisuanError
+from zhisuan.errors import InvalidParameter, ZhisuanError
 
 if TYPE_CHECKING:
     from zhisuan.catalog import Catalog, ModelArch
@@ -70,29 +70,20 @@ def stored_model(name: str) -> Model | None:
 def plan_model(name: str, cat: Catalog) -> ModelArch:
     """The architecture ``--model NAME`` names: a catalog id or alias, an HF ``config.json``
     or model directory, a GGUF file, or a model in the model store (an HF directory or a GGUF
-    file; consulted on a catalog miss). A GGUF file's shape is read from its metadata
-    (:mod:`zhisuan.cli._gguf_arch`).
+    file; consulted on a catalog miss), as :meth:`zhisuan.catalog.Catalog.model` reads them
+    (a GGUF file's shape from its metadata).
 
     Raises:
         NotFound: none of these; ``suggestions`` holds the closest catalog ids.
         InvalidParameter: a file the planner cannot read the shape from.
         ImportRefused: a damaged GGUF file.
     """
-    from zhisuan.catalog import model_from_hf_config
-    from zhisuan.cli._gguf_arch import is_gguf, model_from_gguf
 
-    path = Path(name).expanduser()
-    if is_gguf(path):
-        return model_from_gguf(path, name=path.stem)
-    try:
-        return cat.model(name)
-    except NotFound:
-        found = stored_model(name)
-        if found is None:
-            raise
-    if found.format == "gguf":
-        return model_from_gguf(Path(found.path), name=name)
-    return model_from_hf_config(Path(found.path), name=name)
+    def store_path(store_name: str) -> Path | None:
+        found = stored_model(store_name)
+        return None if found is None else Path(found.path)
+
+    return cat.model(name, resolver=store_path)
 
 
 def parse_amount(text: str, name: str) -> float:

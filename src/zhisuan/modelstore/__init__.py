@@ -11,7 +11,7 @@ pickle weights are refused unless ``allow_pickle`` (then read with
 
 from __future__ import annotations
 
-from zhisuan.modelstore._gguf import GgufContents, inspect_gguf, read_gguf
+from zhisuan.modelstore._gguf import inspect_gguf
 from zhisuan.modelstore._hf import config_facts, detect_task, inspect_hf_dir
 from zhisuan.modelstore._import import (
     ProgressCallback,
@@ -25,7 +25,6 @@ from zhisuan.modelstore._safetensors import SafetensorsHeader, read_header
 from zhisuan.modelstore._types import ModelInfo
 
 __all__ = [
-    "GgufContents",
     "ModelInfo",
     "ProgressCallback",
     "SafetensorsHeader",
@@ -36,7 +35,6 @@ __all__ = [
     "inspect_gguf",
     "inspect_hf_dir",
     "inspect_path",
-    "read_gguf",
     "read_header",
     "remove_model",
     "validate_name",

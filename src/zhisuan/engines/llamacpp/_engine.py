@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zhisuan.engines._turns import TurnLock
-from zhisuan.engines.base import Delta, Embeddings, EngineInfo, FinishReason
-from zhisuan.engines.llamacpp._sampling import TokenBudget, owed_text, sampler_options
+from zhisuan.engines.base import Delta, Embeddings, EngineInfo
+from zhisuan.engines.llamacpp._generate import complete
 from zhisuan.errors import ContextLengthExceeded, EngineUnavailable, InvalidParameter
 from zhisuan.protocol import SamplingParams
 
@@ -174,7 +174,7 @@ class LlamaCppEngine:
                     self._thread, self._produce, ids, params, ignore_eos, emit, cancel
                 )
                 try:
-                    async for delta in self._deltas(queue, len(ids), params, request_id):
+                    async for delta in self._deltas(queue, len(ids), request_id):
                         yield delta
                 finally:
                     cancel.set()
@@ -190,7 +190,7 @@ class LlamaCppEngine:
                 self._waiting -= 1
 
     async def _deltas(
-        self, queue: asyncio.Queue[Any], prompt_tokens: int, params: SamplingParams, rid: str
+        self, queue: asyncio.Queue[Any], prompt_tokens: int, rid: str
     ) -> AsyncIterator[Delta]:
         while True:
             item = await queue.get()
@@ -198,16 +198,10 @@ class LlamaCppEngine:
                 return
             if isinstance(item, BaseException):
                 raise EngineUnavailable(f"llama.cpp failed on request {rid}: {item}") from item
-            text, finish, sampled = item
-            if finish is None:
-                yield Delta(text, prompt_tokens, sampled)
-                continue
-            reason: FinishReason = "length" if finish == "length" else "stop"
-            # "stop": the last token sampled was EOG (not part of the completion) or
-            # completed a stop string (counted one short, as llama.cpp drops it too)
-            done = params.max_tokens if reason == "length" else max(0, sampled - 1)
-            yield Delta(text, prompt_tokens, done, reason)
-            return
+            text, finish, tokens = item  # a step of ``_generate.complete``
+            yield Delta(text, prompt_tokens, tokens, finish)
+            if finish is not None:
+                return
 
     def _produce(
         self,
@@ -217,43 +211,22 @@ class LlamaCppEngine:
         emit: Callable[[Any], None],
         cancel: threading.Event,
     ) -> None:
-        """Runs on the llama.cpp thread: iterate the completion, emit (text, finish, n)."""
-        from llama_cpp import StoppingCriteriaList
-
+        """Runs on the llama.cpp thread: emit each step of the completion, then ``_END``."""
         if cancel.is_set():  # the client left while queued
             emit(_END)
             return
-        budget = TokenBudget(params.max_tokens, len(ids), cancel)
         seed = llama_seed(params.seed) if params.seed is not None else random.randrange(2**31)
-        bias = dict.fromkeys(self._end_ids(), float("-inf")) if ignore_eos else None
-        sent: list[str] = []
         try:
-            stream = self._llm.create_completion(
+            for step in complete(
+                self._llm,
                 ids,
-                max_tokens=params.max_tokens,
-                stop=params.stop or None,
+                params,
                 seed=seed,
-                stream=True,
-                logit_bias=bias,
-                stopping_criteria=StoppingCriteriaList([budget]),
-                **sampler_options(params),
-            )
-            try:
-                for chunk in stream:
-                    if cancel.is_set() or budget.over is not None:
-                        break  # past the budget: what follows is llama-cpp-python's flush
-                    choice = chunk["choices"][0]
-                    sent.append(choice["text"])
-                    emit((choice["text"], choice["finish_reason"], budget.sampled))
-            finally:
-                stream.close()
-            if budget.over is not None and not cancel.is_set():
-                whole = self._llm.detokenize(budget.over, prev_tokens=ids)
-                text, stopped = owed_text(
-                    bytes(whole).decode("utf-8", "ignore"), "".join(sent), params.stop
-                )
-                # ``_deltas`` counts a "length" as max_tokens, a "stop" as one less than this
-                emit((text, "stop" if stopped else "length", params.max_tokens + 1))
+                ignore_eos=ignore_eos,
+                end_ids=self._end_ids,
+                cancel=cancel,
+            ):
+                emit(step)
         except Exception as exc:
             emit(exc)
             return

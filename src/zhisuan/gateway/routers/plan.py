@@ -1,8 +1,9 @@
 """``POST /v1/plan/train`` and ``POST /v1/plan/serve``: the compute planner over HTTP.
 
 Thin: parse the body, call :mod:`zhisuan.planner`, return ``result.to_json()``. A model is
-a catalog id: a path to a ``config.json`` on the server is refused here (any caller with a
-key could otherwise probe the server's files; ``zhisuan plan`` reads local paths). Bad input
+a catalog id: a path on the server is refused here, and a bare name is looked up in the
+catalog only, never as a file or directory where the server runs (any caller with a key could
+otherwise probe the server's files; ``zhisuan plan`` reads local paths). Bad input
 raises :mod:`zhisuan.errors` exceptions (``PlanError`` 400, ``NotFound`` 404 with suggestions),
 which the gateway maps to OpenAI error bodies. The catalog comes from the :func:`get_catalog`
 dependency; the app overrides it to merge ``$ZHISUAN_HOME/catalog/*.yaml``::
@@ -98,7 +99,10 @@ async def plan_train_endpoint(
     body: TrainBody, catalog: Catalog = Depends(get_catalog)
 ) -> dict[str, Any]:
     """Plan a training run: FLOPs, MFU, wall days, GPU-hours, memory, energy, CO2, cost."""
-    return plan_train(TrainRequest(**body.model_dump()), catalog=catalog).to_json()
+    model = catalog.model(body.model, paths=False)  # never a file of the server's
+    return plan_train(
+        TrainRequest(**{**body.model_dump(), "model": model}), catalog=catalog
+    ).to_json()
 
 
 @router.post("/serve")
@@ -106,4 +110,7 @@ async def plan_serve_endpoint(
     body: ServeBody, catalog: Catalog = Depends(get_catalog)
 ) -> dict[str, Any]:
     """Plan serving: weights, KV cache, concurrency, TTFT/TPOT, devices, cost, energy."""
-    return plan_serve(ServeRequest(**body.model_dump()), catalog=catalog).to_json()
+    model = catalog.model(body.model, paths=False)  # never a file of the server's
+    return plan_serve(
+        ServeRequest(**{**body.model_dump(), "model": model}), catalog=catalog
+    ).to_json()

@@ -1,29 +1,25 @@
-"""The architecture of a GGUF file, read from its metadata, for ``zhisuan plan``.
+"""The shape of a GGUF file, read from its metadata.
 
 llama.cpp's converters write the shape of the network as ``{arch}.block_count``,
 ``{arch}.embedding_length``, ``{arch}.attention.head_count`` … These are mapped onto the
-Hugging Face config keys that :func:`zhisuan.catalog.model_from_hf_dict` reads, so a GGUF
-file and the HF directory it was converted from give the same plan. Only the architectures
-in :data:`GGUF_ARCHS`, whose mapping is known to hold, are read; another one (an embedding
-model's, ``bert`` …) or metadata without the shape is refused with the reason. The ``gguf``
-package (with numpy) is imported here only, when a GGUF file is planned for.
+Hugging Face config keys that :func:`~zhisuan.catalog.model_from_hf_dict` reads, so a GGUF
+file and the HF directory it was converted from give the same architecture. Only the
+architectures in :data:`GGUF_ARCHS`, whose mapping is known to hold, are read; another one
+(an embedding model's, ``bert`` …) or metadata without the shape is refused with the
+reason. The ``gguf`` package (with numpy) is imported only when a GGUF file is read.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from zhisuan.catalog._gguf_header import GgufContents, read_gguf, read_whole_gguf
+from zhisuan.catalog._hfconfig import model_from_hf_dict
+from zhisuan.catalog._types import ModelArch
 from zhisuan.errors import InvalidParameter
 
-if TYPE_CHECKING:
-    from zhisuan.catalog import ModelArch
-    from zhisuan.modelstore import GgufContents
-
-GGUF_MAGIC = b"GGUF"
-"""The model store's too; not imported from there, whose package brings in the store (half a
-second), while ``plan`` asks this of every ``--model``."""
 GGUF_ARCHS = {
     "llama": "llama",  # Llama 1-3, Mistral, Mixtral (with expert_count) and their kin
     "qwen2": "qwen2",
@@ -58,15 +54,6 @@ _HINT = (
 )
 
 
-def is_gguf(path: Path) -> bool:
-    """Whether ``path`` is a file that starts as a GGUF file does."""
-    try:
-        with path.open("rb") as fh:
-            return fh.read(4) == GGUF_MAGIC
-    except OSError:  # not a file, or unreadable: not ours to answer
-        return False
-
-
 def model_from_gguf(path: Path, *, name: str) -> ModelArch:
     """The architecture of the GGUF file ``path``, from its metadata.
 
@@ -82,8 +69,6 @@ def model_from_gguf(path: Path, *, name: str) -> ModelArch:
             :data:`GGUF_ARCHS` (as an embedding model's is) or lacks a shape key.
         ImportRefused: the file is not a valid GGUF file (damaged or truncated).
     """
-    from zhisuan.catalog import model_from_hf_dict
-
     if not path.is_file():
         raise InvalidParameter(
             f"model {name!r}: its GGUF file {path} does not exist",
@@ -133,19 +118,17 @@ def _positive_int(value: Any) -> bool:
 
 
 def _read(path: Path) -> GgufContents:
-    """The header of ``path`` (:func:`zhisuan.modelstore.read_gguf`).
+    """The header of ``path``.
 
     Raises:
-        ImportRefused: the reader failed on a damaged file (what is wrong, from the model
-            store's checks).
+        ImportRefused: the reader failed on a damaged file (what is wrong, from
+            :func:`~zhisuan.catalog.read_whole_gguf`'s checks).
         InvalidParameter: the reader failed on a file those checks pass.
     """
-    from zhisuan.modelstore import inspect_gguf, read_gguf
-
     try:
         return read_gguf(path)
     except Exception as exc:  # the reader raises ValueError, IndexError …; convert here
-        inspect_gguf(path)  # raises ImportRefused saying what is wrong, if it finds it
+        read_whole_gguf(path)  # raises ImportRefused saying what is wrong, if it finds it
         raise InvalidParameter(
             f"cannot read the GGUF metadata of {path.name}: {exc}", param="model", hint=_HINT
         ) from exc
