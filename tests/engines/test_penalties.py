@@ -22,7 +22,7 @@ from _worker_fakes import FakeEngine, serve
 
 from zhisuan.demo import tiny_chat_dir
 from zhisuan.engines.base import Delta
-from zhisuan.engines.transformers import TransformersEngine, _batcher, load
+from zhisuan.engines.transformers import TransformersEngine, _select, load
 from zhisuan.engines.transformers._sampling import Penalties, penalize
 from zhisuan.engines.worker import create_app
 from zhisuan.protocol import SamplingParams
@@ -159,13 +159,13 @@ def test_only_penalised_rows_leave_the_batched_argmax(
         collect(chat, greedy(16, frequency_penalty=2.0), ignore_eos=True)
     )[0]
     sampled: list[float] = []
-    real = _batcher.sample_row
+    real = _select.sample_row
 
     def spy(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
         sampled.append(temperature)
         return real(logits, temperature, top_p, generator)
 
-    monkeypatch.setattr(_batcher, "sample_row", spy)
+    monkeypatch.setattr(_select, "sample_row", spy)
 
     async def together() -> list[str]:
         runs = [

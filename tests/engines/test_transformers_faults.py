@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from zhisuan.engines.transformers import TransformersEngine, _batcher, load
+from zhisuan.engines.transformers import TransformersEngine, _select, load
 from zhisuan.engines.transformers._sampling import sample_row
 from zhisuan.errors import EngineUnavailable
 from zhisuan.protocol import SamplingParams
@@ -58,14 +58,14 @@ def test_a_tiny_temperature_generates_the_greedy_text(chat: TransformersEngine) 
 def test_a_row_that_cannot_be_sampled_fails_only_its_request(
     chat: TransformersEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = _batcher.sample_row
+    real = _select.sample_row
 
     def poisoned(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
         if temperature == 0.5:  # the poisoned request's row: NaN logits
             logits = logits * float("nan")
         return real(logits, temperature, top_p, generator)
 
-    monkeypatch.setattr(_batcher, "sample_row", poisoned)
+    monkeypatch.setattr(_select, "sample_row", poisoned)
     victim_params = SamplingParams(max_tokens=60, temperature=0.0)
 
     async def run() -> tuple[str, BaseException | str]:

@@ -12,6 +12,13 @@ Contract:
   client went away: ``aclose()`` or task cancellation) aborts the sequence and frees its
   batch slot at once.
 - Token counts are the model's own tokenizer's.
+- Log-probabilities: an engine whose ``info.logprobs`` is true fills ``Delta.logprobs``
+  whenever ``params.logprobs`` is set (a list, possibly empty, on every delta), with one
+  :class:`TokenLogprobs` per completion token, in order, each on the delta that carries the
+  first of its text (or a later one; the last delta carries any left). The end-of-sequence
+  token that ended a completion, and tokens wholly inside a stop string, are not part of
+  the completion and get none. The worker refuses a request asking for them of an engine
+  that does not declare them, rather than answer without.
 - Errors: a request the engine cannot serve for the caller's reasons raises a
   ``zhisuan.errors.UserError`` (e.g. ``ContextLengthExceeded``); anything else is an engine
   failure and surfaces as 503.
@@ -41,6 +48,8 @@ class EngineInfo:
         task: ``"chat"`` (chat and text completions) or ``"embedding"``.
         context_length: maximum prompt + completion tokens.
         device: e.g. ``"cpu"`` or ``"cuda:0"``.
+        logprobs: ``generate`` returns log-probabilities when asked (see the module
+            docstring); False: the worker refuses requests that ask for them.
     """
 
     model: str
@@ -48,6 +57,39 @@ class EngineInfo:
     task: Task
     context_length: int
     device: str
+    logprobs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenProb:
+    """A token and its log-probability at one position.
+
+    Attributes:
+        id: the token id in the model's vocabulary.
+        bytes: the token's text as UTF-8 bytes (one token may hold part of a character).
+        logprob: natural log of its probability: the log-softmax of the model's logits,
+            before temperature, top_p and penalties.
+    """
+
+    id: int
+    bytes: bytes
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprobs:
+    """One completion token's log-probability and the most likely tokens at its position.
+
+    Attributes:
+        token: the token generated.
+        top: the ``params.logprobs`` most likely tokens at this position, most likely
+            first (the generated token among them or not).
+        offset: characters of the completion's text before this token's text.
+    """
+
+    token: TokenProb
+    top: tuple[TokenProb, ...]
+    offset: int
 
 
 @dataclass(slots=True)
@@ -59,12 +101,15 @@ class Delta:
         prompt_tokens: tokens in the prompt (constant for a request).
         completion_tokens: tokens generated so far, including this delta's.
         finish_reason: set on the final item only.
+        logprobs: the completion tokens this delta brings log-probabilities of, when the
+            request asked for them (``SamplingParams.logprobs``); None otherwise.
     """
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason | None = None
+    logprobs: list[TokenLogprobs] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
-from zhisuan.protocol._common import StreamOptions, _GenerationFields, check_text
+from zhisuan.protocol._common import (
+    MAX_TOP_LOGPROBS,
+    StreamOptions,
+    _GenerationFields,
+    check_text,
+    refusal,
+)
 
 __all__ = ["ChatCompletionRequest", "ChatMessage", "StreamOptions"]
 
@@ -49,6 +55,26 @@ class ChatCompletionRequest(_GenerationFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1, strict=True)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, strict=True)] | None = None
+    logprobs: StrictBool | None = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS, strict=True)] | None = None
+    """Only with ``logprobs: true`` (after it: its check reads it), as OpenAI has it."""
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _only_with_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # a ``logprobs`` that failed its own check is not in ``info.data``; its error is the
+        # one reported
+        if value is not None and info.data.get("logprobs", True) is not True:
+            raise refusal(
+                "top_logprobs_without_logprobs",
+                "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.",
+            )
+        return value
+
+    def wanted_logprobs(self) -> int | None:
+        """Alternatives per token the request asks for (``SamplingParams.logprobs``): None
+        without ``logprobs: true``."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("messages")
     @classmethod

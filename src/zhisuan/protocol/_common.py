@@ -11,6 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, f
 from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4
+MAX_TOP_LOGPROBS = 20
+"""The most alternatives a chat completion's ``top_logprobs`` asks for per token."""
+MAX_TEXT_LOGPROBS = 5
+"""The most alternatives a text completion's ``logprobs`` asks for per token."""
+VERBATIM = "verbatim"
+"""A key of a refusal's ``ctx`` (:func:`refusal`): its message is OpenAI's whole message."""
 SEED_MIN = -(2**63)
 SEED_MAX = 2**63 - 1
 """``seed`` is a signed 64-bit integer (what torch's generators take)."""
@@ -50,6 +56,12 @@ def check_text(value: str, what: str) -> str:
             f"{exc.start}; it is not valid Unicode text"
         ) from None
     return value
+
+
+def refusal(kind: str, message: str) -> PydanticCustomError:
+    """A validation error whose message is answered as it is, OpenAI's own words (not
+    wrapped in ``Invalid value for '<param>': …``; ``zhisuan.protocol.errors``)."""
+    return PydanticCustomError(kind, message, {VERBATIM: True})
 
 
 class Usage(BaseModel):
@@ -151,6 +163,10 @@ class SamplingParams:
             has produced it so far, in [-2, 2].
         stop: strings that end the completion; not included in the output.
         ignore_eos: generate through end-of-sequence until ``max_tokens`` (load tests).
+        logprobs: None: no log-probabilities; ``k``: the log-probability of every
+            completion token and of the ``k`` most likely tokens at its position (0 to
+            :data:`MAX_TOP_LOGPROBS`), from the model's logits before temperature, top_p
+            and penalties.
         tenant: whose request it is: an engine's waiting requests take turns between
             tenants (``zhisuan.engines._turns``).
     """
@@ -163,4 +179,5 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    logprobs: int | None = None
     tenant: str = ""

@@ -10,66 +10,41 @@ Every iteration the scheduler
 3. appends their KV to the running batch (both sides left-padded to the common length);
 4. runs ONE decode forward over all active sequences and samples one token per row,
    each with its own temperature / top-p / generator / penalties (a row whose logits
-   give no distribution fails its own request only);
+   give no distribution fails its own request only), and scores the rows whose requests
+   asked for log-probabilities;
 5. detokenizes, checks EOS / stop strings / budget, and retires finished rows at once
    (``index_select`` on the batch dimension, then trims padding columns no row uses).
 
 Layout of the running batch (``B`` rows, ``L`` cache columns): every layer of a
 ``DynamicCache`` holds keys/values ``(B, kv_heads, L, head_dim)``; ``_mask`` is ``(B, L)``
-with 0 on left padding. Each row carries its own position counter, passed explicitly as
+with 0 on left padding (:mod:`._kv` joins and trims them; :mod:`._select` chooses each
+row's token). Each row carries its own position counter, passed explicitly as
 ``position_ids`` so padding never shifts rotary positions. Results reach asyncio through
 ``loop.call_soon_threadsafe`` into each request's ``asyncio.Queue``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
-from zhisuan.engines._greedy import is_greedy
 from zhisuan.engines._turns import TurnQueue
 from zhisuan.engines.base import Delta, FinishReason
-from zhisuan.engines.transformers._detok import StopDetokenizer
-from zhisuan.engines.transformers._sampling import Penalties, SamplingError, sample_row
+from zhisuan.engines.transformers import _kv
+from zhisuan.engines.transformers._logprobs import Scored
+from zhisuan.engines.transformers._select import choose
+from zhisuan.engines.transformers._sequence import Sequence
+
+__all__ = ["Batcher", "EngineStats", "Sequence", "cache_keyword"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One generation request as the scheduler sees it."""
-
-    request_id: str
-    prompt_ids: list[int]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    generator: Any  # torch.Generator | None
-    detok: StopDetokenizer
-    eos_ids: frozenset[int]
-    ignore_eos: bool
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Delta | BaseException]
-    tenant: str = ""  # whose line it waits in (see ``TurnQueue``)
-    penalties: Penalties | None = None  # presence / frequency penalties, if any
-    generated: list[int] = field(default_factory=list)
-    pos: int = 0  # position id of the next token fed to the model
-    cancelled: bool = False  # set by the consumer's thread; read by the scheduler
-    done: bool = False
-
-    def post(self, item: Delta | BaseException) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the consumer's loop is closed: nobody is listening
-            self.cancelled = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,26 +237,17 @@ class Batcher:
             **{self._cache_kw: cache},
         )
         self._merge(cache, mask, joiners)  # filled in place by the forward pass
-        for seq, token in zip(joiners, _choose(out.logits[:, -1, :], joiners), strict=True):
+        tokens, scores = choose(out.logits[:, -1, :], joiners)
+        for seq, token, scored in zip(joiners, tokens, scores, strict=True):
             if token is not None:
-                self._accept(seq, token)
+                self._accept(seq, token, scored)
 
     def _merge(self, cache: Any, mask: Any, joiners: list[Sequence]) -> None:
-        keep = mask.bool()[:, None, :, None]  # (b, 1, l, 1)
-        for layer in cache.layers:
-            # padded rows may hold NaN from fully masked attention; 0 * NaN would leak
-            layer.keys = torch.where(keep, layer.keys, 0)
-            layer.values = torch.where(keep, layer.values, 0)
+        _kv.clear_padding(cache, mask)
         if self._cache is None:
             self._cache, self._mask, self._active = cache, mask, list(joiners)
             return
-        width = max(self._mask.shape[1], mask.shape[1])
-        for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            old.keys = torch.cat([_pad_left(old.keys, width, 2), _pad_left(new.keys, width, 2)])
-            old.values = torch.cat(
-                [_pad_left(old.values, width, 2), _pad_left(new.values, width, 2)]
-            )
-        self._mask = torch.cat([_pad_left(self._mask, width, 1), _pad_left(mask, width, 1)])
+        self._mask = _kv.join(self._cache, self._mask, cache, mask)
         self._active.extend(joiners)
 
     def _decode(self) -> None:
@@ -297,21 +263,22 @@ class Batcher:
             **{self._cache_kw: self._cache},
         )
         self._mask = mask
-        for seq, token in zip(
-            self._active, _choose(out.logits[:, -1, :], self._active), strict=True
-        ):
+        tokens, scores = choose(out.logits[:, -1, :], self._active)
+        for seq, token, scored in zip(self._active, tokens, scores, strict=True):
             seq.pos += 1
             if token is not None and not seq.cancelled:
-                self._accept(seq, token)
+                self._accept(seq, token, scored)
 
-    def _accept(self, seq: Sequence, token: int) -> None:
+    def _accept(self, seq: Sequence, token: int, scored: Scored | None) -> None:
         seq.generated.append(token)
         self._tokens_generated += 1
         finish: FinishReason | None = None
         if token in seq.eos_ids and not seq.ignore_eos:
             text = seq.detok.step(seq.generated[:-1], final=True)
-            finish = "stop"
+            finish = "stop"  # the EOS is no part of the completion: it has no log-probability
         else:
+            if seq.trail is not None and scored is not None:
+                seq.trail.add(token, scored, seq.detok.settled)  # its text starts there
             at_budget = len(seq.generated) >= seq.max_tokens
             text = seq.detok.step(seq.generated, final=at_budget)
             if seq.detok.stopped:
@@ -321,7 +288,11 @@ class Batcher:
         if finish is not None:
             seq.done = True
         if text or finish is not None:
-            seq.post(Delta(text, len(seq.prompt_ids), len(seq.generated), finish))
+            logprobs = None
+            if seq.trail is not None:  # what a stop string cut off stays behind
+                everything = finish is not None and not seq.detok.stopped
+                logprobs = seq.trail.take(seq.detok.emitted, everything=everything)
+            seq.post(Delta(text, len(seq.prompt_ids), len(seq.generated), finish, logprobs))
 
     def _retire(self) -> None:
         keep = [i for i, s in enumerate(self._active) if not (s.done or s.cancelled)]
@@ -331,14 +302,7 @@ class Batcher:
         if not keep:
             self._active, self._cache, self._mask = [], None, None
             return
-        index = torch.tensor(keep, dtype=torch.long, device=self._mask.device)
-        mask = self._mask.index_select(0, index)
-        # columns that are padding in every remaining row can go
-        first = int(torch.argmax(mask.any(dim=0).to(torch.int8)).item())
-        self._mask = mask[:, first:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, first:]
-            layer.values = layer.values.index_select(0, index)[:, :, first:]
+        self._mask = _kv.keep_rows(self._cache, self._mask, keep)
         self._active = [self._active[i] for i in keep]
 
     def _fail_active(self, exc: BaseException) -> None:
@@ -356,40 +320,3 @@ class Batcher:
             waiting = self._waiting.drain()
         for seq in waiting:
             seq.post(exc)
-
-
-def _choose(logits: Any, seqs: list[Sequence]) -> list[int | None]:
-    """One token per row of ``logits`` ``(B, vocab)``: one batched argmax for greedy rows
-    without penalties (a single device sync), the row's own (penalised) sampler otherwise.
-
-    A row that cannot be sampled (:class:`SamplingError`) gets None, and its sequence is
-    failed (``done``, the error posted); the other rows go on.
-    """
-    greedy: list[int] = logits.argmax(dim=-1).tolist()
-    tokens: list[int | None] = []
-    for row, seq in enumerate(seqs):
-        if is_greedy(seq.temperature) and seq.penalties is None:
-            tokens.append(greedy[row])
-            continue
-        own = logits[row]  # (vocab,)
-        if seq.penalties is not None:
-            own = seq.penalties.apply(own, seq.generated)
-        try:
-            tokens.append(sample_row(own, seq.temperature, seq.top_p, seq.generator))
-        except SamplingError as exc:
-            logger.warning("request %s: %s; failing it", seq.request_id, exc)
-            tokens.append(None)
-            if not seq.done:
-                seq.done = True
-                seq.post(exc)
-    return tokens
-
-
-def _pad_left(t: Any, width: int, dim: int) -> Any:
-    """``t`` with zeros prepended along ``dim`` up to ``width``."""
-    missing = width - t.shape[dim]
-    if missing == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=dim)

@@ -32,7 +32,15 @@ class StopDetokenizer:
         self._tokenizer = tokenizer
         self._stop = [s for s in stop if s]
         self._emitted = 0  # characters of the decoded text already sent
+        self.settled = 0
+        """Characters of the text last decoded, less a trailing incomplete character: where
+        the next token's text starts."""
         self.stopped = False
+
+    @property
+    def emitted(self) -> int:
+        """Characters of the completion's text returned so far."""
+        return self._emitted
 
     def step(self, ids: list[int], *, final: bool = False) -> str:
         """Text that became safe to emit after the latest token.
@@ -50,6 +58,7 @@ class StopDetokenizer:
         text = self._tokenizer.decode(
             ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+        self.settled = len(text.rstrip(_REPLACEMENT))
         if self._stop:
             # A stop string cannot start before ``_emitted``: text that could begin one is
             # always held back, so searching from there is enough.

@@ -11,11 +11,13 @@ import jinja2
 import torch
 
 from zhisuan.engines.base import Delta, Embeddings, EngineInfo
-from zhisuan.engines.transformers._batcher import Batcher, EngineStats, Sequence
+from zhisuan.engines.transformers._batcher import Batcher, EngineStats
 from zhisuan.engines.transformers._detok import StopDetokenizer
 from zhisuan.engines.transformers._embed import PoolingSpec
 from zhisuan.engines.transformers._embedder import Embedder
+from zhisuan.engines.transformers._logprobs import TokenBytes, Trail
 from zhisuan.engines.transformers._sampling import Penalties, make_generator
+from zhisuan.engines.transformers._sequence import Sequence
 from zhisuan.errors import (
     ContextLengthExceeded,
     EngineUnavailable,
@@ -54,6 +56,7 @@ class TransformersEngine:
         self._device = torch.device(info.device)
         self._batcher: Batcher | None = None
         self._embedder: Embedder | None = None
+        self._token_bytes = TokenBytes(tokenizer)  # for log-probabilities' tokens
         self._eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (min(self._eos_ids) if self._eos_ids else 0)
@@ -135,7 +138,8 @@ class TransformersEngine:
                 are added by the tokenizer unless the text already starts with the BOS
                 token's text.
             params: sampling parameters; ``max_tokens`` must already fit the context (the
-                worker clips it), this method does not clip.
+                worker clips it), this method does not clip. With ``logprobs`` set, every
+                delta carries the log-probabilities of its tokens (``Delta.logprobs``).
             request_id: used in log messages.
             ignore_eos: keep generating through EOS until ``max_tokens`` (benchmarks only:
                 it makes token counts independent of what the model says).
@@ -256,6 +260,7 @@ class TransformersEngine:
             queue=asyncio.Queue(),
             tenant=params.tenant,
             penalties=Penalties.of(params.presence_penalty, params.frequency_penalty),
+            trail=None if params.logprobs is None else Trail(params.logprobs, self._token_bytes),
         )
         try:
             self._batcher.submit(seq)

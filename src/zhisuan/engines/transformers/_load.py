@@ -105,6 +105,7 @@ def load(
         task=task,
         context_length=limit,
         device=str(torch_device),
+        logprobs=task == "chat",
     )
     return TransformersEngine(
         info=info,

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from zhisuan.engines.base import Delta, Engine
+from zhisuan.engines.base import Delta, Engine, TokenLogprobs
 from zhisuan.engines.worker import _format as fmt
 from zhisuan.engines.worker._requests import RequestRecord
 from zhisuan.engines.worker._stream import aclose
@@ -36,14 +36,18 @@ async def collect(
     record: RequestRecord,
 ) -> dict[str, Any]:
     """The engine's whole answer to ``prompt`` as one OpenAI response body (``echo``
-    first, the deltas joined; ``record`` follows them and ends with the generation)."""
+    first, the deltas joined, and their log-probabilities if asked; ``record`` follows them
+    and ends with the generation)."""
     parts: list[str] = [echo]
+    entries: list[TokenLogprobs] = []
     last: Delta | None = None
     deltas: AsyncIterator[Delta] | None = None
     try:
         deltas = engine.generate(prompt, params, job.request_id)
         async for delta in deltas:
             parts.append(delta.text)
+            if delta.logprobs:
+                entries.extend(delta.logprobs)
             record.update(delta)
             last = delta
             if delta.finish_reason is not None:
@@ -59,7 +63,7 @@ async def collect(
     completion_tokens = last.completion_tokens if last else 0
     finish = (last.finish_reason if last else None) or "stop"
     use = fmt.usage(prompt_tokens, completion_tokens)
-    return fmt.response(job, "".join(parts), finish, use)
+    return fmt.response(job, "".join(parts), finish, use, entries)
 
 
 async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:

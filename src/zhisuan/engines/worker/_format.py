@@ -2,7 +2,8 @@
 
 Shapes follow OpenAI's API: ``chat.completion`` / ``chat.completion.chunk`` and
 ``text_completion`` objects, ``usage`` in every non-stream body and, when asked, in a final
-chunk with ``choices: []``.
+chunk with ``choices: []``; a choice's ``logprobs`` is null unless the request asked for
+them (:mod:`._logprobs`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from zhisuan.engines.base import TokenLogprobs
+from zhisuan.engines.worker._logprobs import chat_logprobs, text_logprobs
 
 DONE = b"data: [DONE]\n\n"
 USAGE_HEADER = "x-zhisuan-usage"
@@ -40,6 +44,9 @@ class Job:
         usage_comments: prefix every event with ``: usage <prompt> <completion>`` (an SSE
             comment clients ignore) so the gateway can meter a stream that breaks.
         started: ``time.perf_counter()`` when the job began (see :data:`TIMING_HEADER`).
+        logprobs: the request asked for log-probabilities: choices carry them, not null.
+        prompt_chars: characters of a text completion's prompt, where the ``text_offset``
+            of its tokens starts.
     """
 
     kind: Kind
@@ -51,6 +58,8 @@ class Job:
     request_id: str = ""
     usage_comments: bool = False
     started: float = field(default_factory=time.perf_counter)
+    logprobs: bool = False
+    prompt_chars: int = 0
 
     @property
     def object(self) -> str:
@@ -110,14 +119,30 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def response(job: Job, text: str, finish_reason: str, use: dict[str, int]) -> dict[str, Any]:
-    """The non-stream body of a chat or text completion."""
+def logprobs(job: Job, entries: list[TokenLogprobs] | None) -> dict[str, Any] | None:
+    """A choice's ``logprobs``: null unless the request asked for them."""
+    if not job.logprobs:
+        return None
+    if job.kind == "chat":
+        return chat_logprobs(entries or [])
+    return text_logprobs(entries or [], job.prompt_chars)
+
+
+def response(
+    job: Job,
+    text: str,
+    finish_reason: str,
+    use: dict[str, int],
+    entries: list[TokenLogprobs] | None = None,
+) -> dict[str, Any]:
+    """The non-stream body of a chat or text completion (``entries``: the log-probabilities
+    of its tokens, when asked)."""
     choice: dict[str, Any]
     if job.kind == "chat":
         message = {"role": "assistant", "content": text, "refusal": None}
-        choice = {"index": 0, "message": message, "logprobs": None}
+        choice = {"index": 0, "message": message, "logprobs": logprobs(job, entries)}
     else:
-        choice = {"index": 0, "text": text, "logprobs": None}
+        choice = {"index": 0, "text": text, "logprobs": logprobs(job, entries)}
     choice["finish_reason"] = finish_reason
     return {
         "id": job.id,
@@ -131,10 +156,17 @@ def response(job: Job, text: str, finish_reason: str, use: dict[str, int]) -> di
 
 
 def chunk(
-    job: Job, *, text: str | None = None, role: bool = False, finish_reason: str | None = None
+    job: Job,
+    *,
+    text: str | None = None,
+    role: bool = False,
+    finish_reason: str | None = None,
+    entries: list[TokenLogprobs] | None = None,
 ) -> dict[str, Any]:
-    """One streamed chunk: the first (``role``), a text piece, or the last (``finish_reason``)."""
+    """One streamed chunk: the first (``role``), a text piece (with the log-probabilities of
+    the tokens it carries, ``entries``, when asked), or the last (``finish_reason``)."""
     choice: dict[str, Any]
+    lp = logprobs(job, entries) if text is not None else None
     if job.kind == "chat":
         delta: dict[str, str] = {}
         if role:
@@ -142,9 +174,9 @@ def chunk(
             delta["content"] = ""
         if text is not None:
             delta["content"] = text
-        choice = {"index": 0, "delta": delta, "logprobs": None}
+        choice = {"index": 0, "delta": delta, "logprobs": lp}
     else:
-        choice = {"index": 0, "text": text or "", "logprobs": None}
+        choice = {"index": 0, "text": text or "", "logprobs": lp}
     choice["finish_reason"] = finish_reason
     out: dict[str, Any] = {
         "id": job.id,

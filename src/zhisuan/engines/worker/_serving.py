@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from zhisuan.engines._turns import TENANT_HEADER
 from zhisuan.engines.base import Delta, Engine, Task
 from zhisuan.engines.worker import _format as fmt
+from zhisuan.engines.worker import _logprobs
 from zhisuan.engines.worker._collect import ClientGone, collect, first_event, until_disconnect
 from zhisuan.engines.worker._errors import engine_failure, from_validation_error
 from zhisuan.engines.worker._format import USAGE_HEADER
@@ -126,8 +127,9 @@ class Serving:
         if isinstance(self.engine, PassThrough):
             return await self._forward(request, "/chat/completions", body, req.stream, req)
         engine = self._engine_for("chat")
+        _logprobs.check(req, self.info)
         prompt = engine.render_chat(req.plain_messages())
-        job = self._job("chat", "chatcmpl", request, req.include_usage)
+        job = self._job("chat", "chatcmpl", request, req)
         params = self._params(engine, request, prompt, req.requested_max_tokens(), req, "messages")
         return await self._generate(request, engine, job, prompt, params, bool(req.stream))
 
@@ -137,8 +139,9 @@ class Serving:
         if isinstance(self.engine, PassThrough):
             return await self._forward(request, "/completions", body, req.stream, req)
         engine = self._engine_for("chat")
+        _logprobs.check(req, self.info)
         prompt = req.prompt_text()
-        job = self._job("completion", "cmpl", request, req.include_usage)
+        job = self._job("completion", "cmpl", request, req, len(prompt))
         params = self._params(engine, request, prompt, req.max_tokens, req, "prompt")
         echo = prompt if req.echo else ""
         return await self._generate(request, engine, job, prompt, params, bool(req.stream), echo)
@@ -198,7 +201,14 @@ class Serving:
             )
         return engine
 
-    def _job(self, kind: fmt.Kind, prefix: str, request: Request, client_usage: bool) -> fmt.Job:
+    def _job(
+        self,
+        kind: fmt.Kind,
+        prefix: str,
+        request: Request,
+        req: ChatCompletionRequest | CompletionRequest,
+        prompt_chars: int = 0,
+    ) -> fmt.Job:
         always = request.headers.get(USAGE_HEADER, "").lower() == "always"
         response_id = new_id(prefix)
         return fmt.Job(
@@ -206,10 +216,12 @@ class Serving:
             id=response_id,
             created=int(time.time()),
             model=self.info.model,
-            include_usage=client_usage or always,
-            usage_field=client_usage,
+            include_usage=req.include_usage or always,
+            usage_field=req.include_usage,
             request_id=request.headers.get(REQUEST_ID_HEADER) or response_id,
             usage_comments=always,
+            logprobs=req.wanted_logprobs() is not None,
+            prompt_chars=prompt_chars,
         )
 
     def _params(
@@ -242,6 +254,7 @@ class Serving:
             frequency_penalty=req.frequency_penalty or 0.0,
             stop=req.stop_list(),
             ignore_eos=req.ignore_eos,
+            logprobs=req.wanted_logprobs(),
             tenant=request.headers.get(TENANT_HEADER, ""),
         )
 

@@ -102,8 +102,8 @@ async def completion_events(
         while delta is not None:
             last = delta
             record.update(delta)
-            if delta.text:
-                ready.append(event(fmt.chunk(job, text=delta.text)))
+            if delta.text or delta.logprobs:  # tokens with no text of their own come too
+                ready.append(event(fmt.chunk(job, text=delta.text, entries=delta.logprobs)))
             if delta.finish_reason is not None:
                 break
             if ready:  # out before waiting for the engine's next token

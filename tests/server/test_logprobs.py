@@ -1,0 +1,234 @@
+"""Log-probabilities end to end: a real ``zhisuan serve --demo`` driven by the ``openai``
+client, the values checked token for token against a plain forward pass of the same demo
+model computed here with torch (``log_softmax`` of its logits, before temperature, top_p and
+penalties), greedy and sampled, whole and streamed; the refusals (``top_logprobs`` without
+``logprobs``, ``echo`` with ``logprobs``, the llama.cpp deployment, which returns none) go
+through the gateway; a request without ``logprobs`` still gets ``null``."""
+
+from __future__ import annotations
+
+import codecs
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.engines._reference_logprobs import (
+    Entry,
+    assert_matches,
+    load,
+    log_softmax_after,
+    prompt_ids,
+    vocabulary_bytes,
+)
+from tests.server._serve import Server
+from zhisuan.demo import tiny_chat_dir
+
+pytestmark = pytest.mark.server
+
+CHAT = "zhisuan-tiny-chat"
+GGUF = "zhisuan-tiny-chat-gguf"
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Count from 1 to 10."}]
+PROMPT = "Once upon a time"
+SAMPLING: list[Any] = [
+    pytest.param({"temperature": 0}, id="greedy"),
+    pytest.param(
+        {"temperature": 1.2, "top_p": 0.9, "seed": 7, "presence_penalty": 0.5}, id="sampled"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def hf() -> tuple[Any, Any]:
+    path = tiny_chat_dir()
+    if not (path / "config.json").is_file():
+        pytest.skip("the demo model zhisuan-tiny-chat is not built")
+    return load(path)
+
+
+@pytest.fixture(scope="module")
+def ids_of(hf: tuple[Any, Any]) -> dict[bytes, int]:
+    """Token bytes to token id, over the demo model's whole vocabulary."""
+    table = {raw: i for i, raw in vocabulary_bytes(hf[0]).items()}
+    assert len(table) == len(hf[0])
+    return table
+
+
+def _chat_entries(items: list[Any], ids_of: dict[bytes, int]) -> list[Entry]:
+    out = []
+    for item in items:
+        assert item.bytes is not None and bytes(item.bytes).decode() == item.token
+        top = [(ids_of[bytes(t.bytes or [])], t.logprob) for t in item.top_logprobs]
+        out.append((ids_of[bytes(item.bytes)], item.logprob, top))
+    return out
+
+
+def _text_bytes(token: str) -> bytes:
+    if token.startswith("bytes:"):
+        return bytes(codecs.escape_decode(token[len("bytes:") :].encode())[0])
+    return token.encode()
+
+
+def _chat_reference(hf: tuple[Any, Any], entries: list[Entry], prompt_tokens: int) -> Any:
+    tokenizer, model = hf
+    rendered = tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    prompt = prompt_ids(tokenizer, rendered)
+    assert len(prompt) == prompt_tokens  # the prompt the engine saw
+    return log_softmax_after(model, prompt, [token for token, _, _ in entries])
+
+
+@pytest.mark.parametrize("sampling", SAMPLING)
+@pytest.mark.parametrize("top", [0, 5])
+def test_chat_logprobs_are_the_models(
+    client: openai.OpenAI,
+    hf: tuple[Any, Any],
+    ids_of: dict[bytes, int],
+    sampling: dict[str, Any],
+    top: int,
+) -> None:
+    answer = client.chat.completions.create(
+        model=CHAT, messages=MESSAGES, max_tokens=20, logprobs=True, top_logprobs=top, **sampling
+    )
+    choice = answer.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content
+    assert choice.logprobs.refusal is None
+    entries = _chat_entries(choice.logprobs.content, ids_of)
+    assert answer.usage is not None
+    ref = _chat_reference(hf, entries, answer.usage.prompt_tokens)
+    assert_matches(entries, ref, top, greedy=sampling["temperature"] == 0)
+    assert "".join(i.token for i in choice.logprobs.content) == choice.message.content
+
+    stream = client.chat.completions.create(
+        model=CHAT,
+        messages=MESSAGES,
+        max_tokens=20,
+        logprobs=True,
+        top_logprobs=top,
+        stream=True,
+        stream_options={"include_usage": True},
+        **sampling,
+    )
+    items: list[Any] = []
+    text = ""
+    usage = None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        if not chunk.choices:
+            continue
+        delta, logprobs = chunk.choices[0].delta, chunk.choices[0].logprobs
+        if logprobs is None:  # the role's chunk and the finish's
+            assert not delta.content
+            continue
+        assert logprobs.content is not None
+        assert "".join(i.token for i in logprobs.content) == delta.content
+        items.extend(logprobs.content)
+        text += delta.content or ""
+    assert text == choice.message.content  # the seed repeats the sampled answer
+    streamed = _chat_entries(items, ids_of)
+    assert usage is not None
+    assert_matches(streamed, _chat_reference(hf, streamed, usage.prompt_tokens), top, greedy=False)
+
+
+@pytest.mark.parametrize("sampling", SAMPLING)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_text_completion_logprobs_are_the_models(
+    client: openai.OpenAI,
+    hf: tuple[Any, Any],
+    ids_of: dict[bytes, int],
+    sampling: dict[str, Any],
+    stream: bool,
+) -> None:
+    k = 3
+    tokens: list[str] = []
+    values: list[float] = []
+    tops: list[dict[str, float]] = []
+    offsets: list[int] = []
+    text = ""
+    args: dict[str, Any] = {"model": CHAT, "prompt": PROMPT, "max_tokens": 12, "logprobs": k}
+    answers = client.completions.create(**args, **sampling, stream=True) if stream else None
+    for choice in (
+        (c.choices[0] for c in answers)
+        if answers is not None
+        else client.completions.create(**args, **sampling).choices
+    ):
+        text += choice.text
+        if choice.logprobs is None:  # a stream's finish
+            assert stream and choice.finish_reason is not None
+            continue
+        lp = choice.logprobs
+        assert lp.tokens is not None and lp.token_logprobs is not None
+        assert lp.top_logprobs is not None and lp.text_offset is not None
+        assert "".join(lp.tokens) == choice.text
+        tokens += lp.tokens
+        values += lp.token_logprobs
+        tops += lp.top_logprobs
+        offsets += lp.text_offset
+    assert tokens and "".join(tokens) == text
+    assert offsets == [len(PROMPT) + len("".join(tokens[:i])) for i in range(len(tokens))]
+    ids = [ids_of[_text_bytes(t)] for t in tokens]
+    tokenizer, model = hf
+    ref = log_softmax_after(model, prompt_ids(tokenizer, PROMPT), ids)
+    entries: list[Entry] = []
+    for token, value, top in zip(ids, values, tops, strict=True):
+        alts = sorted(((ids_of[_text_bytes(t)], v) for t, v in top.items()), key=lambda a: -a[1])
+        assert token in {a for a, _ in alts} and len(alts) in (k, k + 1)
+        if len(alts) == k + 1:  # the chosen token, which is not among the top k
+            alts = [a for a in alts if a[0] != token]
+        entries.append((token, value, alts))
+    assert_matches(entries, ref, k, greedy=sampling["temperature"] == 0)
+
+
+def test_the_refusals_go_through_the_gateway(server: Server, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=CHAT, messages=MESSAGES, top_logprobs=2)
+    assert info.value.body == {
+        "message": "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.",
+        "type": "invalid_request_error",
+        "param": "top_logprobs",
+        "code": "invalid_parameter",
+    }
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=CHAT, messages=MESSAGES, logprobs=True, top_logprobs=21
+        )
+    assert info.value.body["param"] == "top_logprobs"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model=CHAT, prompt=PROMPT, logprobs=1, echo=True)
+    assert info.value.body["message"] == (  # type: ignore[index]
+        "Setting 'echo' and 'logprobs' at the same time is not supported for this model."
+    )
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model=GGUF, messages=MESSAGES, logprobs=True, stream=stream
+            )
+        body: Any = info.value.body
+        assert (body["param"], body["code"]) == ("logprobs", "unsupported_parameter")
+        assert "engine (llamacpp) does not return log-probabilities" in body["message"]
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(model=GGUF, prompt=PROMPT, logprobs=0, stream=stream)
+        assert info.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
+    # the same request without logprobs is served
+    plain = client.chat.completions.create(model=GGUF, messages=MESSAGES, max_tokens=2)
+    assert plain.choices[0].logprobs is None
+
+
+@pytest.mark.parametrize("model", [CHAT, GGUF])
+def test_requests_without_logprobs_still_get_null(server: Server, model: str) -> None:
+    for path, fields in [
+        ("chat/completions", {"messages": MESSAGES}),
+        ("chat/completions", {"messages": MESSAGES, "logprobs": False}),
+        ("completions", {"prompt": PROMPT}),
+        ("completions", {"prompt": PROMPT, "logprobs": None}),
+    ]:
+        body = {"model": model, "max_tokens": 3, **fields}
+        answer = httpx.post(f"{server.url}/v1/{path}", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["logprobs"] is None
+        body["stream"] = True
+        with httpx.stream("POST", f"{server.url}/v1/{path}", json=body, timeout=60) as resp:
+            text = "".join(resp.iter_text())
+        assert resp.status_code == 200
+        assert '"logprobs":null' in text and '"logprobs":{' not in text
