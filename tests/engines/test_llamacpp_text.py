@@ -229,3 +229,18 @@ def test_an_end_reads_as_on_the_transformers_engine(
     pieces_ = [bytes(engine._llm.detokenize([t])) for t in ids] + [b""]
     ours, stopped = _text(pieces_, stop)
     assert ("".join(ours), stopped) == (theirs, hf.stopped)
+
+
+def test_the_offsets_of_the_next_token() -> None:
+    """``settled``: where the next token's text starts (an unfinished character not yet);
+    ``emitted``: the characters returned, the text held for a stop string not among them."""
+    text = TokenText(["!?"])
+    seen = []
+    for piece in [b"Hi", NI[:1], NI[1:], b"!", b"x"]:
+        text.push(piece)
+        seen.append((text.settled, text.emitted))
+    assert seen == [(2, 2), (2, 2), (3, 3), (4, 3), (5, 5)]
+    text = TokenText(["!"])
+    text.push(b"Hi")
+    text.push(b"!x")
+    assert (text.emitted, text.stopped) == (2, True)

@@ -1,9 +1,10 @@
 """Log-probabilities through the worker: OpenAI's shapes for chat and text completions, whole
 and streamed, the refusals, and the ``upstream`` relay passing them on as they are.
 
-The worker runs the real transformers engine over the demo model; the values themselves are
-checked against a plain forward pass in ``test_logprobs.py`` (engine) and
-``tests/server/test_logprobs.py`` (a real gateway).
+The worker runs the real transformers engine over the demo model, and the llama.cpp engine
+over its GGUF export; the values themselves are checked against a plain forward pass in
+``test_logprobs.py`` (engine) and ``tests/server/test_logprobs.py`` (a real gateway), and
+the llama.cpp engine's against a second ``Llama`` in ``test_llamacpp_logprobs.py``.
 """
 
 from __future__ import annotations
@@ -109,9 +110,13 @@ def _events(url: str, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_a_chat_answer_and_its_stream(demo_url: str) -> None:
+    _assert_chat_shapes(demo_url)
+
+
+def _assert_chat_shapes(url: str) -> None:
     body = {"messages": HELLO, "max_tokens": 12, "temperature": 0, "logprobs": True}
     body["top_logprobs"] = 3
-    answer = _post(demo_url, "chat/completions", body).json()["choices"][0]
+    answer = _post(url, "chat/completions", body).json()["choices"][0]
     content = answer["logprobs"]["content"]
     assert answer["logprobs"]["refusal"] is None and content
     for item in content:
@@ -120,7 +125,7 @@ def test_a_chat_answer_and_its_stream(demo_url: str) -> None:
         assert len(item["top_logprobs"]) == 3
         assert all(list(t) == ["token", "logprob", "bytes"] for t in item["top_logprobs"])
     assert "".join(i["token"] for i in content) == answer["message"]["content"]
-    chunks = [e["choices"][0] for e in _events(demo_url, "chat/completions", body)]
+    chunks = [e["choices"][0] for e in _events(url, "chat/completions", body)]
     assert chunks[0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[0]["logprobs"] is None and chunks[-1]["logprobs"] is None  # role, finish
     streamed = []
@@ -132,8 +137,12 @@ def test_a_chat_answer_and_its_stream(demo_url: str) -> None:
 
 
 def test_a_text_completion_and_its_stream(demo_url: str) -> None:
+    _assert_text_shapes(demo_url)
+
+
+def _assert_text_shapes(url: str) -> None:
     body = {"prompt": PROMPT, "max_tokens": 10, "temperature": 0, "logprobs": 2}
-    answer = _post(demo_url, "completions", body).json()["choices"][0]
+    answer = _post(url, "completions", body).json()["choices"][0]
     lp = answer["logprobs"]
     assert list(lp) == ["tokens", "token_logprobs", "top_logprobs", "text_offset"]
     n = len(lp["tokens"])
@@ -145,7 +154,7 @@ def test_a_text_completion_and_its_stream(demo_url: str) -> None:
     ):
         assert top[token] == value and 2 <= len(top) <= 3
         assert max(top.values()) == next(iter(top.values()))
-    chunks = [e["choices"][0] for e in _events(demo_url, "completions", body)]
+    chunks = [e["choices"][0] for e in _events(url, "completions", body)]
     assert chunks[-1]["logprobs"] is None  # the finish
     joined: dict[str, list[Any]] = {k: [] for k in lp}
     for chunk in chunks[:-1]:
@@ -174,16 +183,20 @@ def test_without_logprobs_every_choice_has_null(demo_url: str, stream: bool) -> 
 
 
 def test_echo_with_logprobs_is_refused_as_openai_refuses_it(demo_url: str) -> None:
+    _assert_echo_refused(demo_url)
+
+
+def _assert_echo_refused(url: str) -> None:
     for stream in (False, True):
         body = {"prompt": PROMPT, "logprobs": 1, "echo": True, "stream": stream}
-        resp = _post(demo_url, "completions", body)
+        resp = _post(url, "completions", body)
         assert resp.status_code == 400
         error = resp.json()["error"]
         assert error["message"] == (
             "Setting 'echo' and 'logprobs' at the same time is not supported for this model."
         )
         assert error["param"] == "echo"
-    assert _post(demo_url, "completions", {"prompt": PROMPT, "echo": True}).status_code == 200
+    assert _post(url, "completions", {"prompt": PROMPT, "echo": True}).status_code == 200
 
 
 def test_top_logprobs_without_logprobs_is_refused(demo_url: str) -> None:
@@ -197,7 +210,7 @@ def test_top_logprobs_without_logprobs_is_refused(demo_url: str) -> None:
         )
 
 
-# -- engines that return none -----------------------------------------------------------------
+# -- an engine that returns none --------------------------------------------------------------
 
 
 def _assert_unsupported(resp: httpx.Response, engine: str) -> None:
@@ -209,19 +222,18 @@ def _assert_unsupported(resp: httpx.Response, engine: str) -> None:
     )
 
 
-def _assert_refused_everywhere(url: str, model: str, engine: str) -> None:
+def test_an_engine_that_does_not_declare_them_refuses(chat_url: str) -> None:
     for stream in (False, True):
-        chat = {"model": model, "messages": HELLO, "logprobs": True, "stream": stream}
-        _assert_unsupported(httpx.post(f"{url}/v1/chat/completions", json=chat), engine)
-        text = {"model": model, "prompt": "hi", "logprobs": 0, "stream": stream}
-        _assert_unsupported(httpx.post(f"{url}/v1/completions", json=text), engine)
-    plain = {"model": model, "messages": HELLO, "max_tokens": 2, "logprobs": False}
-    answer = httpx.post(f"{url}/v1/chat/completions", json=plain, timeout=60)
+        chat = {"model": "fake-chat", "messages": HELLO, "logprobs": True, "stream": stream}
+        _assert_unsupported(httpx.post(f"{chat_url}/v1/chat/completions", json=chat), "fake")
+        text = {"model": "fake-chat", "prompt": "hi", "logprobs": 0, "stream": stream}
+        _assert_unsupported(httpx.post(f"{chat_url}/v1/completions", json=text), "fake")
+    plain = {"model": "fake-chat", "messages": HELLO, "max_tokens": 2, "logprobs": False}
+    answer = httpx.post(f"{chat_url}/v1/chat/completions", json=plain, timeout=60)
     assert answer.status_code == 200 and answer.json()["choices"][0]["logprobs"] is None
 
 
-def test_an_engine_that_does_not_declare_them_refuses(chat_url: str) -> None:
-    _assert_refused_everywhere(chat_url, "fake-chat", "fake")
+# -- a worker over the llama.cpp engine ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -233,15 +245,30 @@ def llama_url() -> Iterator[str]:
 
     def loader() -> AnyEngine:
         options = {"n_ctx": 256, "n_threads": 1}
-        return load_engine("llamacpp", gguf, model_name="tiny-gguf", device="cpu", options=options)
+        return load_engine("llamacpp", gguf, model_name="tiny", device="cpu", options=options)
 
-    with serve(create_app(loader, model_name="tiny-gguf", engine_kind="llamacpp")) as url:
+    with serve(create_app(loader, model_name="tiny", engine_kind="llamacpp")) as url:
         yield url
 
 
 @pytest.mark.llamacpp
-def test_the_llamacpp_engine_refuses(llama_url: str) -> None:
-    _assert_refused_everywhere(llama_url, "tiny-gguf", "llamacpp")
+def test_the_llamacpp_engine_answers(llama_url: str) -> None:
+    """The shapes, whole and streamed, as the transformers engine's; the values are checked
+    against a reference in ``test_llamacpp_logprobs.py``."""
+    _assert_chat_shapes(llama_url)
+    _assert_text_shapes(llama_url)
+    _assert_echo_refused(llama_url)
+    for stream in (False, True):
+        for path, body in [
+            ("chat/completions", {"messages": HELLO}),
+            ("completions", {"prompt": PROMPT}),
+        ]:
+            body = {**body, "max_tokens": 3, "stream": stream}
+            if stream:
+                choices = [e["choices"][0] for e in _events(llama_url, path, body)]
+            else:
+                choices = _post(llama_url, path, body).json()["choices"]
+            assert choices and all(c["logprobs"] is None for c in choices)
 
 
 # -- the upstream relay -----------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Log-probabilities end to end: a real ``zhisuan serve --demo`` driven by the ``openai``
 client, the values checked token for token against a plain forward pass of the same demo
 model computed here with torch (``log_softmax`` of its logits, before temperature, top_p and
-penalties), greedy and sampled, whole and streamed; the refusals (``top_logprobs`` without
-``logprobs``, ``echo`` with ``logprobs``, the llama.cpp deployment, which returns none) go
-through the gateway; a request without ``logprobs`` still gets ``null``."""
+penalties), greedy and sampled, whole and streamed, and the llama.cpp deployment's against a
+second ``Llama`` on its GGUF that keeps every position's logits; the refusals
+(``top_logprobs`` without ``logprobs``, ``echo`` with ``logprobs``) go through the gateway;
+a request without ``logprobs`` still gets ``null``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from tests.engines import _reference_llamacpp as llama_ref
 from tests.engines._reference_logprobs import (
     Entry,
     assert_matches,
@@ -24,7 +26,7 @@ from tests.engines._reference_logprobs import (
     vocabulary_bytes,
 )
 from tests.server._serve import Server
-from zhisuan.demo import tiny_chat_dir
+from zhisuan.demo import tiny_chat_dir, tiny_chat_gguf
 
 pytestmark = pytest.mark.server
 
@@ -199,20 +201,51 @@ def test_the_refusals_go_through_the_gateway(server: Server, client: openai.Open
     assert info.value.body["message"] == (  # type: ignore[index]
         "Setting 'echo' and 'logprobs' at the same time is not supported for this model."
     )
-    for stream in (False, True):
-        with pytest.raises(openai.BadRequestError) as info:
-            client.chat.completions.create(
-                model=GGUF, messages=MESSAGES, logprobs=True, stream=stream
-            )
-        body: Any = info.value.body
-        assert (body["param"], body["code"]) == ("logprobs", "unsupported_parameter")
-        assert "engine (llamacpp) does not return log-probabilities" in body["message"]
-        with pytest.raises(openai.BadRequestError) as info:
-            client.completions.create(model=GGUF, prompt=PROMPT, logprobs=0, stream=stream)
-        assert info.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
-    # the same request without logprobs is served
-    plain = client.chat.completions.create(model=GGUF, messages=MESSAGES, max_tokens=2)
-    assert plain.choices[0].logprobs is None
+
+
+@pytest.fixture(scope="module")
+def gguf_ref() -> Any:
+    pytest.importorskip("llama_cpp")
+    path = tiny_chat_gguf()
+    if not path.is_file():
+        pytest.skip("the demo GGUF is not built")
+    return llama_ref.reference_llama(path)
+
+
+@pytest.mark.parametrize("sampling", SAMPLING)
+def test_the_llamacpp_deployments_are_the_models(
+    client: openai.OpenAI, hf: tuple[Any, Any], gguf_ref: Any, sampling: dict[str, Any]
+) -> None:
+    """Chat whole and streamed, a text completion: the GGUF's own values (the demo GGUF is
+    the demo model's export: the same chat template renders its prompt)."""
+    top = 4
+    kw: dict[str, Any] = {"model": GGUF, "messages": MESSAGES, "max_tokens": 20, **sampling}
+    answer = client.chat.completions.create(logprobs=True, top_logprobs=top, **kw)
+    choice = answer.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content
+    ids_of = llama_ref.vocabulary_ids(gguf_ref)
+    entries = _chat_entries(choice.logprobs.content, ids_of)
+    rendered = hf[0].apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    prompt = llama_ref.prompt_ids(gguf_ref, rendered)
+    assert answer.usage is not None and answer.usage.prompt_tokens == len(prompt)
+    ref = llama_ref.log_softmax_after(gguf_ref, prompt, [t for t, _, _ in entries])
+    greedy = sampling["temperature"] == 0
+    llama_ref.assert_matches(entries, ref, top, greedy=greedy)
+    items: list[Any] = []
+    for chunk in client.chat.completions.create(logprobs=True, top_logprobs=top, stream=True, **kw):
+        if chunk.choices and chunk.choices[0].logprobs is not None:
+            items.extend(chunk.choices[0].logprobs.content or [])
+    streamed = _chat_entries(items, ids_of)
+    assert [t for t, _, _ in streamed] == [t for t, _, _ in entries]
+    llama_ref.assert_matches(streamed, ref, top, greedy=greedy)
+    text = client.completions.create(
+        model=GGUF, prompt=PROMPT, max_tokens=8, logprobs=2, **sampling
+    ).choices[0]
+    assert text.logprobs is not None and text.logprobs.tokens and text.logprobs.token_logprobs
+    ids = [ids_of[_text_bytes(t)] for t in text.logprobs.tokens]
+    rows = llama_ref.log_softmax_after(gguf_ref, llama_ref.prompt_ids(gguf_ref, PROMPT), ids)
+    for pos, (token, value) in enumerate(zip(ids, text.logprobs.token_logprobs, strict=True)):
+        assert abs(value - rows[pos][token]) < llama_ref.TOLERANCE, pos
 
 
 @pytest.mark.parametrize("model", [CHAT, GGUF])

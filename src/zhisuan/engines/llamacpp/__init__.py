@@ -15,6 +15,10 @@ option), rendered in a sandboxed Jinja2 environment by llama-cpp-python's
 text already starts with it) and handed to llama.cpp as token ids, so token counts are
 exact.
 
+Log-probabilities (``EngineInfo.logprobs``) come from a logits processor that only the
+requests asking for them add to their generation (:mod:`._logprobs`), not from
+``logits_all``.
+
 Options (``--options`` JSON):
     n_ctx: context length (default: the GGUF's training context).
     n_threads: CPU threads (default every core but one, left to the gateway).

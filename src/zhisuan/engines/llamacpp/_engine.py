@@ -15,6 +15,7 @@ from typing import Any
 from zhisuan.engines._turns import TurnLock
 from zhisuan.engines.base import Delta, Embeddings, EngineInfo
 from zhisuan.engines.llamacpp._generate import complete
+from zhisuan.engines.llamacpp._logprobs import TokenBytes
 from zhisuan.errors import ContextLengthExceeded, EngineUnavailable, InvalidParameter
 from zhisuan.protocol import SamplingParams
 
@@ -69,6 +70,7 @@ class LlamaCppEngine:
         self._bos = self._token_text(llm.token_bos())
         self._eos_id = int(llm.token_eos())
         self._eog_ids: list[int] | None = None
+        self._token_bytes = TokenBytes(llm)  # used on the llama.cpp thread only
         self._formatter: Any = None
         if chat_template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -128,7 +130,9 @@ class LlamaCppEngine:
 
         Args:
             prompt: the full prompt text.
-            params: sampling parameters; ``max_tokens`` must fit the context.
+            params: sampling parameters; ``max_tokens`` must fit the context. With
+                ``logprobs`` set, every delta carries the log-probabilities of its tokens
+                (``Delta.logprobs``, :mod:`._logprobs`).
             request_id: for log messages.
             ignore_eos: generate exactly ``max_tokens`` (benchmarks only).
 
@@ -198,8 +202,8 @@ class LlamaCppEngine:
                 return
             if isinstance(item, BaseException):
                 raise EngineUnavailable(f"llama.cpp failed on request {rid}: {item}") from item
-            text, finish, tokens = item  # a step of ``_generate.complete``
-            yield Delta(text, prompt_tokens, tokens, finish)
+            text, finish, tokens, logprobs = item  # a step of ``_generate.complete``
+            yield Delta(text, prompt_tokens, tokens, finish, logprobs)
             if finish is not None:
                 return
 
@@ -224,6 +228,7 @@ class LlamaCppEngine:
                 seed=seed,
                 ignore_eos=ignore_eos,
                 end_ids=self._end_ids,
+                token_bytes=self._token_bytes,
                 cancel=cancel,
             ):
                 emit(step)

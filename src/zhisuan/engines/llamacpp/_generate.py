@@ -10,6 +10,9 @@ check for a token that leaves a character unfinished (so it ran past the budget)
 Counts: a completion ended by an end-of-generation token counts that token; one ended by a
 stop string counts the tokens up to the one that completed the stop string; one ended by
 the budget counts ``max_tokens``.
+
+Log-probabilities, for a request that asks (``params.logprobs``), come from a logits
+processor on the same loop (:mod:`._logprobs`); a request that does not ask has none.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from zhisuan.engines.base import FinishReason
+from zhisuan.engines.base import FinishReason, TokenLogprobs
+from zhisuan.engines.llamacpp._logprobs import TokenBytes, Trail
 from zhisuan.engines.llamacpp._sampling import barred, sampler_options
 from zhisuan.engines.llamacpp._text import TokenText
 from zhisuan.protocol import SamplingParams
 
-Step = tuple[str, FinishReason | None, int]
-"""(new text, finish reason on the last step, completion tokens so far)."""
+Step = tuple[str, FinishReason | None, int, list[TokenLogprobs] | None]
+"""(new text, finish reason on the last step, completion tokens so far, the log-probabilities
+of the tokens whose text the step brings the first of: a list when the request asked)."""
 
 
 def complete(
@@ -35,6 +40,7 @@ def complete(
     seed: int,
     ignore_eos: bool,
     end_ids: Callable[[], list[int]],
+    token_bytes: TokenBytes,
     cancel: threading.Event,
 ) -> Iterator[Step]:
     """Generate the completion of ``ids``, a step per token that brings text and one last
@@ -47,6 +53,7 @@ def complete(
         seed: llama.cpp's seed for the request.
         ignore_eos: bar the end-of-generation tokens: generate exactly ``max_tokens``.
         end_ids: every end-of-generation token (called only for ``ignore_eos``).
+        token_bytes: the engine's token bytes, for log-probabilities.
         cancel: set when the client has left; checked before each token is taken.
 
     Returns:
@@ -55,26 +62,40 @@ def complete(
     from llama_cpp import LogitsProcessorList
 
     llm.set_seed(seed)
-    bar = LogitsProcessorList([barred(end_ids())]) if ignore_eos else None
+    trail = None if params.logprobs is None else Trail(params.logprobs, token_bytes)
+    # the trail first: it scores the raw logits, before ``barred`` sets the end tokens' -inf
+    bar = barred(end_ids()) if ignore_eos else None
+    processors = [p for p in (trail, bar) if p is not None]
     is_end = _end_test(llm)
     text = TokenText(params.stop)
-    tokens = llm.generate(ids, logits_processor=bar, **sampler_options(params))
+    tokens = llm.generate(
+        ids,
+        logits_processor=LogitsProcessorList(processors) if processors else None,
+        **sampler_options(params),
+    )
+
+    def out(everything: bool = False) -> list[TokenLogprobs] | None:
+        return None if trail is None else trail.take(text.emitted, everything=everything)
+
     n = 0
     try:
         for token in tokens:
             if cancel.is_set():
                 return
             n += 1
-            if not ignore_eos and is_end(token):
-                yield text.push(b"", final=True), "stop", n
+            if not ignore_eos and is_end(token):  # no part of the completion: no entry
+                yield text.push(b"", final=True), "stop", n, out(everything=True)
                 return
+            if trail is not None:
+                trail.add(token, text.settled)  # its text starts there
             last = n >= params.max_tokens
             piece = text.push(bytes(llm.detokenize([token])), final=last)
-            if text.stopped or last:
-                yield piece, "stop" if text.stopped else "length", n
+            if text.stopped or last:  # what a stop string cut off stays behind
+                finish: FinishReason = "stop" if text.stopped else "length"
+                yield piece, finish, n, out(everything=not text.stopped)
                 return
             if piece:
-                yield piece, None, n
+                yield piece, None, n, out()
     finally:
         tokens.close()  # the last token is never evaluated, as llama-cpp-python leaves it
 

@@ -68,6 +68,7 @@ def load(
         task="embedding" if embedding else "chat",
         context_length=int(llm.n_ctx()),
         device=device,
+        logprobs=not embedding,  # from a logits processor on the engine's loop
     )
     logger.info("loaded %s: n_ctx=%s, embedding=%s", path.name, info.context_length, embedding)
     normalize = bool(options.get("normalize", True))

@@ -28,6 +28,7 @@ class TokenText:
 
     Attributes:
         stopped: a stop string was found; the text before it has been returned.
+        emitted: characters of text returned so far.
     """
 
     def __init__(self, stop: list[str]) -> None:
@@ -35,6 +36,13 @@ class TokenText:
         self._stop = [s for s in stop if s]
         self._held = ""  # decoded, not yet emitted: it could begin a stop string
         self.stopped = False
+        self.emitted = 0
+
+    @property
+    def settled(self) -> int:
+        """Characters decoded so far, returned or held back, less an unfinished character:
+        where the next token's text starts."""
+        return self.emitted + len(self._held)
 
     def push(self, piece: bytes, *, final: bool = False) -> str:
         """The text that became safe to emit with ``piece``, the next token's bytes.
@@ -56,9 +64,11 @@ class TokenText:
         if cut >= 0:
             self.stopped = True
             self._held = ""
+            self.emitted += cut
             return text[:cut]
         end = len(text) if final else len(text) - _held_for_stop(text, self._stop)
         self._held = text[end:]
+        self.emitted += end
         return text[:end]
 
 
