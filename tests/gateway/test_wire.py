@@ -198,7 +198,7 @@ def test_whole_waits_for_the_body_and_a_loss_mid_body_reaches_the_reader() -> No
 
 def test_the_express_lanes_request_carries_what_every_request_to_a_worker_does() -> None:
     ex = Exchange(request_id="req-1", endpoint="chat.completions", model="m")
-    ex.context["tenant"] = "team"
+    ex.context["line"] = "team"  # as admission puts it (the principal's)
     body = b'{"model": "m"}'
     fast = worker_request("127.0.0.1", 8001, "/v1/chat/completions", body, ex)
     plain = post_request("127.0.0.1", 8001, "/v1/chat/completions", body, worker_headers(ex))

@@ -2,9 +2,10 @@
 
 Limits are per tenant (and may be narrowed per key, see ``zhisuan keys``): requests and
 tokens per minute, tokens per UTC day, money per calendar month, concurrent requests, and a
-model allow-list. Leaving a limit out means unlimited. A running gateway is told about
-changes (``POST /admin/reconcile``). Deleting a tenant revokes its keys and keeps its usage
-records; its name can be created again.
+model allow-list. Leaving a limit out means unlimited. A tenant's weight (1 to 100, default
+1) is its share of a replica's queue: up to that many of its requests start in each round of
+turns. A running gateway is told about changes (``POST /admin/reconcile``). Deleting a tenant
+revokes its keys and keeps its usage records; its name can be created again.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _BUDGET = "Money per calendar month, in the tenant's currency \\[default: unlimi
 _CONC = "Requests in flight at once \\[default: unlimited]."
 _CURRENCY = "The budget's currency: the prices' (ZHISUAN_CURRENCY), the only one allowed."
 _MODELS = "Comma-separated model allow-list \\[default: every model]."
+_WEIGHT = "Its requests started per turn in a replica's queue, 1 to 100."
 
 
 @app.command("create")
@@ -53,9 +55,10 @@ def create(
     currency: str | None = typer.Option(None, "--currency", help=_CURRENCY),
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", help=_CONC),
     models: str | None = typer.Option(None, "--models", help=_MODELS),
+    weight: int = typer.Option(1, "--weight", help=_WEIGHT),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Create tenant NAME with its limits."""
+    """Create tenant NAME with its limits and weight."""
     from zhisuan.store import open_store, tenant_currency
 
     settings = Settings()
@@ -72,6 +75,7 @@ def create(
                 max_concurrent=max_concurrent,
                 models=allow,
                 currency=currency,
+                weight=weight,
             )
             if budget is not None:
                 warn_unpriced(store, settings, tenant.models)
@@ -92,12 +96,13 @@ def set_(
     currency: str | None = typer.Option(None, "--currency", help=_CURRENCY),
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", help=_CONC),
     models: str | None = typer.Option(None, "--models", help="Comma-separated allow-list."),
+    weight: int | None = typer.Option(None, "--weight", help=_WEIGHT),
     clear: list[str] = typer.Option(
         [], "--clear", help=f"Remove a limit (unlimited): {', '.join(CLEARABLE)}. Repeatable."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Change some of NAME's limits; those not given stay as they are."""
+    """Change some of NAME's limits or its weight; those not given stay as they are."""
     from zhisuan.store import open_store, tenant_currency
 
     settings = Settings()
@@ -112,6 +117,7 @@ def set_(
             max_concurrent=max_concurrent,
             currency=None if currency is None else tenant_currency(currency, settings.currency),
             models=parse_models(models),
+            weight=weight,
         )
         with open_store(settings) as store:
             tenant = store.update_tenant(name, **given)
@@ -128,7 +134,7 @@ def set_(
 def list_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List tenants and their limits."""
+    """List tenants, their limits and weights."""
     from rich.table import Table
 
     from zhisuan.store import open_store
@@ -147,6 +153,7 @@ def list_(
     for header in ("rpm", "tpm", "tokens/day", "budget/month", "concurrent"):
         table.add_column(header, justify="right")
     table.add_column("models")
+    table.add_column("weight", justify="right")
     for t in tenants:
         table.add_row(
             t.name,
@@ -156,6 +163,7 @@ def list_(
             show_limit(t.budget, f" {t.currency}"),
             show_limit(t.max_concurrent),
             ", ".join(t.models) if t.models is not None else "all",
+            str(t.weight),
         )
     table_console().print(table)
 
@@ -165,7 +173,7 @@ def show(
     name: str = typer.Argument(..., help="Tenant name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show NAME's limits, keys and use this UTC day and calendar month."""
+    """Show NAME's limits, weight, keys and use this UTC day and calendar month."""
     from rich.table import Table
 
     from zhisuan.store import open_store
@@ -198,6 +206,7 @@ def show(
         ("budget/month", _used(f"{cost:.4f}", tenant.budget, f" {tenant.currency}")),
         ("concurrent", show_limit(tenant.max_concurrent)),
         ("models", ", ".join(tenant.models) if tenant.models is not None else "all"),
+        ("weight", str(tenant.weight)),
         ("keys", f"{active} active of {len(keys)}"),
         ("created", tenant.created_at.isoformat(timespec="seconds")),
     ]
@@ -255,7 +264,8 @@ def _summary(t: Tenant) -> str:
         parts.append(f"budget {show_money(t.budget)} {t.currency}/month")
     if t.models is not None:
         parts.append(f"models {', '.join(t.models)}")
-    return "; ".join(parts) or "no limits"
+    summary = "; ".join(parts) or "no limits"
+    return summary if t.weight == 1 else f"{summary}; weight {t.weight}"
 
 
 def _used(amount: str, limit: float | None, unit: str = "") -> str:

@@ -105,6 +105,7 @@ class Admission:
             ZhisuanError: a model outside the key's allow-list, or a quota exceeded.
         """
         ex.context["tenant"] = principal.tenant
+        ex.context["line"] = principal.line  # its tenant header at the worker (``_ends``)
         ex.context["key_prefix"] = principal.key_prefix
         try:
             if not principal.allows(ex.model):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from zhisuan.engines._turns import tenant_value
 from zhisuan.errors import AuthenticationError, PermissionDenied, ZhisuanError
 from zhisuan.gateway._quota import Limits
 from zhisuan.gateway._reply import send_error
@@ -48,7 +49,10 @@ class Principal:
         models: allowed models per allow-lists of key and tenant (None: all).
         scopes: quota scopes ``(id, limits)`` to reserve in: the tenant's and the key's.
         expires_at: epoch seconds after which the key stops working (None: never).
+        weight: the tenant's weight in a replica's queue (``zhisuan.engines._turns``).
         budgeted: some scope has a money budget (derived from ``scopes``).
+        line: the value of the worker request's tenant header, the line the request waits
+            in there: the tenant's name, with its weight where that is not 1 (derived).
     """
 
     tenant: str
@@ -57,11 +61,14 @@ class Principal:
     models: tuple[frozenset[str] | None, ...] = ()
     scopes: tuple[tuple[str, Limits], ...] = ()
     expires_at: float | None = None
+    weight: int = 1
     budgeted: bool = field(init=False, default=False)
+    line: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         budgeted = any(limits.budget is not None for _, limits in self.scopes)
         object.__setattr__(self, "budgeted", budgeted)  # frozen: set once, here
+        object.__setattr__(self, "line", tenant_value(self.tenant, self.weight))
 
     def allows(self, model: str) -> bool:
         return all(allowed is None or model in allowed for allowed in self.models)
@@ -225,6 +232,7 @@ class Authenticator:
                 (f"key:{key.prefix}", key.limits),
             ),
             expires_at=key.expires_at.timestamp() if key.expires_at else None,
+            weight=tenant.weight,
         )
 
 

@@ -38,13 +38,14 @@ STOPPING = EngineUnavailable(
 
 
 def worker_headers(ex: Exchange) -> dict[str, str]:
-    """The headers of a request to a worker: its tenant too, whose line it waits in there
-    (``zhisuan.engines._turns``)."""
+    """The headers of a request to a worker: its tenant too, whose line it waits in there,
+    with the tenant's weight where that is not 1 (``zhisuan.engines._turns``; the
+    principal's ``line``, which admission puts in the context)."""
     return {
         "content-type": "application/json",
         USAGE_HEADER: "always",
         REQUEST_ID_HEADER: ex.request_id,
-        TENANT_HEADER: ex.context.get("tenant") or ANONYMOUS,
+        TENANT_HEADER: ex.context.get("line") or ANONYMOUS,
     }
 
 
@@ -116,7 +117,7 @@ def worker_request(host: str, port: int, path: str, body: bytes, ex: Exchange) -
     """The bytes of a request to a worker on the express lane and for a stream sent ahead:
     what :func:`worker_headers` names, on a head whose unchanging part is made once per
     worker and path."""
-    tenant = ex.context.get("tenant") or ANONYMOUS
+    tenant = ex.context.get("line") or ANONYMOUS
     return b"%s%s\r\n%s%s\r\ncontent-length: %d\r\n\r\n%s" % (
         _head(host, port, path),
         ex.request_id.encode(),

@@ -203,7 +203,8 @@ class HotPath:
         path = scope["path"]
         endpoint = ROUTES[path][0]
         ex = Exchange(next(_REQUEST_IDS), endpoint, model, stream=stream)
-        ex.context["tenant"] = principal.tenant  # its line at the worker (admission sets it too)
+        ex.context["tenant"] = principal.tenant  # (admission sets these too)
+        ex.context["line"] = principal.line  # its line at the worker, and the tenant's weight
         lane = sent = None
         if stream:
             sent = send_stream(gw, ex, path, body)

@@ -1,4 +1,5 @@
-"""Checks of what tenants and keys carry: names, currencies, limits, allow-lists, times."""
+"""Checks of what tenants and keys carry: names, currencies, limits, weights, allow-lists,
+times."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from zhisuan.store._share_models import (
     ADMIN_TENANT,
     ANONYMOUS,
     LIMIT_FIELDS,
+    MAX_WEIGHT,
     MONEY_PLACES,
     ApiKey,
     Tenant,
@@ -104,6 +106,23 @@ def check_budget_kept(budget: float) -> None:
 def _plain(amount: Decimal) -> str:
     """``amount`` without an exponent or trailing zeros (``1.000001``, ``100``)."""
     return format(amount.normalize(), "f")
+
+
+def check_weight(weight: Any) -> int:
+    """A tenant's weight: a whole number from 1 to :data:`MAX_WEIGHT`.
+
+    Raises:
+        InvalidParameter: anything else (a bool, a fraction, none).
+    """
+    number = isinstance(weight, int | float) and not isinstance(weight, bool)
+    if number and math.isfinite(weight) and weight == int(weight) and 1 <= weight <= MAX_WEIGHT:
+        return int(weight)
+    raise InvalidParameter(
+        f"weight must be a whole number from 1 to {MAX_WEIGHT}, got {weight!r}",
+        param="weight",
+        hint=f"give 1 to {MAX_WEIGHT} (the default is 1): a tenant of weight N has up to N "
+        "requests started per turn in a replica's queue",
+    )
 
 
 def check_models(models: list[str] | None) -> list[str] | None:

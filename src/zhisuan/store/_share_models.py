@@ -5,6 +5,9 @@
     UTC day, money per calendar month in ``currency``, concurrent requests, a model
     allow-list). ``None`` means unlimited; ``models=None`` allows every model. A deleted
     tenant keeps its row, with ``deleted_at`` set (revision ``0003``), and its keys revoked.
+    Its ``weight`` (1 to :data:`MAX_WEIGHT`, revision ``0004``) is its share of a replica's
+    queue: up to that many of its requests start in each round of turns
+    (``zhisuan.engines._turns``).
 
 ``api_keys``
     A secret ``zs-…`` of which only the first :data:`KEY_PREFIX_LEN` characters (the
@@ -38,6 +41,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -53,6 +57,8 @@ USAGE_STATUSES = ("ok", "error", "client_abort", "worker_error", "rejected")
 ENERGY_SOURCES = ("measured", "estimated")
 LIMIT_FIELDS = ("rpm", "tpm", "tokens_per_day", "budget", "max_concurrent")
 ERROR_MAX_CHARS = 500
+MAX_WEIGHT = 100
+"""The largest weight of a tenant (``zhisuan.engines._turns.MAX_WEIGHT`` alike)."""
 
 MONEY_PLACES = 6
 """Decimal places the money columns keep (budgets); PostgreSQL rounds to them."""
@@ -89,7 +95,8 @@ class QuotaLimits:
 
 
 class Tenant(Base):
-    """A tenant and its limits (``None`` = unlimited, ``models=None`` = every model)."""
+    """A tenant, its limits (``None`` = unlimited, ``models=None`` = every model) and its
+    weight in the replicas' queues."""
 
     __tablename__ = "tenants"
 
@@ -104,6 +111,8 @@ class Tenant(Base):
     models: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # revision 0003
+    # requests started per turn in a replica's queue (revision 0004)
+    weight: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
     @property
     def limits(self) -> QuotaLimits:

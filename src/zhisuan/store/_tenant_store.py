@@ -16,12 +16,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zhisuan.errors import InvalidParameter, NotFound, UserError, closest
-from zhisuan.store._share_checks import apply_limits, as_utc, check_currency, check_tenant_name
+from zhisuan.store._share_checks import (
+    apply_limits,
+    as_utc,
+    check_currency,
+    check_tenant_name,
+    check_weight,
+)
 from zhisuan.store._share_models import LIMIT_FIELDS, ApiKey, Tenant
 from zhisuan.store._usage_store import UsageStoreMixin
 from zhisuan.store.models import utcnow
 
 log = logging.getLogger(__name__)
+
+TENANT_FIELDS = (*LIMIT_FIELDS, "models", "currency", "weight")
+"""What :meth:`TenantStoreMixin.update_tenant` changes."""
 
 
 class TenantStoreMixin(UsageStoreMixin):
@@ -38,6 +47,7 @@ class TenantStoreMixin(UsageStoreMixin):
         max_concurrent: int | None = None,
         models: list[str] | None = None,
         currency: str = "USD",
+        weight: int = 1,
     ) -> Tenant:
         """Create a tenant.
 
@@ -49,12 +59,15 @@ class TenantStoreMixin(UsageStoreMixin):
                 ``budget`` is money per calendar month in ``currency``.
             models: the model allow-list (None = every model).
             currency: ISO 4217 code, e.g. ``"USD"``, ``"CNY"``.
+            weight: requests started per turn in a replica's queue, 1 to 100
+                (``zhisuan.engines._turns``).
 
         Returns:
             The stored tenant.
 
         Raises:
-            InvalidParameter: a malformed name, currency or allow-list, or a limit ≤ 0.
+            InvalidParameter: a malformed name, currency or allow-list, a limit ≤ 0, or a
+                weight outside 1-100.
             UserError: a tenant with this name already exists.
 
         A deleted tenant's name may be taken again: the tenant comes back with the limits
@@ -62,7 +75,7 @@ class TenantStoreMixin(UsageStoreMixin):
         this month's use counts against the new budget.
         """
         check_tenant_name(name)
-        fresh = Tenant(name=name, currency=check_currency(currency))
+        fresh = Tenant(name=name, currency=check_currency(currency), weight=check_weight(weight))
         apply_limits(fresh, {**limit_kwargs(locals()), "models": models})
         try:
             with self.session_factory() as s, s.begin():
@@ -72,7 +85,7 @@ class TenantStoreMixin(UsageStoreMixin):
                 elif row.deleted_at is None:
                     raise _tenant_taken(name)
                 else:  # a deleted tenant's name comes back, with the limits given now
-                    for field in (*LIMIT_FIELDS, "models", "currency"):
+                    for field in TENANT_FIELDS:
                         setattr(row, field, getattr(fresh, field))
                     row.deleted_at, row.created_at = None, utcnow()
         except IntegrityError as exc:  # lost a race with another creator
@@ -81,30 +94,36 @@ class TenantStoreMixin(UsageStoreMixin):
         return row
 
     def update_tenant(self, name: str, **changes: Any) -> Tenant:
-        """Change some of a tenant's limits; only the arguments given are touched.
+        """Change some of a tenant's limits or its weight; only the arguments given are
+        touched.
 
         Args:
             name: the tenant.
             **changes: any of ``rpm``, ``tpm``, ``tokens_per_day``, ``budget``,
-                ``max_concurrent``, ``models``, ``currency``; ``None`` clears a limit
-                (unlimited) or the allow-list (every model).
+                ``max_concurrent``, ``models``, ``currency``, ``weight``; ``None`` clears a
+                limit (unlimited) or the allow-list (every model), and puts the weight
+                back to 1.
 
         Returns:
             The updated tenant.
 
         Raises:
             NotFound: no such tenant.
-            InvalidParameter: an unknown field, a limit ≤ 0, a malformed currency or list.
+            InvalidParameter: an unknown field, a limit ≤ 0, a malformed currency or list, a
+                weight outside 1-100.
         """
-        unknown = sorted(set(changes) - {*LIMIT_FIELDS, "models", "currency"})
+        unknown = sorted(set(changes) - set(TENANT_FIELDS))
         if unknown:
             raise InvalidParameter(
                 f"unknown tenant field {unknown[0]!r}",
                 param=unknown[0],
-                hint=f"choose from: {', '.join((*LIMIT_FIELDS, 'models', 'currency'))}",
+                hint=f"choose from: {', '.join(TENANT_FIELDS)}",
             )
         if "currency" in changes:
             changes["currency"] = check_currency(changes["currency"])
+        if "weight" in changes:  # None: back to the default
+            given = changes["weight"]
+            changes["weight"] = 1 if given is None else check_weight(given)
         with self.session_factory() as s, s.begin():
             row = tenant_row(s, name, lock=True)
             apply_limits(row, changes)

@@ -24,7 +24,7 @@ from zhisuan.gateway.routers._admin_errors import RESPONSES, HintedRoute
 from zhisuan.modelstore import validate_name
 from zhisuan.store import MAX_REPLICAS, tenant_currency
 from zhisuan.store._share_checks import BUDGET_STEP
-from zhisuan.store._share_models import MONEY_PLACES
+from zhisuan.store._share_models import MAX_WEIGHT, MONEY_PLACES
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=HintedRoute, responses=RESPONSES)
 
@@ -35,6 +35,11 @@ _Money = Annotated[float, WithJsonSchema({"type": "number", "exclusiveMinimum": 
 _Replicas = Annotated[
     int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS})
 ]
+_Weight = Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_WEIGHT})]
+_WEIGHT = (
+    "Requests of the tenant started per turn in a replica's queue, where the tenants with "
+    "requests waiting take turns (1, the default, is an even share)."
+)
 
 
 class Limits(BaseModel):
@@ -55,6 +60,14 @@ class Limits(BaseModel):
 class TenantIn(Limits):
     name: str = Field(min_length=1, max_length=64)
     currency: str | None = Field(default=None, min_length=3, max_length=8)
+    weight: _Weight = Field(default=1, description=_WEIGHT)
+
+
+class TenantChange(Limits):
+    """A change of a tenant: the fields given change, a null limit is cleared (unlimited)
+    and a null weight is the default, 1."""
+
+    weight: _Weight | None = Field(default=None, description=f"{_WEIGHT} Null: 1.")
 
 
 class KeyIn(Limits):
@@ -149,8 +162,8 @@ def show_tenant(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.patch("/tenants/{name}")
-async def update_tenant(request: Request, name: str, body: Limits) -> dict[str, Any]:
-    """Change a tenant's limits (fields left out keep their value)."""
+async def update_tenant(request: Request, name: str, body: TenantChange) -> dict[str, Any]:
+    """Change a tenant's limits or weight (fields left out keep their value)."""
     gw = gateway_of(request)
     tenant = gw.store.update_tenant(name, **body.model_dump(exclude_unset=True))
     await _refresh(gw)

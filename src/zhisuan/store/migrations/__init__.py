@@ -14,4 +14,4 @@ Adding a revision (ids are sequential: ``0002``, ``0003`` …)::
 
 from __future__ import annotations
 
-HEAD = "0003"
+HEAD = "0004"
