@@ -92,6 +92,28 @@ class TokenLogprobs:
     offset: int
 
 
+class LogprobTrail:
+    """One request's token log-probabilities on their way out, for an engine's own trail to
+    build on: it keeps each token's entry as the token is sampled, and a delta takes the
+    entries whose text it is the first to carry (a token holding part of a character waits
+    for the character)."""
+
+    def __init__(self) -> None:
+        self._waiting: list[TokenLogprobs] = []
+
+    def take(self, emitted: int, *, everything: bool = False) -> list[TokenLogprobs]:
+        """The entries whose text starts within the first ``emitted`` characters of the
+        completion (all of them with ``everything``), in order; a delta carries them."""
+        if everything:
+            out, self._waiting = self._waiting, []
+            return out
+        n = 0
+        while n < len(self._waiting) and self._waiting[n].offset < emitted:
+            n += 1
+        out, self._waiting = self._waiting[:n], self._waiting[n:]
+        return out
+
+
 @dataclass(slots=True)
 class Delta:
     """A piece of a completion.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zhisuan.engines.base import TokenLogprobs, TokenProb
+from zhisuan.engines.base import LogprobTrail, TokenLogprobs, TokenProb
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,7 +46,7 @@ class TokenBytes:
         return found
 
 
-class Trail:
+class Trail(LogprobTrail):
     """One request's log-probabilities: the logits processor that scores each step, and the
     entries of its tokens on their way out.
 
@@ -56,10 +56,10 @@ class Trail:
     """
 
     def __init__(self, k: int, token_bytes: TokenBytes) -> None:
+        super().__init__()
         self.k = k
         self._bytes = token_bytes
         self._row: npt.NDArray[np.float32] | None = None  # (vocab,) the last step's
-        self._waiting: list[TokenLogprobs] = []
 
     def __call__(self, _ids: Any, scores: Any) -> Any:
         """The logits processor: keep the log-softmax of this step's ``scores`` (vocab,),
@@ -93,15 +93,3 @@ class Trail:
             top = tuple(TokenProb(int(i), self._bytes(int(i)), float(row[i])) for i in best)
         prob = TokenProb(token, self._bytes(token), float(row[token]))
         self._waiting.append(TokenLogprobs(prob, top, offset))
-
-    def take(self, emitted: int, *, everything: bool = False) -> list[TokenLogprobs]:
-        """The entries whose text starts within the first ``emitted`` characters of the
-        completion (all of them with ``everything``), in order; a delta carries them."""
-        if everything:
-            out, self._waiting = self._waiting, []
-            return out
-        n = 0
-        while n < len(self._waiting) and self._waiting[n].offset < emitted:
-            n += 1
-        out, self._waiting = self._waiting[:n], self._waiting[n:]
-        return out

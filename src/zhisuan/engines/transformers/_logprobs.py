@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from zhisuan.engines.base import TokenLogprobs, TokenProb
+from zhisuan.engines.base import LogprobTrail, TokenLogprobs, TokenProb
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte fallback
 _SPACE = "\u2581"  # SentencePiece's "▁", a space
@@ -76,7 +76,7 @@ class TokenBytes:
         return str(self._tokenizer.convert_tokens_to_string([piece])).encode()
 
 
-class Trail:
+class Trail(LogprobTrail):
     """One request's token log-probabilities on their way out.
 
     Args:
@@ -85,9 +85,9 @@ class Trail:
     """
 
     def __init__(self, k: int, token_bytes: TokenBytes) -> None:
+        super().__init__()
         self.k = k
         self._bytes = token_bytes
-        self._waiting: list[TokenLogprobs] = []
 
     def add(self, token: int, scored: Scored, offset: int) -> None:
         """Keep the entry of ``token``, whose text starts ``offset`` characters into the
@@ -95,18 +95,6 @@ class Trail:
         prob = TokenProb(token, self._bytes(token), scored.logprob)
         top = tuple(TokenProb(i, self._bytes(i), lp) for i, lp in scored.top)
         self._waiting.append(TokenLogprobs(prob, top, offset))
-
-    def take(self, emitted: int, *, everything: bool = False) -> list[TokenLogprobs]:
-        """The entries whose text starts within the first ``emitted`` characters of the
-        completion (all of them with ``everything``), in order; a delta carries them."""
-        if everything:
-            out, self._waiting = self._waiting, []
-            return out
-        n = 0
-        while n < len(self._waiting) and self._waiting[n].offset < emitted:
-            n += 1
-        out, self._waiting = self._waiting[:n], self._waiting[n:]
-        return out
 
 
 def score(logits: Any, rows: list[int], tokens: list[int | None], ks: list[int]) -> list[Scored]:
