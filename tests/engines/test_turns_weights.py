@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from tiny_hf_models import build_tiny_llama  # tests/engines is on sys.path (rootdir import)
 
+from zhisuan import store
 from zhisuan.engines import _turns
 from zhisuan.engines._turns import TurnLock, TurnQueue, split_tenant, tenant_value
 from zhisuan.engines.transformers import load
 from zhisuan.protocol import SamplingParams
-from zhisuan.store import _share_models
 
 H3, M2 = tenant_value("heavy", 3), tenant_value("mid", 2)  # "heavy;weight=3", "mid;weight=2"
 
@@ -53,7 +53,7 @@ def test_a_weight_the_queue_cannot_take_as_given(value: str, read: tuple[str, in
 
 
 def test_the_queue_and_the_store_bound_weights_alike() -> None:
-    assert _turns.MAX_WEIGHT == _share_models.MAX_WEIGHT == 100
+    assert _turns.MAX_WEIGHT == store.MAX_WEIGHT == 100
 
 
 def test_each_tenant_has_up_to_its_weight_started_per_turn() -> None:

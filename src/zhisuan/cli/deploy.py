@@ -15,10 +15,10 @@ import json
 from typing import Any
 
 import typer
-from typer.core import TyperCommand, TyperOption
 
 from zhisuan.cli._common import console, fail, user_errors
 from zhisuan.cli._share import notify
+from zhisuan.limits import MAX_REPLICAS
 from zhisuan.settings import Settings
 
 FLAGGED = {
@@ -35,27 +35,6 @@ FLAGGED = {
     "upstream_model": "--upstream-model",
 }
 """Options that have a flag of their own: ``--option`` may not set them."""
-REPLICAS_CAP = "{max_replicas}"
-"""Stands in a help text for the most replicas a deployment may run (see
-:class:`DeployCommand`)."""
-
-
-class DeployCommand(TyperCommand):
-    """A command whose options' help states the store's cap on replicas
-    (:data:`zhisuan.store.MAX_REPLICAS`) where it says :data:`REPLICAS_CAP`.
-
-    The cap is read when the help is shown: importing the store (SQLAlchemy) when the
-    command is built would slow every command line that builds it (``zhisuan ps``).
-    """
-
-    # Any: the context and formatter types are those of the click that typer bundles.
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        from zhisuan.store import MAX_REPLICAS
-
-        for param in self.params:
-            if isinstance(param, TyperOption) and param.help:
-                param.help = param.help.replace(REPLICAS_CAP, str(MAX_REPLICAS))
-        super().format_help(ctx, formatter)
 
 
 def deploy(
@@ -63,7 +42,7 @@ def deploy(
         ..., help="Model name (imported, or any name for --engine upstream)."
     ),
     replicas: int | None = typer.Option(
-        None, help=f"Worker processes to run, 1 to {REPLICAS_CAP} \\[default: 1]."
+        None, help=f"Worker processes to run, 1 to {MAX_REPLICAS} \\[default: 1]."
     ),
     engine: str | None = typer.Option(
         None, help="transformers | llamacpp | upstream \\[default: by model format]."

@@ -21,7 +21,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "keys": ("zhisuan.cli.keys", "API keys: create, list, revoke."),
     "usage": ("zhisuan.cli.usage", "Usage per request, or totals --by."),
 }
-COMMANDS = ("serve", "deploy", "undeploy", "ps")
+COMMANDS = ("serve", "deploy", "undeploy", "ps", "logs")
 
 
 def _version(value: bool) -> None:

@@ -1,4 +1,4 @@
-"""``zhisuan serve``, ``deploy``, ``undeploy`` and ``ps``."""
+"""``zhisuan serve``, ``deploy``, ``undeploy`` and ``ps`` (and the registration of ``logs``)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,14 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
-    from zhisuan.cli.deploy import DeployCommand, deploy, undeploy
+    from zhisuan.cli.deploy import deploy, undeploy
+    from zhisuan.cli.logs import logs
 
     app.command()(serve)
-    app.command(cls=DeployCommand)(deploy)  # its help states the cap on --replicas
+    app.command()(deploy)
     app.command()(undeploy)
     app.command()(ps)
+    app.command()(logs)
 
 
 def serve(
@@ -216,7 +218,7 @@ def _replicas(settings: Settings, url: str | None) -> list[dict[str, Any]]:
 
     base = url or home_gateway(settings)
     try:
-        resp = httpx.get(f"{base}/admin/replicas", timeout=5.0, headers=_admin_headers(settings))
+        resp = httpx.get(f"{base}/admin/replicas", timeout=5.0, headers=admin_headers(settings))
     except httpx.HTTPError:
         err_console.print(
             f"[yellow]note:[/] no gateway answers at {base}: the deployments are listed as "
@@ -226,7 +228,7 @@ def _replicas(settings: Settings, url: str | None) -> list[dict[str, Any]]:
         )
         return _stopped_rows(settings)
     if resp.status_code != 200:
-        _refused(base, resp)
+        refused(base, resp)
     rows: list[dict[str, Any]] = resp.json()
     return rows
 
@@ -236,7 +238,7 @@ ADMIN_KEY_HINT = (
 )
 
 
-def _refused(base: str, resp: httpx.Response) -> NoReturn:
+def refused(base: str, resp: httpx.Response) -> NoReturn:
     """Fail with the gateway's own reason, and what to set when it wants an admin key."""
     try:
         reason = str(resp.json()["error"]["message"])
@@ -272,7 +274,8 @@ def _stopped_rows(settings: Settings) -> list[dict[str, Any]]:
         ]
 
 
-def _admin_headers(settings: Settings) -> dict[str, str]:
+def admin_headers(settings: Settings) -> dict[str, str]:
+    """The headers of an admin call: the admin key's, where the settings give one."""
     return {"Authorization": f"Bearer {settings.admin_key}"} if settings.admin_key else {}
 
 
@@ -282,7 +285,7 @@ def _notify(settings: Settings) -> None:
 
     base = home_gateway(settings)
     try:
-        resp = httpx.post(f"{base}/admin/reconcile", timeout=10.0, headers=_admin_headers(settings))
+        resp = httpx.post(f"{base}/admin/reconcile", timeout=10.0, headers=admin_headers(settings))
     except httpx.HTTPError:
         logger.debug("no gateway at %s to notify", base)
         return

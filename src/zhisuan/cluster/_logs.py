@@ -12,6 +12,8 @@ output while the old worker writes on in its own file as it drains.
 
 Of the files whose workers have stopped, the newest :data:`KEEP` of each slot are kept and the
 older ones removed; a file whose worker runs is never removed.
+
+Readers (``zhisuan logs``) find a slot's files with :func:`link` and :func:`files`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,55 @@ _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
 def slot(spec: ReplicaSpec) -> str:
     """The name of replica ``spec``'s slot in file names: ``<model>-<index>``."""
-    return f"{spec.model.replace('/', '_')}-{spec.index}"
+    return slot_name(spec.model, spec.index)
+
+
+def slot_name(model: str, index: int) -> str:
+    """The name of replica ``index`` of ``model`` in file names: ``<model>-<index>``."""
+    return f"{model.replace('/', '_')}-{index}"
+
+
+def link(directory: Path, model: str, index: int) -> Path:
+    """``<model>-<index>.log`` in ``directory``: the link to the serving worker's file of
+    replica ``index`` of ``model`` (a regular file if an older zhisuan wrote it; absent when
+    no worker of the slot has served, or the slot was undeployed or scaled away)."""
+    return directory / f"{slot_name(model, index)}.log"
+
+
+def files(directory: Path, model: str, index: int) -> list[Path]:
+    """The files of the workers of replica ``index`` of ``model`` in ``directory``, running
+    and stopped, newest first (by the UTC start in their names); a regular
+    ``<model>-<index>.log`` of an older zhisuan comes last (none if the directory is not
+    there)."""
+    name = slot_name(model, index)
+    found = [path for *_, path in sorted(_stamped(directory, name), reverse=True)]
+    legacy = link(directory, model, index)
+    if legacy.is_file() and not legacy.is_symlink():
+        found.append(legacy)
+    return found
+
+
+def indices(directory: Path, model: str) -> list[int]:
+    """The replicas of ``model`` that have a file or a link in ``directory``, in order."""
+    pattern = re.compile(
+        re.escape(model.replace("/", "_")) + r"-(\d+)(?:\.\d{8}T\d{6}\.\d{6}Z(?:-\d+)?)?\.log"
+    )
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for path in directory.iterdir():
+            match = pattern.fullmatch(path.name)
+            if match is not None:
+                found.add(int(match[1]))
+    return sorted(found)
+
+
+def started(path: Path) -> dt.datetime | None:
+    """The UTC time a worker first started, from the name of its file (None: not one of a
+    worker's files, e.g. an older zhisuan's ``<model>-<index>.log``)."""
+    match = re.search(r"\.(\d{8}T\d{6}\.\d{6}Z)(?:-\d+)?\.log$", path.name)
+    if match is None:
+        return None
+    return dt.datetime.strptime(match[1], _STAMP).replace(tzinfo=dt.UTC)
 
 
 class WorkerLogs:
@@ -94,16 +144,23 @@ class WorkerLogs:
 
     def prune(self, spec: ReplicaSpec) -> None:
         """Remove the slot's files of stopped workers but the newest :data:`KEEP`."""
-        pattern = re.compile(re.escape(slot(spec)) + r"\.(\d{8}T\d{6}\.\d{6}Z)(?:-(\d+))?\.log")
-        old: list[tuple[str, int, Path]] = []
-        with contextlib.suppress(OSError):
-            for path in self.directory.iterdir():
-                match = pattern.fullmatch(path.name)
-                if match is not None and path not in self._in_use:
-                    old.append((match[1], int(match[2] or 1), path))
+        old = [f for f in _stamped(self.directory, slot(spec)) if f[2] not in self._in_use]
         for *_, path in sorted(old)[: max(len(old) - self._keep, 0)]:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def _stamped(directory: Path, name: str) -> list[tuple[str, int, Path]]:
+    """The files of slot ``name`` in ``directory``, each with its start and its number among
+    files of the same start (``-2``…), in no order."""
+    pattern = re.compile(re.escape(name) + r"\.(\d{8}T\d{6}\.\d{6}Z)(?:-(\d+))?\.log")
+    found: list[tuple[str, int, Path]] = []
+    with contextlib.suppress(OSError):
+        for path in directory.iterdir():
+            match = pattern.fullmatch(path.name)
+            if match is not None:
+                found.append((match[1], int(match[2] or 1), path))
+    return found
 
 
 def _create(directory: Path, name: str) -> Path:

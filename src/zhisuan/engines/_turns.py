@@ -29,14 +29,13 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Generic, Literal, TypeVar
 
 from zhisuan.errors import InvalidParameter
+from zhisuan.limits import MAX_WEIGHT  # the store refuses more; the queue clamps to it
 
 T = TypeVar("T")
 QueueOrder = Literal["fair", "fifo"]
 QUEUE_ORDERS: tuple[QueueOrder, ...] = ("fair", "fifo")
 TENANT_HEADER = "x-zhisuan-tenant"
 """The header that names the tenant of a request the gateway sends to a worker."""
-MAX_WEIGHT = 100
-"""The largest weight a tenant may have (the store refuses more; the queue clamps to it)."""
 _WEIGHT = ";weight="
 
 

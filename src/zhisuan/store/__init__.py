@@ -14,6 +14,7 @@ home needs no manual step::
 
 from __future__ import annotations
 
+from zhisuan.limits import BUDGET_STEP, MAX_REPLICAS, MAX_WEIGHT, MONEY_PLACES
 from zhisuan.store._db import alembic_config, current_revision, make_engine, upgrade
 from zhisuan.store._deploy_checks import check_replicas
 from zhisuan.store._share_checks import tenant_currency
@@ -35,7 +36,6 @@ from zhisuan.store.migrations import HEAD
 from zhisuan.store.models import (
     ENGINES,
     LICENCES,
-    MAX_REPLICAS,
     MODEL_FORMATS,
     MODEL_TASKS,
     Base,
@@ -46,14 +46,17 @@ from zhisuan.store.models import (
 __all__ = [
     "ADMIN_TENANT",
     "ANONYMOUS",
+    "BUDGET_STEP",
     "ENERGY_SOURCES",
     "ENGINES",
     "HEAD",
     "KEY_PREFIX_LEN",
     "LICENCES",
     "MAX_REPLICAS",
+    "MAX_WEIGHT",
     "MODEL_FORMATS",
     "MODEL_TASKS",
+    "MONEY_PLACES",
     "SUMMARY_BY",
     "USAGE_STATUSES",
     "ApiKey",

@@ -9,7 +9,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zhisuan.errors import InvalidParameter
-from zhisuan.store.models import ENGINES, FORMAT_ENGINES, MAX_REPLICAS
+from zhisuan.limits import MAX_REPLICAS
+from zhisuan.store.models import ENGINES, FORMAT_ENGINES
 
 
 def check_replicas(replicas: int, model: str, *, name: str = "replicas") -> None:

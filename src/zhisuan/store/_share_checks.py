@@ -10,12 +10,11 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal
 from typing import Any
 
 from zhisuan.errors import InvalidParameter
+from zhisuan.limits import BUDGET_STEP, MAX_WEIGHT, MONEY_PLACES
 from zhisuan.store._share_models import (
     ADMIN_TENANT,
     ANONYMOUS,
     LIMIT_FIELDS,
-    MAX_WEIGHT,
-    MONEY_PLACES,
     ApiKey,
     Tenant,
 )
@@ -31,11 +30,6 @@ LIMIT_MAX: dict[str, float] = {
     "tokens_per_day": 2**63 - 1,
     "budget": 1e12 - 1,
 }
-BUDGET_STEP = 10.0**-MONEY_PLACES
-"""The step of a budget, and the smallest one above 0: the column keeps
-:data:`MONEY_PLACES` decimal places. PostgreSQL would round a budget with more (half away
-from zero: under half a step to 0, which is not "no budget" but allows no spending) while
-SQLite kept it, so such a budget is refused rather than changed without a word."""
 _STEP = Decimal(1).scaleb(-MONEY_PLACES)
 
 

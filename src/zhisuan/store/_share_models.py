@@ -5,8 +5,8 @@
     UTC day, money per calendar month in ``currency``, concurrent requests, a model
     allow-list). ``None`` means unlimited; ``models=None`` allows every model. A deleted
     tenant keeps its row, with ``deleted_at`` set (revision ``0003``), and its keys revoked.
-    Its ``weight`` (1 to :data:`MAX_WEIGHT`, revision ``0004``) is its share of a replica's
-    queue: up to that many of its requests start in each round of turns
+    Its ``weight`` (1 to :data:`zhisuan.limits.MAX_WEIGHT`, revision ``0004``) is its share
+    of a replica's queue: up to that many of its requests start in each round of turns
     (``zhisuan.engines._turns``).
 
 ``api_keys``
@@ -45,6 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from zhisuan.limits import MONEY_PLACES
 from zhisuan.store.models import Base, UTCDateTime, utcnow
 
 KEY_PREFIX_LEN = 12
@@ -57,12 +58,8 @@ USAGE_STATUSES = ("ok", "error", "client_abort", "worker_error", "rejected")
 ENERGY_SOURCES = ("measured", "estimated")
 LIMIT_FIELDS = ("rpm", "tpm", "tokens_per_day", "budget", "max_concurrent")
 ERROR_MAX_CHARS = 500
-MAX_WEIGHT = 100
-"""The largest weight of a tenant (``zhisuan.engines._turns.MAX_WEIGHT`` alike)."""
-
-MONEY_PLACES = 6
-"""Decimal places the money columns keep (budgets); PostgreSQL rounds to them."""
-# Money: exact in the database, float in Python (the quota ledger works in floats).
+# Money: exact in the database (MONEY_PLACES decimal places), float in Python (the quota
+# ledger works in floats).
 _Money = Numeric(18, MONEY_PLACES, asdecimal=False)
 
 

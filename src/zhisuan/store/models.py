@@ -29,6 +29,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from zhisuan.limits import MAX_REPLICAS as MAX_REPLICAS  # the tables' docs name it
+
 # Deterministic constraint names, so later migrations (and SQLite batch mode) can refer to them.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -44,9 +46,6 @@ LICENCES = ("research", "commercial")
 ENGINES = ("transformers", "llamacpp", "upstream")
 FORMAT_ENGINES = {"hf": "transformers", "gguf": "llamacpp"}
 """The local engine that runs each model format."""
-MAX_REPLICAS = 64
-"""The most replicas (worker processes) one deployment may run: the store, the CLI and the
-admin API refuse more."""
 
 
 def utcnow() -> datetime:

@@ -22,9 +22,7 @@ from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
 from zhisuan.gateway.routers._admin_errors import RESPONSES, HintedRoute
 from zhisuan.modelstore import validate_name
-from zhisuan.store import MAX_REPLICAS, tenant_currency
-from zhisuan.store._share_checks import BUDGET_STEP
-from zhisuan.store._share_models import MAX_WEIGHT, MONEY_PLACES
+from zhisuan.store import BUDGET_STEP, MAX_REPLICAS, MAX_WEIGHT, MONEY_PLACES, tenant_currency
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=HintedRoute, responses=RESPONSES)
 
