@@ -9,6 +9,7 @@ import openai
 import pytest
 from _worker_fakes import FakeEngine, serve
 
+from zhisuan.demo import tiny_chat_gguf
 from zhisuan.engines.worker import create_app
 
 if TYPE_CHECKING:
@@ -67,3 +68,13 @@ def chat(tiny_dir: Path) -> Iterator[TransformersEngine]:
     engine = load(tiny_dir, model_name="tiny", device="cpu", options={"max_batch": 8})
     yield engine
     asyncio.run(engine.close())
+
+
+@pytest.fixture(scope="module")
+def demo_gguf() -> Path:
+    """The demo chat model's GGUF (skips without llama-cpp-python or the built file)."""
+    pytest.importorskip("llama_cpp")
+    path = tiny_chat_gguf()
+    if not path.is_file():
+        pytest.skip("the demo GGUF zhisuan-tiny-chat is not built")
+    return path

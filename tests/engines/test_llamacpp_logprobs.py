@@ -13,13 +13,13 @@ engine's, for the tokens that hold part of a character, stop strings and the end
 from __future__ import annotations
 
 import asyncio
-import codecs
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from _logprobs_answers import chat_entries, text_completion_entries
 from _reference_llamacpp import (
     ONE_PASS_TOLERANCE,
     Entry,
@@ -31,7 +31,7 @@ from _reference_llamacpp import (
 )
 from _worker_fakes import serve
 
-from zhisuan.demo import tiny_chat_dir, tiny_chat_gguf
+from zhisuan.demo import tiny_chat_dir
 from zhisuan.engines.base import Delta, TokenLogprobs
 from zhisuan.engines.llamacpp import LlamaCppEngine, load
 from zhisuan.engines.llamacpp._logprobs import TokenBytes, Trail
@@ -42,15 +42,6 @@ pytestmark = pytest.mark.llamacpp
 COUNT = [{"role": "user", "content": "Count from 1 to 10."}]
 OPTIONS = {"n_ctx": 512, "n_threads": 2}
 NI = "你".encode()  # b"\xe4\xbd\xa0"
-
-
-@pytest.fixture(scope="module")
-def demo_gguf() -> Path:
-    pytest.importorskip("llama_cpp")
-    path = tiny_chat_gguf()
-    if not path.is_file():
-        pytest.skip("the demo GGUF zhisuan-tiny-chat is not built")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -378,15 +369,6 @@ SAMPLING: list[Any] = [
 ]
 
 
-def _chat_entries(items: list[Any], ids_of: dict[bytes, int]) -> list[Entry]:
-    out = []
-    for item in items:
-        assert item.bytes is not None
-        top = [(ids_of[bytes(t.bytes or [])], t.logprob) for t in item.top_logprobs]
-        out.append((ids_of[bytes(item.bytes)], item.logprob, top))
-    return out
-
-
 @pytest.mark.parametrize("sampling", SAMPLING)
 def test_chat_through_the_worker_whole_and_streamed(
     client: tuple[openai.OpenAI, LlamaCppEngine], ref: Any, sampling: dict[str, Any]
@@ -399,7 +381,7 @@ def test_chat_through_the_worker_whole_and_streamed(
     assert choice.logprobs is not None and choice.logprobs.content
     assert "".join(i.token for i in choice.logprobs.content) == choice.message.content
     ids_of = vocabulary_ids(ref)
-    entries = _chat_entries(choice.logprobs.content, ids_of)
+    entries = chat_entries(choice.logprobs.content, ids_of)
     prompt = prompt_ids(ref, engine.render_chat(COUNT))
     assert answer.usage is not None and answer.usage.prompt_tokens == len(prompt)
     ref_rows = log_softmax_after(ref, prompt, [t for t, _, _ in entries])
@@ -418,15 +400,9 @@ def test_chat_through_the_worker_whole_and_streamed(
         items.extend(logprobs.content)
         text += delta.content or ""
     assert text == choice.message.content  # the seed repeats the sampled answer
-    streamed = _chat_entries(items, ids_of)
+    streamed = chat_entries(items, ids_of)
     assert [t for t, _, _ in streamed] == [t for t, _, _ in entries]
     assert_matches(streamed, ref_rows, 3, greedy=sampling["temperature"] == 0)
-
-
-def _text_bytes(token: str) -> bytes:
-    if token.startswith("bytes:"):
-        return bytes(codecs.escape_decode(token[len("bytes:") :].encode())[0])
-    return token.encode()
 
 
 @pytest.mark.parametrize("sampling", SAMPLING)
@@ -444,35 +420,8 @@ def test_text_completion_through_the_worker(
         choices = [c.choices[0] for c in oai.completions.create(**args, **sampling, stream=True)]
     else:
         choices = oai.completions.create(**args, **sampling).choices
-    tokens: list[str] = []
-    values: list[float] = []
-    tops: list[dict[str, float]] = []
-    offsets: list[int] = []
-    text = ""
-    for choice in choices:
-        text += choice.text
-        if choice.logprobs is None:  # a stream's finish
-            assert stream and choice.finish_reason is not None
-            continue
-        lp = choice.logprobs
-        assert lp.tokens is not None and lp.token_logprobs is not None
-        assert lp.top_logprobs is not None and lp.text_offset is not None
-        assert "".join(lp.tokens) == choice.text
-        tokens += lp.tokens
-        values += lp.token_logprobs
-        tops += lp.top_logprobs
-        offsets += lp.text_offset
-    assert tokens and "".join(tokens) == text
-    assert offsets == [len(prompt) + len("".join(tokens[:i])) for i in range(len(tokens))]
-    ids_of = vocabulary_ids(ref)
-    ids = [ids_of[_text_bytes(t)] for t in tokens]
-    entries: list[Entry] = []
-    for token, value, top in zip(ids, values, tops, strict=True):
-        alts = sorted(((ids_of[_text_bytes(t)], v) for t, v in top.items()), key=lambda a: -a[1])
-        assert token in {a for a, _ in alts} and len(alts) in (k, k + 1)
-        if len(alts) == k + 1:  # the chosen token, which is not among the top k
-            alts = [a for a in alts if a[0] != token]
-        entries.append((token, value, alts))
+    entries = text_completion_entries(choices, prompt, k, vocabulary_ids(ref), stream=stream)
+    ids = [t for t, _, _ in entries]
     rows = log_softmax_after(ref, prompt_ids(ref, prompt), ids)
     assert_matches(entries, rows, k, greedy=sampling["temperature"] == 0)
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from zhisuan.demo import tiny_chat_gguf
 from zhisuan.engines.llamacpp import LlamaCppEngine, load
 from zhisuan.engines.llamacpp._sampling import sampler_options
 from zhisuan.protocol import SamplingParams
@@ -53,15 +52,6 @@ def test_the_sampler_has_openai_semantics() -> None:
 
 
 # -- penalties and temperatures on the demo model -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo_gguf() -> Path:
-    pytest.importorskip("llama_cpp")
-    path = tiny_chat_gguf()
-    if not path.is_file():
-        pytest.skip("the demo GGUF zhisuan-tiny-chat is not built")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ a request without ``logprobs`` still gets ``null``."""
 
 from __future__ import annotations
 
-import codecs
 from typing import Any
 
 import httpx
@@ -17,8 +16,13 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.engines import _reference_llamacpp as llama_ref
-from tests.engines._reference_logprobs import (
+from tests.engines._logprobs_answers import (
     Entry,
+    chat_entries,
+    text_completion_entries,
+    text_token_bytes,
+)
+from tests.engines._reference_logprobs import (
     assert_matches,
     load,
     log_softmax_after,
@@ -59,18 +63,9 @@ def ids_of(hf: tuple[Any, Any]) -> dict[bytes, int]:
 
 
 def _chat_entries(items: list[Any], ids_of: dict[bytes, int]) -> list[Entry]:
-    out = []
     for item in items:
         assert item.bytes is not None and bytes(item.bytes).decode() == item.token
-        top = [(ids_of[bytes(t.bytes or [])], t.logprob) for t in item.top_logprobs]
-        out.append((ids_of[bytes(item.bytes)], item.logprob, top))
-    return out
-
-
-def _text_bytes(token: str) -> bytes:
-    if token.startswith("bytes:"):
-        return bytes(codecs.escape_decode(token[len("bytes:") :].encode())[0])
-    return token.encode()
+    return chat_entries(items, ids_of)
 
 
 def _chat_reference(hf: tuple[Any, Any], entries: list[Entry], prompt_tokens: int) -> Any:
@@ -143,42 +138,15 @@ def test_text_completion_logprobs_are_the_models(
     stream: bool,
 ) -> None:
     k = 3
-    tokens: list[str] = []
-    values: list[float] = []
-    tops: list[dict[str, float]] = []
-    offsets: list[int] = []
-    text = ""
     args: dict[str, Any] = {"model": CHAT, "prompt": PROMPT, "max_tokens": 12, "logprobs": k}
-    answers = client.completions.create(**args, **sampling, stream=True) if stream else None
-    for choice in (
-        (c.choices[0] for c in answers)
-        if answers is not None
-        else client.completions.create(**args, **sampling).choices
-    ):
-        text += choice.text
-        if choice.logprobs is None:  # a stream's finish
-            assert stream and choice.finish_reason is not None
-            continue
-        lp = choice.logprobs
-        assert lp.tokens is not None and lp.token_logprobs is not None
-        assert lp.top_logprobs is not None and lp.text_offset is not None
-        assert "".join(lp.tokens) == choice.text
-        tokens += lp.tokens
-        values += lp.token_logprobs
-        tops += lp.top_logprobs
-        offsets += lp.text_offset
-    assert tokens and "".join(tokens) == text
-    assert offsets == [len(PROMPT) + len("".join(tokens[:i])) for i in range(len(tokens))]
-    ids = [ids_of[_text_bytes(t)] for t in tokens]
+    if stream:
+        choices = [c.choices[0] for c in client.completions.create(**args, **sampling, stream=True)]
+    else:
+        choices = client.completions.create(**args, **sampling).choices
+    entries = text_completion_entries(choices, PROMPT, k, ids_of, stream=stream)
+    ids = [t for t, _, _ in entries]
     tokenizer, model = hf
     ref = log_softmax_after(model, prompt_ids(tokenizer, PROMPT), ids)
-    entries: list[Entry] = []
-    for token, value, top in zip(ids, values, tops, strict=True):
-        alts = sorted(((ids_of[_text_bytes(t)], v) for t, v in top.items()), key=lambda a: -a[1])
-        assert token in {a for a, _ in alts} and len(alts) in (k, k + 1)
-        if len(alts) == k + 1:  # the chosen token, which is not among the top k
-            alts = [a for a in alts if a[0] != token]
-        entries.append((token, value, alts))
     assert_matches(entries, ref, k, greedy=sampling["temperature"] == 0)
 
 
@@ -242,7 +210,7 @@ def test_the_llamacpp_deployments_are_the_models(
         model=GGUF, prompt=PROMPT, max_tokens=8, logprobs=2, **sampling
     ).choices[0]
     assert text.logprobs is not None and text.logprobs.tokens and text.logprobs.token_logprobs
-    ids = [ids_of[_text_bytes(t)] for t in text.logprobs.tokens]
+    ids = [ids_of[text_token_bytes(t)] for t in text.logprobs.tokens]
     rows = llama_ref.log_softmax_after(gguf_ref, llama_ref.prompt_ids(gguf_ref, PROMPT), ids)
     for pos, (token, value) in enumerate(zip(ids, text.logprobs.token_logprobs, strict=True)):
         assert abs(value - rows[pos][token]) < llama_ref.TOLERANCE, pos

@@ -1,0 +1,67 @@
+"""Reading the log-probabilities of an OpenAI answer back into token ids, the form the
+references (``_reference_logprobs``, ``_reference_llamacpp``) check. Shared by the engine,
+worker and server tests; no model is loaded here."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable
+from typing import Any
+
+Entry = tuple[int, float, list[tuple[int, float]]]
+"""A token's id and log-probability, and the alternatives as ``(id, logprob)``."""
+
+
+def chat_entries(items: list[Any], ids_of: dict[bytes, int]) -> list[Entry]:
+    """The entries of a chat answer's ``logprobs.content``, by each token's ``bytes``."""
+    out = []
+    for item in items:
+        assert item.bytes is not None
+        top = [(ids_of[bytes(t.bytes or [])], t.logprob) for t in item.top_logprobs]
+        out.append((ids_of[bytes(item.bytes)], item.logprob, top))
+    return out
+
+
+def text_token_bytes(token: str) -> bytes:
+    """A text completion's token as bytes (OpenAI spells a partial character ``bytes:\\xNN``)."""
+    if token.startswith("bytes:"):
+        return bytes(codecs.escape_decode(token[len("bytes:") :].encode())[0])
+    return token.encode()
+
+
+def text_completion_entries(
+    choices: Iterable[Any], prompt: str, k: int, ids_of: dict[bytes, int], *, stream: bool
+) -> list[Entry]:
+    """The entries of a text completion's choices (one whole, or a stream's), once their
+    shape is checked: the tokens spell the text, each offset counts from the prompt's start,
+    and each top list holds ``k`` tokens (``k + 1`` with the chosen one, left out here)."""
+    tokens: list[str] = []
+    values: list[float] = []
+    tops: list[dict[str, float]] = []
+    offsets: list[int] = []
+    text = ""
+    for choice in choices:
+        text += choice.text
+        if choice.logprobs is None:  # a stream's finish
+            assert stream and choice.finish_reason is not None
+            continue
+        lp = choice.logprobs
+        assert lp.tokens is not None and lp.token_logprobs is not None
+        assert lp.top_logprobs is not None and lp.text_offset is not None
+        assert "".join(lp.tokens) == choice.text
+        tokens += lp.tokens
+        values += lp.token_logprobs
+        tops += lp.top_logprobs
+        offsets += lp.text_offset
+    assert tokens and "".join(tokens) == text
+    assert offsets == [len(prompt) + len("".join(tokens[:i])) for i in range(len(tokens))]
+    ids = [ids_of[text_token_bytes(t)] for t in tokens]
+    entries: list[Entry] = []
+    for token, value, top in zip(ids, values, tops, strict=True):
+        alts = [(ids_of[text_token_bytes(t)], v) for t, v in top.items()]
+        alts.sort(key=lambda a: -a[1])
+        assert token in {a for a, _ in alts} and len(alts) in (k, k + 1)
+        if len(alts) == k + 1:  # the chosen token, which is not among the top k
+            alts = [a for a in alts if a[0] != token]
+        entries.append((token, value, alts))
+    return entries
