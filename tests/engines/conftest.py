@@ -9,7 +9,7 @@ import openai
 import pytest
 from _worker_fakes import FakeEngine, serve
 
-from zhisuan.demo import tiny_chat_gguf
+from zhisuan.demo import tiny_chat_dir, tiny_chat_gguf
 from zhisuan.engines.worker import create_app
 
 if TYPE_CHECKING:
@@ -78,3 +78,24 @@ def demo_gguf() -> Path:
     if not path.is_file():
         pytest.skip("the demo GGUF zhisuan-tiny-chat is not built")
     return path
+
+
+@pytest.fixture(scope="module")
+def demo_dir() -> Path:
+    """The demo chat model's HF directory (skips when it is not built)."""
+    path = tiny_chat_dir()
+    if not (path / "config.json").is_file():
+        pytest.skip("the demo model zhisuan-tiny-chat is not built")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_dir`` exported to GGUF: the same byte-level vocabulary, token for token (it
+    splits ``你``)."""
+    pytest.importorskip("llama_cpp")
+    from zhisuan.demo._gguf_export import export_llama_to_gguf
+
+    out = tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf"
+    export_llama_to_gguf(tiny_dir, out)
+    return out

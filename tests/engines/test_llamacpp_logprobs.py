@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 import pytest
+from _forced_llama import Forced
 from _logprobs_answers import chat_entries, text_completion_entries
 from _reference_llamacpp import (
     ONE_PASS_TOLERANCE,
@@ -222,45 +223,8 @@ def test_requests_without_logprobs_get_none_and_pay_nothing(
 
 
 @pytest.fixture(scope="module")
-def random_gguf(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tiny_dir`` exported to GGUF: its byte-level vocabulary splits ``你``."""
-    pytest.importorskip("llama_cpp")
-    from zhisuan.demo._gguf_export import export_llama_to_gguf
-
-    out = tmp_path_factory.mktemp("logprobs-gguf") / "tiny.gguf"
-    export_llama_to_gguf(tiny_dir, out)
-    return out
-
-
-class Forced:
-    """Makes the engine's ``llm.generate`` sample ``script``'s tokens, in order, by a logits
-    processor after the engine's own (which see the model's logits)."""
-
-    def __init__(self, llm: Any) -> None:
-        self.script: list[int] = []
-        self._generate = llm.generate
-        llm.generate = self
-
-    def __call__(self, tokens: list[int], **kwargs: Any) -> Any:
-        import numpy as np
-        from llama_cpp import LogitsProcessorList
-
-        prompt, script = len(tokens), list(self.script)
-
-        def force(ids: Any, scores: Any) -> Any:
-            chosen = script[min(len(ids) - prompt, len(script) - 1)]
-            out = np.full_like(scores, -np.inf)
-            out[chosen] = 0.0
-            return out
-
-        own = list(kwargs.get("logits_processor") or [])
-        kwargs["logits_processor"] = LogitsProcessorList([*own, force])
-        return self._generate(tokens, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def split(random_gguf: Path) -> Iterator[tuple[LlamaCppEngine, Forced, dict[bytes, int]]]:
-    engine = load(random_gguf, model_name="r", device="cpu", options={"n_ctx": 256})
+def split(tiny_gguf: Path) -> Iterator[tuple[LlamaCppEngine, Forced, dict[bytes, int]]]:
+    engine = load(tiny_gguf, model_name="r", device="cpu", options={"n_ctx": 256})
     forced = Forced(engine._llm)
     llm = engine._llm
     pieces = {bytes(llm.detokenize([t])): t for t in range(int(llm.n_vocab()))}
@@ -270,8 +234,8 @@ def split(random_gguf: Path) -> Iterator[tuple[LlamaCppEngine, Forced, dict[byte
 
 
 @pytest.fixture(scope="module")
-def random_ref(random_gguf: Path) -> Iterator[Any]:
-    llm = reference_llama(random_gguf, n_ctx=256)
+def random_ref(tiny_gguf: Path) -> Iterator[Any]:
+    llm = reference_llama(tiny_gguf, n_ctx=256)
     yield llm
     llm.close()
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 import pytest
+from _forced_llama import Forced
 from _worker_fakes import serve
 
 from zhisuan.engines.base import Delta
@@ -63,44 +64,8 @@ def test_the_text_before_a_stop_string_is_whole() -> None:
 
 
 @pytest.fixture(scope="module")
-def gguf(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tiny_dir`` exported to GGUF: the same vocabulary, token for token."""
-    pytest.importorskip("llama_cpp")
-    from zhisuan.demo._gguf_export import export_llama_to_gguf
-
-    out = tmp_path_factory.mktemp("text-gguf") / "tiny.gguf"
-    export_llama_to_gguf(tiny_dir, out)
-    return out
-
-
-class Forced:
-    """Makes ``llm.generate`` (which llama-cpp-python's own completion loop calls too)
-    sample ``script``'s tokens, in order, whatever the model's logits."""
-
-    def __init__(self, llm: Any) -> None:
-        self.script: list[int] = []
-        self._generate = llm.generate
-        llm.generate = self
-
-    def __call__(self, tokens: list[int], **kwargs: Any) -> Any:
-        import numpy as np
-        from llama_cpp import LogitsProcessorList
-
-        prompt, script = len(tokens), list(self.script)
-
-        def force(ids: Any, scores: Any) -> Any:
-            chosen = script[min(len(ids) - prompt, len(script) - 1)]
-            out = np.full_like(scores, -np.inf)
-            out[chosen] = 0.0
-            return out
-
-        kwargs["logits_processor"] = LogitsProcessorList([force])
-        return self._generate(tokens, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def engine(gguf: Path) -> Iterator[LlamaCppEngine]:
-    engine = load(gguf, model_name="t", device="cpu", options={"n_ctx": 256, "n_threads": 2})
+def engine(tiny_gguf: Path) -> Iterator[LlamaCppEngine]:
+    engine = load(tiny_gguf, model_name="t", device="cpu", options={"n_ctx": 256, "n_threads": 2})
     yield engine
     asyncio.run(engine.close())
 
@@ -166,7 +131,7 @@ def test_the_text_before_a_stop_string_is_whole_and_counted_to_it(
 
 @pytest.mark.llamacpp
 def test_streamed_and_whole_answers_keep_the_last_character(
-    gguf: Path, engine: LlamaCppEngine, pieces: dict[bytes, int]
+    tiny_gguf: Path, engine: LlamaCppEngine, pieces: dict[bytes, int]
 ) -> None:
     from zhisuan.engines.worker import create_app
 
@@ -174,7 +139,7 @@ def test_streamed_and_whole_answers_keep_the_last_character(
 
     def loader() -> LlamaCppEngine:  # the worker closes its engine when it stops
         options = {"n_ctx": 256, "n_threads": 2}
-        own = load(gguf, model_name="t", device="cpu", options=options)
+        own = load(tiny_gguf, model_name="t", device="cpu", options=options)
         served.append(Forced(own._llm))
         return own
 

@@ -26,7 +26,6 @@ from _reference_logprobs import (
     vocabulary_bytes,
 )
 
-from zhisuan.demo import tiny_chat_dir
 from zhisuan.engines.base import Delta, TokenLogprobs
 from zhisuan.engines.transformers import TransformersEngine, _select
 from zhisuan.engines.transformers import load as load_engine
@@ -34,14 +33,6 @@ from zhisuan.engines.transformers._logprobs import Scored, TokenBytes, Trail
 from zhisuan.protocol import SamplingParams
 
 COUNT = [{"role": "user", "content": "Count from 1 to 10."}]
-
-
-@pytest.fixture(scope="module")
-def demo_dir() -> Path:
-    path = tiny_chat_dir()
-    if not (path / "config.json").is_file():
-        pytest.skip("the demo model zhisuan-tiny-chat is not built")
-    return path
 
 
 @pytest.fixture(scope="module")

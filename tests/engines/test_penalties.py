@@ -20,7 +20,6 @@ import pytest
 import torch
 from _worker_fakes import FakeEngine, serve
 
-from zhisuan.demo import tiny_chat_dir
 from zhisuan.engines.base import Delta
 from zhisuan.engines.transformers import TransformersEngine, _select, load
 from zhisuan.engines.transformers._sampling import Penalties, penalize
@@ -65,14 +64,6 @@ def test_no_penalties_means_no_penalties_object() -> None:
 
 
 # -- the transformers engine -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo_dir() -> Path:
-    path = tiny_chat_dir()
-    if not (path / "config.json").is_file():
-        pytest.skip("the demo model zhisuan-tiny-chat is not built")
-    return path
 
 
 @pytest.fixture(scope="module")
