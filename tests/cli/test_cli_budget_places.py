@@ -32,8 +32,8 @@ def test_a_budget_that_would_be_stored_as_zero_is_refused(home_env: str, args: l
     code, lines = _run(*args)
     assert code == 2
     assert lines == [
-        "error: budget 4e-07 is under half of 0.000001, the smallest step of a budget (kept to "
-        "6 decimal places): it would be stored as 0, which allows no spending",
+        "error: budget 0.0000004 is under half of 0.000001, the smallest step of a budget (kept "
+        "to 6 decimal places): it would be stored as 0, which allows no spending",
         "hint: give 0.000001 or more, or leave the budget out for no limit",
     ]
     with Store.open(home_env) as store:

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from zhisuan.cli._common import console, err_console
 from zhisuan.errors import InvalidParameter
+from zhisuan.limits import written_amount
 from zhisuan.settings import Settings
 
 if TYPE_CHECKING:
@@ -84,6 +85,24 @@ def parse_models(text: str | None) -> list[str] | None:
             hint="e.g. --models qwen2.5-0.5b,llama-3.2-1b; leave it out to allow every model",
         )
     return names
+
+
+def budget_option(help_text: str) -> Any:
+    """The ``--budget`` option: the amount as typed, a decimal for the store to judge digit
+    for digit (as a float, ``1.00000000000000001`` would pass for 1)."""
+    return typer.Option(None, "--budget", help=help_text, parser=parse_amount, metavar="<amount>")
+
+
+def parse_amount(text: str) -> Decimal:
+    """An amount from the command line, exact (:func:`zhisuan.limits.written_amount`).
+
+    Raises:
+        typer.BadParameter: ``text`` is not a number (a usage error, as for any option).
+    """
+    try:
+        return written_amount(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def limits(**given: Any) -> dict[str, Any]:

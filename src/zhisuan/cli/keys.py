@@ -7,12 +7,14 @@ gateway at once (``POST /admin/reconcile``).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import typer
 
 from zhisuan.cli._common import console, user_errors
 from zhisuan.cli._share import (
+    budget_option,
     changes,
     echo_json,
     notify,
@@ -51,7 +53,7 @@ def create(
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute for this key."),
     tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute for this key."),
     tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help="Tokens per day."),
-    budget: float | None = typer.Option(None, "--budget", help="Money per calendar month."),
+    budget: Decimal | None = budget_option("Money per calendar month."),
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", help="Requests at once."),
 ) -> None:
     """Create a key; it is printed once, alone on the last line."""
@@ -130,7 +132,7 @@ def set_(
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute for this key."),
     tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute for this key."),
     tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help="Tokens per day."),
-    budget: float | None = typer.Option(None, "--budget", help="Money per calendar month."),
+    budget: Decimal | None = budget_option("Money per calendar month."),
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", help="Requests at once."),
     models: str | None = typer.Option(None, "--models", help="Comma-separated allow-list."),
     expires: str | None = typer.Option(

@@ -10,12 +10,14 @@ revokes its keys and keeps its usage records; its name can be created again.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from zhisuan.cli._common import console, fail, user_errors
 from zhisuan.cli._share import (
+    budget_option,
     changes,
     day_and_month_start,
     echo_json,
@@ -51,7 +53,7 @@ def create(
     rpm: int | None = typer.Option(None, "--rpm", help=_RPM),
     tpm: int | None = typer.Option(None, "--tpm", help=_TPM),
     tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help=_TPD),
-    budget: float | None = typer.Option(None, "--budget", help=_BUDGET),
+    budget: Decimal | None = budget_option(_BUDGET),
     currency: str | None = typer.Option(None, "--currency", help=_CURRENCY),
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", help=_CONC),
     models: str | None = typer.Option(None, "--models", help=_MODELS),
@@ -92,7 +94,7 @@ def set_(
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute."),
     tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute."),
     tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help="Tokens per day."),
-    budget: float | None = typer.Option(None, "--budget", help="Money per calendar month."),
+    budget: Decimal | None = budget_option("Money per calendar month."),
     currency: str | None = typer.Option(None, "--currency", help=_CURRENCY),
     max_concurrent: int | None = typer.Option(None, "--max-concurrent", help=_CONC),
     models: str | None = typer.Option(None, "--models", help="Comma-separated allow-list."),

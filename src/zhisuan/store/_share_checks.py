@@ -31,31 +31,38 @@ LIMIT_MAX: dict[str, float] = {
     "budget": 1e12 - 1,
 }
 _STEP = Decimal(1).scaleb(-MONEY_PLACES)
+_HALF_STEP = _STEP / 2
+_PLAIN_EXPONENT = 20  # a decimal shown further from 1 than this is shown with an exponent
 
 
 def apply_limits(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
-    """Validate and set limits / allow-list / currency on ``row``."""
+    """Validate and set limits / allow-list / currency on ``row``.
+
+    A number may be an int, a float or a :class:`~decimal.Decimal`: the admin API and the
+    CLI give a budget as the decimal the client wrote (:func:`zhisuan.limits.written_amount`),
+    judged as such; it is stored as a float, as every other.
+    """
     for field, value in changes.items():
         if field == "models":
             value = check_models(value)
         elif field in LIMIT_FIELDS and value is not None:
-            is_number = isinstance(value, int | float) and not isinstance(value, bool)
-            if is_number and not math.isfinite(value):  # nan slips past every comparison
+            is_number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+            if is_number and not _finite(value):  # nan slips past every comparison
                 raise InvalidParameter(
-                    f"{field} must be a finite number, got {value!r}",
+                    f"{field} must be a finite number, got {_shown(value)}",
                     param=field,
                     hint="give a positive number, or leave the limit out for no limit",
                 )
             if is_number and value > LIMIT_MAX[field]:
                 raise InvalidParameter(
-                    f"{field} {value!r} is too large (at most {LIMIT_MAX[field]:g})",
+                    f"{field} {_shown(value)} is too large (at most {LIMIT_MAX[field]:g})",
                     param=field,
                     hint="leave a limit out for no limit",
                 )
             if not is_number or value <= 0 or (field != "budget" and value != int(value)):
                 kind = "a positive amount" if field == "budget" else "a positive whole number"
                 raise InvalidParameter(
-                    f"{field} must be {kind}, got {value!r}",
+                    f"{field} must be {kind}, got {_shown(value)}",
                     param=field,
                     hint="leave a limit out (or clear it) for no limit",
                 )
@@ -65,31 +72,36 @@ def apply_limits(row: Tenant | ApiKey, changes: dict[str, Any]) -> None:
         setattr(row, field, value)
 
 
-def check_budget_kept(budget: float) -> None:
+def check_budget_kept(budget: float | Decimal) -> None:
     """Refuse a positive budget that the column cannot keep as given (see
     :data:`BUDGET_STEP`): one it would store as 0, or one with more decimal places than it
     keeps.
+
+    Args:
+        budget: a positive amount up to ``LIMIT_MAX["budget"]``: a decimal is judged as it
+            is, a float as its shortest digits (``repr``), which is how it was written.
 
     Raises:
         InvalidParameter: ``budget`` is under half of :data:`BUDGET_STEP`, or is not a
             whole number of its steps.
     """
     step = f"{BUDGET_STEP:.{MONEY_PLACES}f}"
-    if budget < BUDGET_STEP / 2:
+    given = budget if isinstance(budget, Decimal) else Decimal(repr(budget))
+    if given < _HALF_STEP:
+        shown = _written(given) if isinstance(budget, Decimal) else f"{budget:g}"
         raise InvalidParameter(
-            f"budget {budget:g} is under half of {step}, the smallest step of a budget (kept "
+            f"budget {shown} is under half of {step}, the smallest step of a budget (kept "
             f"to {MONEY_PLACES} decimal places): it would be stored as 0, which allows no "
             "spending",
             param="budget",
             hint=f"give {step} or more, or leave the budget out for no limit",
         )
-    given = Decimal(repr(budget))  # the float's shortest digits: the amount as it was written
     if given == given.quantize(_STEP):
         return
     kept = [_plain(given.quantize(_STEP, way)) for way in (ROUND_DOWN, ROUND_UP)]
     raise InvalidParameter(
-        f"budget {_plain(given)} has more decimal places than a budget keeps ({MONEY_PLACES}, "
-        f"in steps of {step}): it would be rounded to "
+        f"budget {_written(given)} has more decimal places than a budget keeps "
+        f"({MONEY_PLACES}, in steps of {step}): it would be rounded to "
         f"{_plain(given.quantize(_STEP, ROUND_HALF_UP))}",
         param="budget",
         hint=f"give at most {MONEY_PLACES} decimal places, e.g. "
@@ -97,9 +109,32 @@ def check_budget_kept(budget: float) -> None:
     )
 
 
+def _finite(number: float | Decimal) -> bool:
+    return number.is_finite() if isinstance(number, Decimal) else math.isfinite(number)
+
+
+def _shown(value: Any) -> str:
+    """A limit as given, for a message: a decimal as written, anything else as Python
+    shows it (``inf``, ``0.0``, ``'many'``)."""
+    return _written(value) if isinstance(value, Decimal) else repr(value)
+
+
+def _written(amount: Decimal) -> str:
+    """``amount`` as the client wrote it, digit for digit (``1.00000000000000001``,
+    ``0.0000004``, ``2.50``), with an exponent only far from 1 (``1e+400``); non-finite ones
+    as a float shows them (``nan``, ``-inf``)."""
+    if amount.is_nan():
+        return "nan"
+    if amount.is_infinite():
+        return "-inf" if amount.is_signed() else "inf"
+    return format(amount, "e" if abs(amount.adjusted()) > _PLAIN_EXPONENT else "f")
+
+
 def _plain(amount: Decimal) -> str:
-    """``amount`` without an exponent or trailing zeros (``1.000001``, ``100``)."""
-    return format(amount.normalize(), "f")
+    """``amount`` without an exponent or trailing zeros (``1.000001``, ``100``), every digit
+    kept (``normalize`` would round past the context's 28)."""
+    text = format(amount, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def check_weight(weight: Any) -> int:

@@ -16,6 +16,7 @@ import hmac
 import logging
 import secrets
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
@@ -61,7 +62,7 @@ class ShareStoreMixin(TenantStoreMixin):
         rpm: int | None = None,
         tpm: int | None = None,
         tokens_per_day: int | None = None,
-        budget: float | None = None,
+        budget: float | Decimal | None = None,
         max_concurrent: int | None = None,
     ) -> tuple[ApiKey, str]:
         """Create an API key for ``tenant``, or an admin key (``admin=True``, no tenant).
@@ -73,7 +74,8 @@ class ShareStoreMixin(TenantStoreMixin):
             models: the key's allow-list, narrowing its tenant's (None = the tenant's).
             expires_at: when the key stops working (naive = UTC); must be in the future.
             rpm, tpm, tokens_per_day, budget, max_concurrent: the key's own limits, applied
-                on top of the tenant's (None = only the tenant's).
+                on top of the tenant's (None = only the tenant's); ``budget`` as for
+                :meth:`create_tenant`.
 
         Returns:
             ``(row, secret)``: the stored key and its plaintext, which is not kept anywhere.

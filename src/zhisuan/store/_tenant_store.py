@@ -9,6 +9,7 @@ that name again brings the row back with new limits (the month's use still count
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -43,7 +44,7 @@ class TenantStoreMixin(UsageStoreMixin):
         rpm: int | None = None,
         tpm: int | None = None,
         tokens_per_day: int | None = None,
-        budget: float | None = None,
+        budget: float | Decimal | None = None,
         max_concurrent: int | None = None,
         models: list[str] | None = None,
         currency: str = "USD",
@@ -56,7 +57,8 @@ class TenantStoreMixin(UsageStoreMixin):
                 ``"anonymous"`` or ``"admin"`` (the names recorded when auth is off and for
                 admin keys).
             rpm, tpm, tokens_per_day, budget, max_concurrent: limits (None = unlimited);
-                ``budget`` is money per calendar month in ``currency``.
+                ``budget`` is money per calendar month in ``currency``, at most 6 decimal
+                places (a :class:`~decimal.Decimal` is judged digit for digit).
             models: the model allow-list (None = every model).
             currency: ISO 4217 code, e.g. ``"USD"``, ``"CNY"``.
             weight: requests started per turn in a replica's queue, 1 to 100

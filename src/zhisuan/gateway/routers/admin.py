@@ -2,17 +2,22 @@
 
 Thin: each route validates its body and calls the store; changes that a gateway caches
 (keys, limits, deployments) are applied at once by :func:`_refresh`. Errors carry the hint
-the CLI prints for the same mistake (:mod:`zhisuan.gateway.routers._admin_errors`).
+the CLI prints for the same mistake (:mod:`zhisuan.gateway.routers._admin_errors`). A body
+with limits reads a budget as the decimal the client wrote (:class:`_AdminRoute`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable, Coroutine
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from starlette.responses import Response
 
 from zhisuan.cluster import listing
 from zhisuan.engines.options import check_deployment, check_values
@@ -21,15 +26,17 @@ from zhisuan.gateway._context import Gateway
 from zhisuan.gateway._deployments import desired_specs
 from zhisuan.gateway._serving import gateway_of
 from zhisuan.gateway.routers._admin_errors import RESPONSES, HintedRoute
+from zhisuan.limits import written_amount
 from zhisuan.modelstore import validate_name
 from zhisuan.store import BUDGET_STEP, MAX_REPLICAS, MAX_WEIGHT, MONEY_PLACES, tenant_currency
 
-router = APIRouter(prefix="/admin", tags=["admin"], route_class=HintedRoute, responses=RESPONSES)
-
 # Bounds that the store checks, as for the CLI, so that a refusal carries the CLI's hint;
-# the schema states them all the same.
+# the schema states them all the same. A budget is the decimal the client wrote (see
+# _AdminRoute), non-finite ones included, which the store refuses with its hint.
 _Count = Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1})]
-_Money = Annotated[float, WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+_Money = Annotated[
+    Decimal, AllowInfNan(), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})
+]
 _Replicas = Annotated[
     int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS})
 ]
@@ -78,6 +85,37 @@ class KeyIn(Limits):
 class KeyChange(Limits):
     name: str | None = Field(default=None, max_length=128)
     expires_at: datetime | None = None
+
+
+class _ExactJson(Request):
+    """A request whose JSON body keeps each number with a fraction or an exponent as the
+    decimal written (:func:`~zhisuan.limits.written_amount`), where ``json`` makes a float
+    of it: ``1.00000000000000001`` would be 1.0, a budget of whole steps."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_exact"):
+            self._exact = json.loads(await self.body(), parse_float=written_amount)
+        return self._exact
+
+
+class _AdminRoute(HintedRoute):
+    """An admin route (errors with their hint); one whose body carries limits reads it with
+    :class:`_ExactJson`, so that the store judges a budget as the client wrote it. Other
+    bodies keep floats: a deployment's options are stored as JSON, where a decimal is not."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        body = None if self.body_field is None else self.body_field.field_info.annotation
+        if not (isinstance(body, type) and issubclass(body, Limits)):
+            return handler
+
+        async def exact(request: Request) -> Response:
+            return await handler(_ExactJson(request.scope, request.receive))
+
+        return exact
+
+
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=_AdminRoute, responses=RESPONSES)
 
 
 class DeploymentIn(BaseModel):
