@@ -55,6 +55,40 @@ def text_completion_entries(
         offsets += lp.text_offset
     assert tokens and "".join(tokens) == text
     assert offsets == [len(prompt) + len("".join(tokens[:i])) for i in range(len(tokens))]
+    return _entries(tokens, values, tops, k, ids_of)
+
+
+def echoed_prompt(
+    lp: Any, prompt: str, prompt_tokens: int, k: int, ids_of: dict[bytes, int]
+) -> tuple[int, list[Entry]]:
+    """The first token's id and the entries of the later ones of an echoed, scored prompt
+    (the first ``prompt_tokens`` positions of a text completion's ``logprobs``), once their
+    shape is checked: the first has ``null`` for its value and top list, every offset counts
+    from the start of the prompt, and each top list holds ``k`` tokens (``k + 1`` with the
+    chosen one). The tokens whose bytes spell the prompt are the last ones; any before them
+    (a BOS) hold none of its text."""
+    tokens = lp.tokens[:prompt_tokens]
+    values, tops = lp.token_logprobs[:prompt_tokens], lp.top_logprobs[:prompt_tokens]
+    offsets = lp.text_offset[:prompt_tokens]
+    assert values[0] is None and tops[0] is None and offsets[0] == 0
+    assert None not in values[1:] and None not in tops[1:]
+    raw = [text_token_bytes(t) for t in tokens]
+    spelled = next(i for i in range(len(raw)) if b"".join(raw[i:]) == prompt.encode())
+    # a token that starts inside a character starts where the character does
+    before = [len(b"".join(raw[spelled:i]).decode("utf-8", "ignore")) for i in range(len(raw))]
+    assert offsets == [0] * spelled + before[spelled:]
+    return ids_of[text_token_bytes(tokens[0])], _entries(
+        tokens[1:], values[1:], tops[1:], k, ids_of
+    )
+
+
+def _entries(
+    tokens: list[str],
+    values: list[float],
+    tops: list[dict[str, float]],
+    k: int,
+    ids_of: dict[bytes, int],
+) -> list[Entry]:
     ids = [ids_of[text_token_bytes(t)] for t in tokens]
     entries: list[Entry] = []
     for token, value, top in zip(ids, values, tops, strict=True):

@@ -54,6 +54,16 @@ def log_softmax_after(model: Any, prompt: list[int], completion: list[int]) -> t
     return torch.log_softmax(logits[len(prompt) - 1 : len(prompt) - 1 + len(completion)], -1)
 
 
+def log_softmax_of_prompt(model: Any, prompt: list[int]) -> torch.Tensor:
+    """``(len(prompt) - 1, vocab)``: row ``i`` the log-probabilities of token ``i + 1`` of the
+    prompt given the tokens before it, from one plain forward pass (the first token has no
+    context, hence no row)."""
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        logits = model(ids).logits[0].float()  # (T, vocab)
+    return torch.log_softmax(logits[:-1], -1)
+
+
 def assert_matches(entries: list[Entry], ref: torch.Tensor, k: int, *, greedy: bool) -> None:
     """Each entry's value is the reference's for its token; its alternatives are the
     reference's ``k`` most likely, most likely first; greedy tokens are the argmax."""

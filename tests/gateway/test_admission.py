@@ -44,6 +44,14 @@ def test_without_max_tokens_the_rest_of_the_context_is_reserved() -> None:
     assert prompt + completion == 100
 
 
+def test_a_prompt_scored_with_no_completion_reserves_none() -> None:
+    # ``echo`` with ``max_tokens: 0``: the prompt's log-probabilities and nothing generated
+    body = {"model": "m", "prompt": "abc", "echo": True, "logprobs": 1, "max_tokens": 0}
+    req, size = _parsed(CompletionRequest, body)
+    assert worst_case_tokens(req, size, context_length=100)[1] == 0
+    assert worst_case_tokens(req, size, context_length=None)[1] == 0
+
+
 def test_embeddings_reserve_no_completion() -> None:
     req, size = _parsed(EmbeddingRequest, {"model": "m", "input": ["a", "bb"]})
     assert worst_case_tokens(req, size, 512)[1] == 0

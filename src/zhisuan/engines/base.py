@@ -19,6 +19,11 @@ Contract:
   token that ended a completion, and tokens wholly inside a stop string, are not part of
   the completion and get none. The worker refuses a request asking for them of an engine
   that does not declare them, rather than answer without.
+- Prompt log-probabilities: an engine whose ``info.prompt_logprobs`` is true scores the
+  prompt when ``params.prompt_logprobs`` is set (a text completion's ``echo`` with
+  ``logprobs``), and the first delta it yields carries a :class:`PromptLogprobs`
+  (``Delta.prompt_logprobs``); with ``max_tokens`` 0 that delta is the only one, finished
+  (``"length"``) with no completion token. A request that does not ask costs nothing more.
 - Errors: a request the engine cannot serve for the caller's reasons raises a
   ``zhisuan.errors.UserError`` (e.g. ``ContextLengthExceeded``); anything else is an engine
   failure and surfaces as 503.
@@ -50,6 +55,9 @@ class EngineInfo:
         device: e.g. ``"cpu"`` or ``"cuda:0"``.
         logprobs: ``generate`` returns log-probabilities when asked (see the module
             docstring); False: the worker refuses requests that ask for them.
+        prompt_logprobs: ``generate`` scores the prompt's tokens too when asked (``echo``
+            with ``logprobs``); False: the worker refuses a text completion that asks for
+            both, in OpenAI's words.
     """
 
     model: str
@@ -58,6 +66,7 @@ class EngineInfo:
     context_length: int
     device: str
     logprobs: bool = False
+    prompt_logprobs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,24 @@ class TokenLogprobs:
     token: TokenProb
     top: tuple[TokenProb, ...]
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromptLogprobs:
+    """A prompt's tokens scored (``SamplingParams.prompt_logprobs``), as the model took them
+    (a BOS the engine adds included, named by its text; its text is not in the prompt).
+
+    Attributes:
+        first: the first token's id; it has no context, so no log-probability.
+        first_bytes: the first token's text as UTF-8 bytes.
+        rest: every later token with its log-probability given the tokens before it and
+            the most likely tokens at its position; each ``offset`` counts the prompt's
+            characters before its text.
+    """
+
+    first: int
+    first_bytes: bytes
+    rest: tuple[TokenLogprobs, ...]
 
 
 class LogprobTrail:
@@ -125,6 +152,8 @@ class Delta:
         finish_reason: set on the final item only.
         logprobs: the completion tokens this delta brings log-probabilities of, when the
             request asked for them (``SamplingParams.logprobs``); None otherwise.
+        prompt_logprobs: the prompt's tokens scored, on the first delta of a request that
+            asked (``SamplingParams.prompt_logprobs``); None otherwise.
     """
 
     text: str
@@ -132,6 +161,7 @@ class Delta:
     completion_tokens: int
     finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprobs] | None = None
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 @dataclass(frozen=True, slots=True)

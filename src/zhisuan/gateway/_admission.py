@@ -72,8 +72,8 @@ def worst_case_tokens(parsed: Any, body_bytes: int, context_length: int | None) 
     else:
         budget = getattr(parsed, "max_tokens", None)
     if context_length is None:
-        return prompt, budget or UNKNOWN_CONTEXT_COMPLETION
-    completion = budget if budget else max(context_length - prompt, 0)
+        return prompt, UNKNOWN_CONTEXT_COMPLETION if budget is None else budget
+    completion = max(context_length - prompt, 0) if budget is None else budget
     return prompt, min(completion, context_length)
 
 

@@ -17,6 +17,8 @@ MAX_TEXT_LOGPROBS = 5
 """The most alternatives a text completion's ``logprobs`` asks for per token."""
 VERBATIM = "verbatim"
 """A key of a refusal's ``ctx`` (:func:`refusal`): its message is OpenAI's whole message."""
+CODE = "code"
+"""A key of a refusal's ``ctx`` (:func:`refusal`): OpenAI's ``code`` for it, or None."""
 SEED_MIN = -(2**63)
 SEED_MAX = 2**63 - 1
 """``seed`` is a signed 64-bit integer (what torch's generators take)."""
@@ -58,10 +60,11 @@ def check_text(value: str, what: str) -> str:
     return value
 
 
-def refusal(kind: str, message: str) -> PydanticCustomError:
-    """A validation error whose message is answered as it is, OpenAI's own words (not
-    wrapped in ``Invalid value for '<param>': …``; ``zhisuan.protocol.errors``)."""
-    return PydanticCustomError(kind, message, {VERBATIM: True})
+def refusal(kind: str, message: str, code: str | None = None) -> PydanticCustomError:
+    """A validation error answered as OpenAI answers it: its message as it is, OpenAI's own
+    words (not wrapped in ``Invalid value for '<param>': …``), and OpenAI's ``code``
+    (``null`` where OpenAI sends none; ``zhisuan.protocol.errors``)."""
+    return PydanticCustomError(kind, message, {VERBATIM: True, CODE: code})
 
 
 class Usage(BaseModel):
@@ -151,7 +154,8 @@ class SamplingParams:
     """What an engine needs to generate, after the request has been validated.
 
     Attributes:
-        max_tokens: completion budget in tokens (already clipped to the context).
+        max_tokens: completion budget in tokens (already clipped to the context); 0 only
+            with ``prompt_logprobs``.
         temperature: 0 means greedy, and so does any temperature below 1e-5
             (``zhisuan.engines._greedy``).
         top_p: nucleus mass in (0, 1].
@@ -167,6 +171,10 @@ class SamplingParams:
             completion token and of the ``k`` most likely tokens at its position (0 to
             :data:`MAX_TOP_LOGPROBS`), from the model's logits before temperature, top_p
             and penalties.
+        prompt_logprobs: score the prompt's tokens too (a text completion's ``echo`` with
+            ``logprobs``): the log-probability of each prompt token after the first, given
+            those before it, and the ``logprobs`` most likely tokens at its position; with
+            ``max_tokens`` 0 the prompt is only scored, nothing is generated.
         tenant: whose request it is: an engine's waiting requests take turns between
             tenants (``zhisuan.engines._turns``).
     """
@@ -180,4 +188,5 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None
+    prompt_logprobs: bool = False
     tenant: str = ""

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zhisuan.errors import InvalidParameter, RateLimited, ZhisuanError
-from zhisuan.protocol._common import VERBATIM
+from zhisuan.protocol._common import CODE, VERBATIM
 from zhisuan.protocol._type_errors import expected, is_tag, is_type_error, json_kind, reported
 
 
@@ -68,8 +68,9 @@ def from_validation_error(
     A field of the wrong JSON type is answered as OpenAI answers it (``Invalid type for
     'messages[0].content': expected one of a string or array of objects, but got an integer
     instead.``, code ``invalid_type``); a missing one too (``missing_required_parameter``);
-    a refusal in OpenAI's own words (``zhisuan.protocol._common.refusal``) as it is; any
-    other refusal says pydantic's or the validator's reason.
+    a refusal in OpenAI's own words (``zhisuan.protocol._common.refusal``) as it is, with
+    OpenAI's code (``null`` where OpenAI sends none); any other refusal says pydantic's or
+    the validator's reason.
 
     Args:
         exc: a pydantic (or FastAPI request) validation error.
@@ -96,8 +97,11 @@ def from_validation_error(
         )
         return InvalidParameter(message, param=param, code="invalid_type")
     reason = str(first.get("msg", "invalid value"))
-    if (first.get("ctx") or {}).get(VERBATIM):  # OpenAI's whole message
-        return InvalidParameter(reason, param=param)
+    ctx = first.get("ctx") or {}
+    if ctx.get(VERBATIM):  # OpenAI's whole message, and its code
+        refused = InvalidParameter(reason, param=param)
+        refused.code = ctx.get(CODE)
+        return refused
     message = f"Invalid value for '{param}': {reason}." if param else f"{reason}."
     return InvalidParameter(message, param=param)
 

@@ -5,8 +5,10 @@ Every iteration the scheduler
 1. drops cancelled sequences (their consumer closed the stream);
 2. admits waiting requests up to ``max_batch``, the tenants taking turns
    (:class:`~zhisuan.engines._turns.TurnQueue`), and prefills them together (left
-   padded) in one forward pass, sampling each one's first token (a request cancelled
-   while it waits leaves the queue at once);
+   padded) in one forward pass that keeps the last position's logits, sampling each
+   one's first token (a request cancelled while it waits leaves the queue at once); the
+   requests that score their prompts (``echo`` with ``logprobs``) are prefilled in a pass
+   of their own that keeps every position's (:mod:`._prompt`);
 3. appends their KV to the running batch (both sides left-padded to the common length);
 4. runs ONE decode forward over all active sequences and samples one token per row,
    each with its own temperature / top-p / generator / penalties (a row whose logits
@@ -36,9 +38,10 @@ import torch
 from transformers import DynamicCache
 
 from zhisuan.engines._turns import TurnQueue
-from zhisuan.engines.base import Delta, FinishReason
+from zhisuan.engines.base import Delta, FinishReason, TokenLogprobs
 from zhisuan.engines.transformers import _kv
 from zhisuan.engines.transformers._logprobs import Scored
+from zhisuan.engines.transformers._prompt import score_prompt
 from zhisuan.engines.transformers._select import choose
 from zhisuan.engines.transformers._sequence import Sequence
 
@@ -217,10 +220,22 @@ class Batcher:
         return joiners
 
     def _prefill(self, joiners: list[Sequence]) -> None:
-        width = max(len(s.prompt_ids) for s in joiners)
-        ids = torch.full((len(joiners), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(joiners), width), dtype=torch.long)
-        for row, seq in enumerate(joiners):
+        plain = [s for s in joiners if s.scoring is None]
+        if plain:
+            self._prefill_group(plain)
+        scoring = [s for s in joiners if s.scoring is not None]  # in a pass of their own
+        if scoring:
+            self._prefill_group(scoring, every_position=True)
+
+    def _prefill_group(self, group: list[Sequence], *, every_position: bool = False) -> None:
+        """Prefill ``group`` in one pass, join it to the batch and sample each one's first
+        token. ``every_position``: keep every position's logits and score each prompt
+        (:mod:`._prompt`); a pass that fails then fails only ``group``, and a request with
+        no token to generate finishes here, never joining the batch."""
+        width = max(len(s.prompt_ids) for s in group)
+        ids = torch.full((len(group), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for row, seq in enumerate(group):
             n = len(seq.prompt_ids)
             ids[row, width - n :] = torch.tensor(seq.prompt_ids, dtype=torch.long)
             mask[row, width - n :] = 1
@@ -228,19 +243,54 @@ class Batcher:
         ids, mask = ids.to(self._device), mask.to(self._device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (b, width)
         cache = DynamicCache()
-        out = self._model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-            **{self._cache_kw: cache},
-        )
-        self._merge(cache, mask, joiners)  # filled in place by the forward pass
-        tokens, scores = choose(out.logits[:, -1, :], joiners)
-        for seq, token, scored in zip(joiners, tokens, scores, strict=True):
+        try:
+            out = self._model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=0 if every_position else 1,  # 0: all of them
+                **{self._cache_kw: cache},
+            )
+            last = out.logits[:, -1, :]  # (b, vocab)
+            if every_position:
+                last = last.clone()  # not a view: every position's logits go below
+                for row, seq in enumerate(group):
+                    assert seq.scoring is not None
+                    n = len(seq.prompt_ids)
+                    seq.scored = score_prompt(
+                        out.logits[row, width - n :], seq.prompt_ids, seq.scoring
+                    )
+        except Exception as exc:
+            if not every_position:
+                raise  # the batch's own failure (``_run``)
+            logger.exception("scoring %d prompts failed; failing their requests", len(group))
+            self._finish(group, exc)
+            return
+        del out  # every position's logits, when kept: the step's largest tensor
+        if every_position:
+            going = [row for row, seq in enumerate(group) if seq.max_tokens > 0]
+            self._finish([seq for seq in group if seq.max_tokens == 0])
+            if not going:
+                return
+            if len(going) < len(group):
+                mask = _kv.keep_rows(cache, mask, going)
+                last = last.index_select(0, torch.tensor(going, device=last.device))
+                group = [group[row] for row in going]
+        self._merge(cache, mask, group)  # filled in place by the forward pass
+        tokens, scores = choose(last, group)
+        for seq, token, scored in zip(group, tokens, scores, strict=True):
             if token is not None:
                 self._accept(seq, token, scored)
+
+    def _finish(self, seqs: list[Sequence], exc: BaseException | None = None) -> None:
+        """End ``seqs`` before they join the batch: with ``exc``, or with no token
+        generated (a budget of 0: the prompt scored, ``"length"``)."""
+        for seq in seqs:
+            seq.done = True
+            logprobs: list[TokenLogprobs] | None = None if seq.trail is None else []
+            seq.post(exc or Delta("", len(seq.prompt_ids), 0, "length", logprobs))
+        self._finished += len(seqs)
 
     def _merge(self, cache: Any, mask: Any, joiners: list[Sequence]) -> None:
         _kv.clear_padding(cache, mask)

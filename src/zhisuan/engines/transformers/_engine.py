@@ -16,6 +16,7 @@ from zhisuan.engines.transformers._detok import StopDetokenizer
 from zhisuan.engines.transformers._embed import PoolingSpec
 from zhisuan.engines.transformers._embedder import Embedder
 from zhisuan.engines.transformers._logprobs import TokenBytes, Trail
+from zhisuan.engines.transformers._prompt import PromptScoring, char_offsets, text_positions
 from zhisuan.engines.transformers._sampling import Penalties, make_generator
 from zhisuan.engines.transformers._sequence import Sequence
 from zhisuan.errors import (
@@ -139,7 +140,10 @@ class TransformersEngine:
                 token's text.
             params: sampling parameters; ``max_tokens`` must already fit the context (the
                 worker clips it), this method does not clip. With ``logprobs`` set, every
-                delta carries the log-probabilities of its tokens (``Delta.logprobs``).
+                delta carries the log-probabilities of its tokens (``Delta.logprobs``);
+                with ``prompt_logprobs`` too, the first carries its prompt's
+                (``Delta.prompt_logprobs``, :mod:`._prompt`), and ``max_tokens`` may be 0:
+                the prompt scored, nothing generated.
             request_id: used in log messages.
             ignore_eos: keep generating through EOS until ``max_tokens`` (benchmarks only:
                 it makes token counts independent of what the model says).
@@ -149,23 +153,30 @@ class TransformersEngine:
 
         Raises:
             ContextLengthExceeded: prompt tokens + ``max_tokens`` exceed
-                ``info.context_length``, or the prompt leaves no room at all.
-            InvalidParameter: ``max_tokens`` < 1, or this is an embedding model.
+                ``info.context_length``, or the prompt leaves no room for a token it asks.
+            InvalidParameter: ``max_tokens`` < 1 (0 only with ``prompt_logprobs``), or
+                this is an embedding model.
         """
         if self._batcher is None:
             raise InvalidParameter(
                 f"model {self.info.model!r} is an embedding model; it cannot generate text",
                 param="model",
             )
-        if params.max_tokens < 1:
-            raise InvalidParameter("max_tokens must be at least 1", param="max_tokens")
+        if params.max_tokens < (0 if params.prompt_logprobs else 1):
+            raise InvalidParameter(
+                "max_tokens must be at least 1 (0 only to score the prompt)", param="max_tokens"
+            )
         ids = self._encode_prompt(prompt)
         limit = self.info.context_length
-        if len(ids) >= limit or len(ids) + params.max_tokens > limit:
+        if len(ids) + params.max_tokens > limit:
             raise ContextLengthExceeded(
                 prompt_tokens=len(ids), limit=limit, requested=params.max_tokens
             )
-        return self._stream(ids, params, request_id, ignore_eos or params.ignore_eos)
+        scoring = None
+        if params.prompt_logprobs:
+            scoring = self._prompt_scoring(prompt, ids, params.logprobs or 0)
+        ignore = ignore_eos or params.ignore_eos
+        return self._stream(ids, params, request_id, ignore, scoring)
 
     async def embed(self, texts: list[str], tenant: str = "") -> Embeddings:
         """Embed each text with the model's own pooling (and normalisation, if any).
@@ -242,8 +253,22 @@ class TransformersEngine:
             ids = [int(start)]
         return ids
 
+    def _prompt_scoring(self, prompt: str, ids: list[int], k: int) -> PromptScoring:
+        """What scoring ``prompt`` (taken as ``ids``) needs: its tokens' offsets, the
+        tokens this engine added (a BOS) holding none of its text."""
+        plain = list(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        text = text_positions(ids, plain)
+        return PromptScoring(
+            k, char_offsets(ids, text, self._token_bytes, prompt), self._token_bytes
+        )
+
     async def _stream(
-        self, ids: list[int], params: SamplingParams, request_id: str, ignore_eos: bool
+        self,
+        ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        ignore_eos: bool,
+        scoring: PromptScoring | None = None,
     ) -> AsyncIterator[Delta]:
         assert self._batcher is not None
         seq = Sequence(
@@ -261,6 +286,7 @@ class TransformersEngine:
             tenant=params.tenant,
             penalties=Penalties.of(params.presence_penalty, params.frequency_penalty),
             trail=None if params.logprobs is None else Trail(params.logprobs, self._token_bytes),
+            scoring=scoring,
         )
         try:
             self._batcher.submit(seq)

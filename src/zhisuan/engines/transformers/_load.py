@@ -106,6 +106,7 @@ def load(
         context_length=limit,
         device=str(torch_device),
         logprobs=task == "chat",
+        prompt_logprobs=task == "chat",  # a pass of their own for the prompts (``_prompt``)
     )
     return TransformersEngine(
         info=info,

@@ -1,5 +1,6 @@
 """A whole (non-stream) answer: the engine's deltas collected, and the wait for it cut short
-when the client disconnects; a stream's wait for its first event, cut short alike."""
+when the client disconnects; a stream's wait for its first event, cut short alike; and the
+engine's generation, or none where a text completion asks for no token and no score."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from zhisuan.engines.base import Delta, Engine, TokenLogprobs
+from zhisuan.engines.base import Delta, Engine, PromptLogprobs, TokenLogprobs
 from zhisuan.engines.worker import _format as fmt
 from zhisuan.engines.worker._requests import RequestRecord
 from zhisuan.engines.worker._stream import aclose
@@ -27,6 +28,21 @@ class ClientGone(Exception):
     """The client disconnected before a non-stream answer was ready."""
 
 
+def generation(
+    engine: Engine, prompt: str, params: SamplingParams, request_id: str
+) -> AsyncIterator[Delta]:
+    """The deltas of ``prompt``'s completion: the engine's, except for a budget of no token
+    and no prompt to score (``echo`` with ``max_tokens`` 0 and no ``logprobs``), which needs
+    no engine: one finished delta (``"length"``, no completion token) on any engine."""
+    if params.max_tokens == 0 and not params.prompt_logprobs:
+        return _nothing(engine.count_tokens(prompt))
+    return engine.generate(prompt, params, request_id)
+
+
+async def _nothing(prompt_tokens: int) -> AsyncIterator[Delta]:
+    yield Delta("", prompt_tokens, 0, "length")
+
+
 async def collect(
     engine: Engine,
     job: fmt.Job,
@@ -36,18 +52,21 @@ async def collect(
     record: RequestRecord,
 ) -> dict[str, Any]:
     """The engine's whole answer to ``prompt`` as one OpenAI response body (``echo``
-    first, the deltas joined, and their log-probabilities if asked; ``record`` follows them
-    and ends with the generation)."""
+    first, the deltas joined, and their log-probabilities if asked, the prompt's first
+    where it was scored; ``record`` follows them and ends with the generation)."""
     parts: list[str] = [echo]
     entries: list[TokenLogprobs] = []
+    scored: PromptLogprobs | None = None  # the prompt's tokens, when asked
     last: Delta | None = None
     deltas: AsyncIterator[Delta] | None = None
     try:
-        deltas = engine.generate(prompt, params, job.request_id)
+        deltas = generation(engine, prompt, params, job.request_id)
         async for delta in deltas:
             parts.append(delta.text)
             if delta.logprobs:
                 entries.extend(delta.logprobs)
+            if delta.prompt_logprobs is not None:
+                scored = delta.prompt_logprobs
             record.update(delta)
             last = delta
             if delta.finish_reason is not None:
@@ -63,7 +82,7 @@ async def collect(
     completion_tokens = last.completion_tokens if last else 0
     finish = (last.finish_reason if last else None) or "stop"
     use = fmt.usage(prompt_tokens, completion_tokens)
-    return fmt.response(job, "".join(parts), finish, use, entries)
+    return fmt.response(job, "".join(parts), finish, use, entries, scored)
 
 
 async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from zhisuan.engines.base import TokenLogprobs
+from zhisuan.engines.base import PromptLogprobs, TokenLogprobs
 from zhisuan.engines.worker._logprobs import chat_logprobs, text_logprobs
 
 DONE = b"data: [DONE]\n\n"
@@ -119,13 +119,16 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def logprobs(job: Job, entries: list[TokenLogprobs] | None) -> dict[str, Any] | None:
-    """A choice's ``logprobs``: null unless the request asked for them."""
+def logprobs(
+    job: Job, entries: list[TokenLogprobs] | None, prompt: PromptLogprobs | None = None
+) -> dict[str, Any] | None:
+    """A choice's ``logprobs``: null unless the request asked for them (a text completion's
+    led by its prompt's tokens, ``prompt``, when it was scored)."""
     if not job.logprobs:
         return None
     if job.kind == "chat":
         return chat_logprobs(entries or [])
-    return text_logprobs(entries or [], job.prompt_chars)
+    return text_logprobs(entries or [], job.prompt_chars, prompt)
 
 
 def response(
@@ -134,15 +137,16 @@ def response(
     finish_reason: str,
     use: dict[str, int],
     entries: list[TokenLogprobs] | None = None,
+    prompt: PromptLogprobs | None = None,
 ) -> dict[str, Any]:
     """The non-stream body of a chat or text completion (``entries``: the log-probabilities
-    of its tokens, when asked)."""
+    of its tokens, when asked; ``prompt``: its prompt's, echoed)."""
     choice: dict[str, Any]
     if job.kind == "chat":
         message = {"role": "assistant", "content": text, "refusal": None}
         choice = {"index": 0, "message": message, "logprobs": logprobs(job, entries)}
     else:
-        choice = {"index": 0, "text": text, "logprobs": logprobs(job, entries)}
+        choice = {"index": 0, "text": text, "logprobs": logprobs(job, entries, prompt)}
     choice["finish_reason"] = finish_reason
     return {
         "id": job.id,
@@ -162,11 +166,13 @@ def chunk(
     role: bool = False,
     finish_reason: str | None = None,
     entries: list[TokenLogprobs] | None = None,
+    prompt: PromptLogprobs | None = None,
 ) -> dict[str, Any]:
     """One streamed chunk: the first (``role``), a text piece (with the log-probabilities of
-    the tokens it carries, ``entries``, when asked), or the last (``finish_reason``)."""
+    the tokens it carries, ``entries``, when asked; the echo's with its prompt's,
+    ``prompt``), or the last (``finish_reason``)."""
     choice: dict[str, Any]
-    lp = logprobs(job, entries) if text is not None else None
+    lp = logprobs(job, entries, prompt) if text is not None else None
     if job.kind == "chat":
         delta: dict[str, str] = {}
         if role:

@@ -7,7 +7,10 @@ chunks the entries of the tokens each carries. A text completion asks with ``log
 (0 to 5) and gets ``{"tokens", "token_logprobs", "top_logprobs", "text_offset"}``: each
 position's top list as ``{token: logprob}``, with the chosen token added where it is not
 among the ``k`` (so up to ``k + 1`` keys, as OpenAI's), and the offsets counted from the
-start of the prompt, as OpenAI counts them.
+start of the prompt, as OpenAI counts them. With ``echo`` the prompt's tokens come first
+(an engine that scores prompts, ``EngineInfo.prompt_logprobs``): the first with ``null``
+for its value and its top list (it has no context), the offsets counted from the start of
+the echoed text; a stream's first chunk, the echo's, carries them.
 
 A token that is not whole UTF-8 text (part of a character) is named by its bytes: in a chat
 completion with ``\\xNN`` escapes for the bytes that are not text (``bytes`` has them all),
@@ -20,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from zhisuan.engines.base import EngineInfo, TokenLogprobs, TokenProb
+from zhisuan.engines.base import EngineInfo, PromptLogprobs, TokenLogprobs, TokenProb
 from zhisuan.errors import InvalidParameter
 from zhisuan.protocol import ChatCompletionRequest, CompletionRequest
 
@@ -34,7 +37,7 @@ def check(req: ChatCompletionRequest | CompletionRequest, info: EngineInfo) -> N
     Raises:
         InvalidParameter: the engine does not return log-probabilities (``param``
             ``logprobs``, code ``unsupported_parameter``), or a text completion asks for
-            them with ``echo`` (OpenAI's refusal: no engine here scores a prompt).
+            them with ``echo`` of an engine that does not score prompts (OpenAI's refusal).
     """
     if req.wanted_logprobs() is None:
         return
@@ -45,7 +48,7 @@ def check(req: ChatCompletionRequest | CompletionRequest, info: EngineInfo) -> N
             param="logprobs",
             code="unsupported_parameter",
         )
-    if isinstance(req, CompletionRequest) and req.echo:
+    if isinstance(req, CompletionRequest) and req.echo and not info.prompt_logprobs:
         raise InvalidParameter(
             "Setting 'echo' and 'logprobs' at the same time is not supported for this model.",
             param="echo",
@@ -62,24 +65,35 @@ def chat_logprobs(entries: list[TokenLogprobs]) -> dict[str, Any]:
     return {"content": content, "refusal": None}
 
 
-def text_logprobs(entries: list[TokenLogprobs], prompt_chars: int) -> dict[str, Any]:
+_TextRow = tuple[str, float | None, dict[str, float] | None, int]
+"""A text completion's token: its name, log-probability, top list and offset."""
+
+
+def text_logprobs(
+    entries: list[TokenLogprobs], prompt_chars: int, prompt: PromptLogprobs | None = None
+) -> dict[str, Any]:
     """A text completion choice's (or chunk's) ``logprobs`` for ``entries``, the offsets
-    counted from the start of a prompt of ``prompt_chars`` characters."""
-    tokens, values, tops, offsets = [], [], [], []
-    for entry in entries:
-        tokens.append(_text_token(entry.token.bytes))
-        values.append(_finite(entry.token.logprob))
-        top: dict[str, float] = {}
-        for alt in (*entry.top, entry.token):  # the chosen token, if not among the top
-            top.setdefault(_text_token(alt.bytes), _finite(alt.logprob))
-        tops.append(top)
-        offsets.append(prompt_chars + entry.offset)
+    counted from the start of a prompt of ``prompt_chars`` characters, led by the prompt's
+    tokens when it was scored (``prompt``, whose offsets count from its start)."""
+    rows: list[_TextRow] = []
+    if prompt is not None:
+        rows.append((_text_token(prompt.first_bytes), None, None, 0))  # no context: nulls
+        rows.extend(_text_row(entry, 0) for entry in prompt.rest)
+    rows.extend(_text_row(entry, prompt_chars) for entry in entries)
     return {
-        "tokens": tokens,
-        "token_logprobs": values,
-        "top_logprobs": tops,
-        "text_offset": offsets,
+        "tokens": [row[0] for row in rows],
+        "token_logprobs": [row[1] for row in rows],
+        "top_logprobs": [row[2] for row in rows],
+        "text_offset": [row[3] for row in rows],
     }
+
+
+def _text_row(entry: TokenLogprobs, start: int) -> _TextRow:
+    top: dict[str, float] = {}
+    for alt in (*entry.top, entry.token):  # the chosen token, if not among the top
+        top.setdefault(_text_token(alt.bytes), _finite(alt.logprob))
+    name = _text_token(entry.token.bytes)
+    return name, _finite(entry.token.logprob), top, start + entry.offset
 
 
 def _chat_token(prob: TokenProb) -> dict[str, Any]:

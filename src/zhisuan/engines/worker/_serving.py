@@ -11,7 +11,9 @@ than the rest is a 400 ``context_length_exceeded``. Where the deployment sets no
 ``context_length`` the gateway reserves no more than
 :data:`~zhisuan.engines.options.UNKNOWN_CONTEXT_COMPLETION` tokens for a request without
 ``max_tokens``, so such a request stops there (``completion_cap``); one forwarded to a
-:class:`PassThrough` states the budget it was reserved (``max_tokens``).
+:class:`PassThrough` states the budget it was reserved (``max_tokens``). A text
+completion's ``max_tokens: 0`` (only with ``echo``) generates nothing: its prompt, echoed
+and scored if asked, has only to fit the context.
 
 Cancellation: a client that disconnects cancels its generation. Non-stream requests race
 the engine against the connection's ``http.disconnect``, and so do streams until their
@@ -35,7 +37,13 @@ from zhisuan.engines._turns import TENANT_HEADER
 from zhisuan.engines.base import Delta, Engine, Task
 from zhisuan.engines.worker import _format as fmt
 from zhisuan.engines.worker import _logprobs
-from zhisuan.engines.worker._collect import ClientGone, collect, first_event, until_disconnect
+from zhisuan.engines.worker._collect import (
+    ClientGone,
+    collect,
+    first_event,
+    generation,
+    until_disconnect,
+)
 from zhisuan.engines.worker._errors import engine_failure, from_validation_error
 from zhisuan.engines.worker._format import USAGE_HEADER
 from zhisuan.engines.worker._passthrough import PassThrough, ReportsLoad
@@ -236,7 +244,11 @@ class Serving:
         limit = self.info.context_length
         prompt_tokens = engine.count_tokens(prompt)
         remaining = limit - prompt_tokens
-        if remaining <= 0 or (requested is not None and requested > remaining):
+        if requested == 0:  # the prompt echoed, or scored: it only has to fit
+            too_long = remaining < 0
+        else:
+            too_long = remaining <= 0 or (requested is not None and requested > remaining)
+        if too_long:
             exc = ContextLengthExceeded(
                 prompt_tokens=prompt_tokens, limit=limit, requested=requested or 0
             )
@@ -255,6 +267,7 @@ class Serving:
             stop=req.stop_list(),
             ignore_eos=req.ignore_eos,
             logprobs=req.wanted_logprobs(),
+            prompt_logprobs=isinstance(req, CompletionRequest) and req.wanted_prompt_logprobs(),
             tenant=request.headers.get(TENANT_HEADER, ""),
         )
 
@@ -277,7 +290,7 @@ class Serving:
         self.load.enter()
         deltas: AsyncIterator[Delta] | None = None
         try:
-            deltas = engine.generate(prompt, params, job.request_id)  # may validate and raise
+            deltas = generation(engine, prompt, params, job.request_id)  # may validate, raise
             first = await first_event(request, deltas)
         except BaseException as exc:
             failed = isinstance(exc, Exception) and not isinstance(exc, ClientGone)

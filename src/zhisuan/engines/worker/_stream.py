@@ -78,7 +78,9 @@ async def completion_events(
         first: the first delta (already awaited, so early errors got a status code).
         rest: the remaining deltas.
         record: updated with the counts as deltas pass (metering of aborted streams).
-        echo: text to send before the completion (``echo`` of text completions).
+        echo: text to send before the completion (``echo`` of text completions), in a
+            chunk of its own with the prompt's log-probabilities when they were asked
+            (the first delta's ``prompt_logprobs``).
 
     Yields:
         Encoded SSE events, ending with ``data: [DONE]``. Events ready at the same moment
@@ -94,8 +96,8 @@ async def completion_events(
     ready: list[bytes] = []
     if job.kind == "chat":
         ready.append(event(fmt.chunk(job, role=True)))
-    elif echo:
-        ready.append(event(fmt.chunk(job, text=echo)))
+    elif echo or first.prompt_logprobs is not None:  # an empty prompt's BOS, scored
+        ready.append(event(fmt.chunk(job, text=echo, prompt=first.prompt_logprobs)))
     last = first
     try:
         delta: Delta | None = first
