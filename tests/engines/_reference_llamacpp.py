@@ -52,7 +52,8 @@ def log_softmax_after(
     if one_pass:
         llm.eval(prompt + completion)
     else:
-        llm.eval(prompt)
+        llm.eval(prompt[:-1])
+        llm.eval(prompt[-1:])  # alone, as the engine evaluates a prompt's last token
         for token in completion[:-1]:  # the last token's logits are not needed
             llm.eval([token])
     start = len(prompt) - 1

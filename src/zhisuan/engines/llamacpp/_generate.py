@@ -13,6 +13,10 @@ the budget counts ``max_tokens``.
 
 Log-probabilities, for a request that asks (``params.logprobs``), come from a logits
 processor on the same loop (:mod:`._logprobs`); a request that does not ask has none.
+
+A prompt's last token is evaluated alone, whatever the context holds (:mod:`._prefix`): the
+same request sent again gets the same answer, its text when seeded and its
+log-probabilities.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from zhisuan.engines.base import FinishReason, TokenLogprobs
 from zhisuan.engines.llamacpp._logprobs import TokenBytes, Trail
+from zhisuan.engines.llamacpp._prefix import evaluate_prompt
 from zhisuan.engines.llamacpp._sampling import barred, sampler_options
 from zhisuan.engines.llamacpp._text import TokenText
 from zhisuan.protocol import SamplingParams
@@ -68,6 +73,7 @@ def complete(
     processors = [p for p in (trail, bar) if p is not None]
     is_end = _end_test(llm)
     text = TokenText(params.stop)
+    evaluate_prompt(llm, ids)  # all but the last token: ``generate`` evaluates it alone
     tokens = llm.generate(
         ids,
         logits_processor=LogitsProcessorList(processors) if processors else None,
