@@ -26,6 +26,19 @@ def load(path: Path) -> tuple[Any, Any]:
     return AutoTokenizer.from_pretrained(path), model
 
 
+def demo_reference() -> tuple[Any, Any]:
+    """The demo chat model's tokenizer and model, loaded apart from any engine (skips when
+    the model is not built)."""
+    import pytest
+
+    from zhisuan.demo import tiny_chat_dir
+
+    path = tiny_chat_dir()
+    if not (path / "config.json").is_file():
+        pytest.skip("the demo model zhisuan-tiny-chat is not built")
+    return load(path)
+
+
 def vocabulary_bytes(tokenizer: Any) -> dict[int, bytes]:
     """Every token id's bytes: added tokens their text, the rest through the byte alphabet."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
@@ -99,3 +99,22 @@ def tiny_gguf(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf"
     export_llama_to_gguf(tiny_dir, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def demo(demo_dir: Path) -> Iterator[TransformersEngine]:
+    """The transformers engine over the demo chat model on CPU, a batch of 8 (a module may
+    name another engine ``demo``)."""
+    from zhisuan.engines.transformers import load
+
+    engine = load(demo_dir, model_name="tiny", device="cpu", options={"max_batch": 8})
+    yield engine
+    asyncio.run(engine.close())
+
+
+@pytest.fixture(scope="module")
+def hf() -> tuple[Any, Any]:
+    """The demo chat model's tokenizer and model, apart from any engine (the reference)."""
+    from _reference_logprobs import demo_reference
+
+    return demo_reference()

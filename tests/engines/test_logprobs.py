@@ -11,8 +11,6 @@ characters split across tokens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +18,6 @@ import torch
 from _reference_logprobs import (
     Entry,
     assert_matches,
-    load,
     log_softmax_after,
     prompt_ids,
     vocabulary_bytes,
@@ -28,23 +25,10 @@ from _reference_logprobs import (
 
 from zhisuan.engines.base import Delta, TokenLogprobs
 from zhisuan.engines.transformers import TransformersEngine, _select
-from zhisuan.engines.transformers import load as load_engine
 from zhisuan.engines.transformers._logprobs import Scored, TokenBytes, Trail
 from zhisuan.protocol import SamplingParams
 
 COUNT = [{"role": "user", "content": "Count from 1 to 10."}]
-
-
-@pytest.fixture(scope="module")
-def demo(demo_dir: Path) -> Iterator[TransformersEngine]:
-    engine = load_engine(demo_dir, model_name="tiny", device="cpu", options={"max_batch": 8})
-    yield engine
-    asyncio.run(engine.close())
-
-
-@pytest.fixture(scope="module")
-def hf(demo_dir: Path) -> tuple[Any, Any]:
-    return load(demo_dir)
 
 
 async def deltas_of(

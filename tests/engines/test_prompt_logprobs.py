@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +20,10 @@ from _reference_logprobs import assert_matches, load, log_softmax_of_prompt, pro
 
 from zhisuan.engines.base import Delta, PromptLogprobs
 from zhisuan.engines.transformers import TransformersEngine, _batcher
-from zhisuan.engines.transformers import load as load_engine
 from zhisuan.errors import EngineUnavailable, InvalidParameter
 from zhisuan.protocol import SamplingParams
 
 PROMPT = "Once upon a time, in a small village by the sea,"
-
-
-@pytest.fixture(scope="module")
-def demo(demo_dir: Path) -> Iterator[TransformersEngine]:
-    engine = load_engine(demo_dir, model_name="tiny", device="cpu", options={"max_batch": 8})
-    yield engine
-    asyncio.run(engine.close())
-
-
-@pytest.fixture(scope="module")
-def hf(demo_dir: Path) -> tuple[Any, Any]:
-    return load(demo_dir)
 
 
 def scoring(k: int | None = 2, max_tokens: int = 0, **kw: Any) -> SamplingParams:

@@ -19,7 +19,6 @@ import pytest
 from _logprobs_answers import echoed_prompt, text_completion_entries
 from _reference_logprobs import (
     assert_matches,
-    load,
     log_softmax_after,
     log_softmax_of_prompt,
     prompt_ids,
@@ -34,14 +33,6 @@ from zhisuan.engines.worker._registry import AnyEngine
 PROMPT = "Once upon a time, 你好"
 ECHO_REFUSED = "Setting 'echo' and 'logprobs' at the same time is not supported for this model."
 ZERO_REFUSED = "Invalid value for 'max_tokens': Input should be greater than or equal to 1."
-
-
-@pytest.fixture(scope="module")
-def hf() -> tuple[Any, Any]:
-    path = tiny_chat_dir()
-    if not (path / "config.json").is_file():
-        pytest.skip("the demo model zhisuan-tiny-chat is not built")
-    return load(path)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,12 @@ import pytest
 from tests.engines._logprobs_answers import echoed_prompt
 from tests.engines._reference_logprobs import (
     assert_matches,
-    load,
+    demo_reference,
     log_softmax_of_prompt,
     prompt_ids,
     vocabulary_bytes,
 )
 from tests.server._serve import Server
-from zhisuan.demo import tiny_chat_dir
 
 pytestmark = pytest.mark.server
 
@@ -33,10 +32,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog."
 
 @pytest.fixture(scope="module")
 def hf() -> tuple[Any, Any]:
-    path = tiny_chat_dir()
-    if not (path / "config.json").is_file():
-        pytest.skip("the demo model zhisuan-tiny-chat is not built")
-    return load(path)
+    return demo_reference()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])

@@ -25,13 +25,13 @@ from tests.engines._logprobs_answers import (
 )
 from tests.engines._reference_logprobs import (
     assert_matches,
-    load,
+    demo_reference,
     log_softmax_after,
     prompt_ids,
     vocabulary_bytes,
 )
 from tests.server._serve import Server
-from zhisuan.demo import tiny_chat_dir, tiny_chat_gguf
+from zhisuan.demo import tiny_chat_gguf
 
 pytestmark = pytest.mark.server
 
@@ -49,10 +49,7 @@ SAMPLING: list[Any] = [
 
 @pytest.fixture(scope="module")
 def hf() -> tuple[Any, Any]:
-    path = tiny_chat_dir()
-    if not (path / "config.json").is_file():
-        pytest.skip("the demo model zhisuan-tiny-chat is not built")
-    return load(path)
+    return demo_reference()
 
 
 @pytest.fixture(scope="module")
