@@ -31,13 +31,22 @@ class _Follower:
             port = s.getsockname()[1]
         env = {**os.environ, "ZHISUAN_HOME": str(home), "ZHISUAN_PORT": str(port)}
         env.pop("ZHISUAN_ADMIN_KEY", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zhisuan", "logs", "chat", "--follow", *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Ctrl-C as a terminal delivers it: an ignored SIGINT would pass through exec to the
+        # command (pytest run as a background job of a shell without job control ignores it)
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        if ignored:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "zhisuan", "logs", "chat", "--follow", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            if ignored:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         self._lines: queue.Queue[str | None] = queue.Queue()  # None: the output ended
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -62,7 +71,12 @@ class _Follower:
     def interrupt(self) -> tuple[int, str]:
         """Ctrl-C; its exit status and what it wrote to stderr."""
         self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(timeout=DEADLINE_S)
+        try:
+            code = self.proc.wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # not left behind following a file
+            self.proc.wait()
+            raise
         self._reader.join(timeout=DEADLINE_S)  # it read to the end of the output
         assert self.proc.stdout is not None and self.proc.stderr is not None
         with self.proc.stdout, self.proc.stderr:
