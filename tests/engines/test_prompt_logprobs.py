@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from _reference_logprobs import assert_matches, load, log_softmax_of_prompt, prompt_ids
 
 from zhisuan.engines.base import Delta, PromptLogprobs
-from zhisuan.engines.transformers import TransformersEngine, _batcher
+from zhisuan.engines.transformers import TransformersEngine, _batcher, _prompt
 from zhisuan.errors import EngineUnavailable, InvalidParameter
 from zhisuan.protocol import SamplingParams
 
@@ -82,6 +83,29 @@ def test_the_prompt_alone_is_scored_with_the_models_values(
     assert delta.prompt_logprobs is not None
     assert delta.prompt_logprobs.first_bytes == hf[0].bos_token.encode()  # the BOS added
     check_prompt(delta.prompt_logprobs, hf, PROMPT, k)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_a_prompt_is_scored_a_few_positions_at_a_time(
+    demo: TransformersEngine, hf: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    """The float32 copy and the log-softmax take ``ROWS`` positions at a time (a long prompt
+    would hold its whole ``(n, vocab)`` logits twice more at once), with the same values."""
+    monkeypatch.setattr(_prompt, "ROWS", rows)
+    seen: list[int] = []
+    real = torch.log_softmax
+
+    def counted(x: Any, *args: Any, **kw: Any) -> Any:
+        seen.append(x.shape[0])
+        return real(x, *args, **kw)
+
+    monkeypatch.setattr(_prompt.torch, "log_softmax", counted)
+    (delta,) = run(demo, PROMPT, scoring(2))
+    monkeypatch.undo()
+    assert delta.prompt_logprobs is not None
+    check_prompt(delta.prompt_logprobs, hf, PROMPT, 2)
+    n = len(prompt_ids(hf[0], PROMPT))
+    assert seen and max(seen) <= rows and sum(seen) == n - 1
 
 
 def test_the_completion_after_a_scored_prompt_is_unchanged(

@@ -8,7 +8,8 @@ position's, as before (:mod:`._batcher`). From a row's logits ``(n, vocab)``, po
 as a completion token's), the prompt's tokens gathered and the ``k`` most likely taken
 with one ``topk``, then one transfer. The first token has no context and gets no value.
 That pass holds ``(b, width, vocab)`` logits at once, what scoring ``b`` prompts of
-``width`` tokens costs.
+``width`` tokens costs; the float32 copy and the ``log_softmax`` go through a prompt's
+positions :data:`ROWS` at a time, so they add no more than that many rows' worth.
 
 Offsets count the prompt's characters before each token's text, from the tokens' bytes
 (:class:`~._logprobs.TokenBytes`): a token that starts inside a character (a byte-level
@@ -26,6 +27,9 @@ from typing import Any
 import torch
 
 from zhisuan.engines.base import PromptLogprobs, TokenLogprobs, TokenProb
+
+ROWS = 256
+"""Positions of a prompt scored at a time (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +97,19 @@ def score_prompt(logits: Any, ids: list[int], scoring: PromptScoring) -> PromptL
     first = PromptLogprobs(ids[0], names(ids[0]), ())
     if len(ids) < 2:
         return first
-    lp = torch.log_softmax(logits[:-1].float(), dim=-1)  # (n - 1, vocab): row i for token i+1
-    targets = torch.tensor(ids[1:], dtype=torch.long, device=lp.device)
-    picked = lp.gather(1, targets[:, None])  # (n - 1, 1)
-    k = min(scoring.k, lp.shape[-1])
-    top_ids: list[list[int]] = [[] for _ in ids[1:]]
-    if k:
-        values, top = lp.topk(k, dim=-1)  # (n - 1, k), most likely first
-        picked = torch.cat([picked, values], dim=1)
-        top_ids = top.tolist()
-    numbers = picked.tolist()  # one transfer for the values
+    targets = torch.tensor(ids[1:], dtype=torch.long, device=logits.device)
+    k = min(scoring.k, logits.shape[-1])
+    parts, tops = [], []
+    for start in range(0, len(ids) - 1, ROWS):  # row i predicts token i + 1
+        rows = slice(start, min(start + ROWS, len(ids) - 1))
+        lp = torch.log_softmax(logits[rows].float(), dim=-1)  # (rows, vocab)
+        parts.append(lp.gather(1, targets[rows, None]))  # (rows, 1)
+        if k:
+            values, top = lp.topk(k, dim=-1)  # (rows, k), most likely first
+            parts[-1] = torch.cat([parts[-1], values], dim=1)
+            tops.append(top)
+    numbers = torch.cat(parts).tolist()  # one transfer for the values
+    top_ids = torch.cat(tops).tolist() if k else [[] for _ in ids[1:]]
     rest = []
     for pos, (token, row, alts) in enumerate(zip(ids[1:], numbers, top_ids, strict=True)):
         prob = TokenProb(token, names(token), row[0])
