@@ -1,15 +1,39 @@
-"""Reading the log-probabilities of an OpenAI answer back into token ids, the form the
-references (``_reference_logprobs``, ``_reference_llamacpp``) check. Shared by the engine,
-worker and server tests; no model is loaded here."""
+"""Reading the log-probabilities of an OpenAI answer (or of an engine's deltas) back into
+token ids, the form the references (``_reference_logprobs``, ``_reference_llamacpp``)
+check. Shared by the engine, worker and server tests; no model is loaded here."""
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 from collections.abc import Iterable
 from typing import Any
 
+from zhisuan.engines.base import Delta, TokenLogprobs
+from zhisuan.protocol import SamplingParams
+
 Entry = tuple[int, float, list[tuple[int, float]]]
 """A token's id and log-probability, and the alternatives as ``(id, logprob)``."""
+COUNT = [{"role": "user", "content": "Count from 1 to 10."}]
+
+
+def run(
+    engine: Any, params: SamplingParams, prompt: str | None = None, **kw: Any
+) -> tuple[str, list[Delta], list[TokenLogprobs]]:
+    """An engine's answer to ``prompt`` (the chat ``COUNT`` by default): its text, its deltas
+    and their log-probability entries."""
+    prompt = engine.render_chat(COUNT) if prompt is None else prompt
+
+    async def go() -> list[Delta]:
+        return [d async for d in engine.generate(prompt, params, "t", **kw)]
+
+    deltas = asyncio.run(go())
+    entries = [e for d in deltas for e in d.logprobs or []]
+    return "".join(d.text for d in deltas), deltas, entries
+
+
+def as_entries(entries: list[TokenLogprobs]) -> list[Entry]:
+    return [(e.token.id, e.token.logprob, [(t.id, t.logprob) for t in e.top]) for e in entries]
 
 
 def chat_entries(items: list[Any], ids_of: dict[bytes, int]) -> list[Entry]:

@@ -7,7 +7,8 @@ the ``k`` most likely at each position, greedy or sampled, from the engine, thro
 worker (whole and streamed, chat and text completions). The demo GGUF ``zhisuan-tiny-chat``
 gives the values; a tiny random Llama exported to GGUF, whose byte-level vocabulary splits
 ``你`` across tokens, is made to generate chosen tokens by a logits processor after the
-engine's, for the tokens that hold part of a character, stop strings and the end.
+engine's, for the tokens that hold part of a character, stop strings and the end. The rules
+both engines share are in ``test_logprobs_rules``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Any
 import openai
 import pytest
 from _forced_llama import Forced
-from _logprobs_answers import chat_entries, text_completion_entries
+from _logprobs_answers import COUNT, as_entries, chat_entries, run, text_completion_entries
 from _reference_llamacpp import (
     ONE_PASS_TOLERANCE,
-    Entry,
     assert_matches,
     log_softmax_after,
     prompt_ids,
@@ -33,14 +33,13 @@ from _reference_llamacpp import (
 from _worker_fakes import serve
 
 from zhisuan.demo import tiny_chat_dir
-from zhisuan.engines.base import Delta, TokenLogprobs
+from zhisuan.engines.base import TokenLogprobs
 from zhisuan.engines.llamacpp import LlamaCppEngine, load
 from zhisuan.engines.llamacpp._logprobs import TokenBytes, Trail
 from zhisuan.protocol import SamplingParams
 
 pytestmark = pytest.mark.llamacpp
 
-COUNT = [{"role": "user", "content": "Count from 1 to 10."}]
 OPTIONS = {"n_ctx": 512, "n_threads": 2}
 NI = "你".encode()  # b"\xe4\xbd\xa0"
 
@@ -57,23 +56,6 @@ def ref(demo_gguf: Path) -> Iterator[Any]:
     llm = reference_llama(demo_gguf)
     yield llm
     llm.close()
-
-
-def run(
-    engine: LlamaCppEngine, params: SamplingParams, prompt: str | None = None, **kw: Any
-) -> tuple[str, list[Delta], list[TokenLogprobs]]:
-    prompt = engine.render_chat(COUNT) if prompt is None else prompt
-
-    async def go() -> list[Delta]:
-        return [d async for d in engine.generate(prompt, params, "t", **kw)]
-
-    deltas = asyncio.run(go())
-    entries = [e for d in deltas for e in d.logprobs or []]
-    return "".join(d.text for d in deltas), deltas, entries
-
-
-def as_entries(entries: list[TokenLogprobs]) -> list[Entry]:
-    return [(e.token.id, e.token.logprob, [(t.id, t.logprob) for t in e.top]) for e in entries]
 
 
 def reference(llm: Any, prompt: str, entries: list[TokenLogprobs], **kw: Any) -> Any:
@@ -164,26 +146,7 @@ def test_tokens_are_named_as_the_transformers_engine_names_them(demo: LlamaCppEn
     assert ours(int(demo._llm.token_eos())) == b"<|end|>"
 
 
-# -- the rules of the transformers engine -------------------------------------------------------
-
-
-def test_the_end_of_sequence_token_gets_none(demo: LlamaCppEngine) -> None:
-    text, deltas, entries = run(demo, SamplingParams(max_tokens=80, temperature=0, logprobs=1))
-    assert deltas[-1].finish_reason == "stop"
-    assert len(entries) == deltas[-1].completion_tokens - 1  # the EOS counts, and has none
-    assert b"".join(e.token.bytes for e in entries).decode() == text
-
-
-def test_a_stop_string_takes_its_tokens_with_it(demo: LlamaCppEngine) -> None:
-    plain, _, everything = run(demo, SamplingParams(max_tokens=24, temperature=0, logprobs=2))
-    assert ", 4" in plain
-    text, deltas, entries = run(
-        demo, SamplingParams(max_tokens=24, temperature=0, logprobs=2, stop=[", 4"])
-    )
-    assert text == plain[: plain.index(", 4")]
-    assert deltas[-1].finish_reason == "stop"
-    assert entries == everything[: len(entries)]
-    assert b"".join(e.token.bytes for e in entries).decode() == text  # no token of ", 4"
+# -- the rules of the transformers engine (and test_logprobs_rules) ----------------------------
 
 
 def test_a_budget_gives_every_token_its_entry(demo: LlamaCppEngine) -> None:

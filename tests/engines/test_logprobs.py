@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import torch
+from _logprobs_answers import COUNT, as_entries, run
 from _reference_logprobs import (
-    Entry,
     assert_matches,
     log_softmax_after,
     prompt_ids,
@@ -28,26 +28,11 @@ from zhisuan.engines.transformers import TransformersEngine, _select
 from zhisuan.engines.transformers._logprobs import Scored, TokenBytes, Trail
 from zhisuan.protocol import SamplingParams
 
-COUNT = [{"role": "user", "content": "Count from 1 to 10."}]
-
 
 async def deltas_of(
     engine: TransformersEngine, prompt: str, params: SamplingParams, *, ignore_eos: bool = False
 ) -> list[Delta]:
     return [d async for d in engine.generate(prompt, params, "t", ignore_eos=ignore_eos)]
-
-
-def run(
-    engine: TransformersEngine, params: SamplingParams, prompt: str | None = None, **kw: Any
-) -> tuple[str, list[Delta], list[TokenLogprobs]]:
-    prompt = engine.render_chat(COUNT) if prompt is None else prompt
-    deltas = asyncio.run(deltas_of(engine, prompt, params, **kw))
-    entries = [e for d in deltas for e in d.logprobs or []]
-    return "".join(d.text for d in deltas), deltas, entries
-
-
-def as_entries(entries: list[TokenLogprobs]) -> list[Entry]:
-    return [(e.token.id, e.token.logprob, [(t.id, t.logprob) for t in e.top]) for e in entries]
 
 
 def reference(hf: tuple[Any, Any], prompt: str, entries: list[TokenLogprobs]) -> torch.Tensor:
@@ -127,25 +112,6 @@ def test_tokens_split_across_characters_ride_with_their_text(chat: TransformersE
     assert any(len(e.token.bytes.decode("utf-8", "ignore")) == 0 for e in entries), (
         "no token held part of a character; pick another seed"
     )
-
-
-def test_the_end_of_sequence_token_gets_none(demo: TransformersEngine) -> None:
-    text, deltas, entries = run(demo, SamplingParams(max_tokens=60, temperature=0, logprobs=1))
-    assert deltas[-1].finish_reason == "stop"
-    assert len(entries) == deltas[-1].completion_tokens - 1  # the EOS counts, and has none
-    assert b"".join(e.token.bytes for e in entries).decode() == text
-
-
-def test_a_stop_string_takes_its_tokens_with_it(demo: TransformersEngine) -> None:
-    plain, _, everything = run(demo, SamplingParams(max_tokens=24, temperature=0, logprobs=2))
-    assert ", 4" in plain
-    text, deltas, entries = run(
-        demo, SamplingParams(max_tokens=24, temperature=0, logprobs=2, stop=[", 4"])
-    )
-    assert text == plain[: plain.index(", 4")]
-    assert deltas[-1].finish_reason == "stop"
-    assert entries == everything[: len(entries)]
-    assert b"".join(e.token.bytes for e in entries).decode() == text  # no token of ", 4"
 
 
 def test_requests_without_logprobs_get_none(demo: TransformersEngine) -> None:
