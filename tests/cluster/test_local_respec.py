@@ -32,6 +32,16 @@ def test_only_the_gateways_options_leave_a_worker_as_it_is() -> None:
     assert not SPEC.runs_as(replace(SPEC, model_path="/elsewhere"))
 
 
+def test_a_specs_key_follows_its_model_and_index_only() -> None:
+    """The key is made once, with the spec: a copy with another index or model has its
+    own, and the key takes no part in comparing specs."""
+    assert SPEC.key == "tiny#0" and PRICED.key == "tiny#0"
+    assert replace(SPEC, index=3).key == "tiny#3"
+    assert replace(SPEC, model="other", index=1).key == "other#1"
+    assert replace(SPEC) == SPEC and hash(replace(SPEC)) == hash(SPEC)
+    assert "key" not in repr(SPEC)
+
+
 async def _ready_pid(backend: LocalBackend, other_than: int | None = None) -> int:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

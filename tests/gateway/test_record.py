@@ -56,6 +56,31 @@ def test_the_line_reads_back_as_the_record(error: str | None, first_token: bool)
     assert not {"rates", "t", "ttft_us", "latency_us", "device_ns", "energy_mj"} & set(read)
 
 
+def test_a_head_is_its_own_requests_in_every_field() -> None:
+    """The part of a head all but the request id make is encoded once and kept: another
+    request, tenant, key, model, replica, endpoint, mode, currency or rate gets its own."""
+    ex = _exchange()
+    base = fields(ex, "team-a", "CNY", TOKEN_PRICED)
+    changes: list[dict[str, Any]] = [
+        {"request_id": "req-2"},
+        {"tenant": "team-b"},
+        {"key_prefix": None},
+        {"model": "other"},
+        {"replica": "m#1"},
+        {"endpoint": "completions"},
+        {"stream": False},
+        {"currency": "USD"},
+        *({"rates": [*TOKEN_PRICED[:i], 9.0, *TOKEN_PRICED[i + 1 :]]} for i in range(4)),
+        {"rates": list(HOURLY)},
+    ]
+    assert json.loads(head(base) + "}") == base
+    for change in changes:
+        known = {**base, **change}
+        assert json.loads(head(known) + "}") == known, change
+        assert json.loads(head(base) + "}") == base, change  # and the first one's is intact
+    assert head(base).startswith('{"request_id":"req-1",')
+
+
 def test_hourly_cost_measured_energy_and_tpot_are_derived_alike() -> None:
     ex = _exchange()
     ex.started, ex.first_token_at, ex.finished_at = 10.0, 10.004, 10.020  # 4 more tokens in 16 ms

@@ -52,10 +52,11 @@ class ReplicaSpec:
     model_path: str | None
     index: int = 0
     options: tuple[tuple[str, Any], ...] = ()
+    key: str = field(init=False, repr=False, compare=False)
+    """``model#index``, the replica's name (made once: a request reads it several times)."""
 
-    @property
-    def key(self) -> str:
-        return f"{self.model}#{self.index}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.model}#{self.index}")
 
     def runs_as(self, other: ReplicaSpec) -> bool:
         """Whether a worker started for this spec serves ``other`` as well: they differ at

@@ -157,7 +157,7 @@ class Admission:
         """The deployment's ``context_length`` and ``budget_deadline_s``, None where it
         does not set them (kept per spec: reading them copies the options)."""
         held = self._specs.get(spec.key)
-        if held is None or held[0] != spec:
+        if held is None or (held[0] is not spec and held[0] != spec):
             options = dict(spec.options)
             length, deadline = options.get("context_length"), options.get("budget_deadline_s")
             read = (int(length) if length else None, float(deadline) if deadline else None)

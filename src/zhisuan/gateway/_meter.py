@@ -75,6 +75,8 @@ ACCOUNT_AFTER_S = 0.002
 """How long after a request ends its metrics and store record wait (see the module's doc)."""
 _UNPRICED: Rates = (None, None, 0.0, 0.0)
 """The rates of a request no replica took: it costs nothing and used no device."""
+Held = tuple[ReplicaSpec, ShareMeter, Pricing]
+"""A replica's spec, integrator and pricing, as the meter keeps them (see ``Meter._replica``)."""
 
 
 def pricing_of(spec: ReplicaSpec, settings: Settings) -> Pricing:
@@ -128,7 +130,7 @@ class Meter:
         self.metrics = metrics
         self._ledger = ledger
         self._writer = writer
-        self._replicas: dict[str, tuple[ReplicaSpec, ShareMeter, Pricing]] = {}
+        self._replicas: dict[str, Held] = {}
         self._devices: dict[str, ShareMeter] = {}  # a GPU's by device, a CPU replica's by key
         self._live: dict[str, Exchange] = {}
         self._later: list[tuple[Exchange, dict[str, Any], Ends]] = []
@@ -136,7 +138,7 @@ class Meter:
         self._loop: asyncio.AbstractEventLoop | None = None
         metrics.registry.register(_LiveCollector(self._live))
 
-    def _replica(self, spec: ReplicaSpec) -> tuple[ReplicaSpec, ShareMeter, Pricing]:
+    def _replica(self, spec: ReplicaSpec) -> Held:
         """The replica's integrator and pricing, rebuilt when its spec changes."""
         held = self._replicas.get(spec.key)
         if held is None or (held[0] is not spec and held[0] != spec):
@@ -176,8 +178,9 @@ class Meter:
 
     def start(self, ex: Exchange, replica: Replica) -> None:
         """A replica was picked for the request."""
-        ex.context["spec"] = replica.spec
-        ex.context["ticket"] = self.share_meter(replica.spec).begin()
+        held = self._replica(replica.spec)
+        ex.context["held"] = held  # the replica's meter, once per request
+        ex.context["ticket"] = held[1].begin()
 
     def prepare(self, ex: Exchange) -> None:
         """Encode the fields of the request's record known by now (the proxy calls this
@@ -188,15 +191,15 @@ class Meter:
     def stop_share(self, ex: Exchange) -> None:
         """The request stops using its replica now (it was ended at its deadline): its
         share of the device's time and energy ends here, not when its record is taken."""
-        spec: ReplicaSpec | None = ex.context.get("spec")
-        if spec is not None and "share" not in ex.context:
-            ex.context["share"] = self._replica(spec)[1].end(ex.context["ticket"])
+        held: Held | None = ex.context.get("held")
+        if held is not None and "share" not in ex.context:
+            ex.context["share"] = held[1].end(ex.context["ticket"])
 
     def abandon(self, ex: Exchange) -> None:
         """The picked replica could not be reached; forget its share."""
-        spec: ReplicaSpec | None = ex.context.pop("spec", None)
-        if spec is not None:
-            self.share_meter(spec).end(ex.context.pop("ticket"))
+        held: Held | None = ex.context.pop("held", None)
+        if held is not None:
+            held[1].end(ex.context.pop("ticket"))
 
     def sync(self) -> None:
         """Wait until every usage record so far is in the store (blocking; for readers on
@@ -298,18 +301,18 @@ class Meter:
 
     def _known(self, ex: Exchange) -> dict[str, Any]:
         tenant = str(ex.context.get("tenant") or ANONYMOUS)
-        spec: ReplicaSpec | None = ex.context.get("spec")
-        if spec is None:
+        held: Held | None = ex.context.get("held")
+        if held is None:
             return fields(ex, tenant, self._settings.currency, _UNPRICED)
-        _, share, pricing = self._replica(spec)
+        _, share, pricing = held
         return fields(ex, tenant, pricing.currency, pricing.rates(share.power_w))
 
     def _ends(self, ex: Exchange) -> Ends:
         created_ns = time.time_ns()
-        spec: ReplicaSpec | None = ex.context.get("spec")
-        if spec is None:
+        held: Held | None = ex.context.get("held")
+        if held is None:
             return Ends(created_ns, 0, None)
-        share = ex.context.get("share") or self._replica(spec)[1].end(ex.context["ticket"])
+        share = ex.context.get("share") or held[1].end(ex.context["ticket"])
         energy_mj = None  # estimated from the replica's power when the record is derived
         if share.energy_source == "measured" and math.isfinite(share.energy_wh):
             energy_mj = round(share.energy_wh * 3.6e6)

@@ -123,12 +123,16 @@ class Metrics:
         self, ex: Exchange, tenant: str, cost: float, currency: str, energy_wh: float, source: str
     ) -> None:
         """Count one finished request."""
-        model = ex.model
-        _inc(self.requests, (model, tenant, ex.status), 1.0)
-        _inc(self.tokens, (model, tenant, "in"), ex.prompt_tokens)
-        _inc(self.tokens, (model, tenant, "out"), ex.completion_tokens)
+        model, status = ex.model, ex.status
+        requests, tokens = self.requests, self.tokens
+        key = (model, tenant, status)
+        requests[key] = requests.get(key, 0.0) + 1.0
+        key = (model, tenant, "in")
+        tokens[key] = tokens.get(key, 0.0) + ex.prompt_tokens
+        key = (model, tenant, "out")
+        tokens[key] = tokens.get(key, 0.0) + ex.completion_tokens
         _histogram(self.latency, model, LATENCY_BUCKETS).observe(ex.latency_s)
-        if ex.status == "ok":
+        if status == "ok":
             ttft, tpot = ex.ttft_s, ex.tpot_s
             if ttft is not None:
                 _histogram(self.ttft, model, LATENCY_BUCKETS).observe(ttft)

@@ -113,10 +113,16 @@ class QuotaLedger:
         """
         now = self._clock()
         day = self._today(now)
-        states = [(sid, self._scope(sid, limits, now, day)) for sid, limits in scopes]
-        for sid, scope in states:
+        known = self._scopes
+        states = []
+        for sid, limits in scopes:
+            scope = known.get(sid)
+            if scope is None or scope.day != day[0]:
+                scope = self._scope(sid, limits, now, day)
+            scope.limits = limits
             scope.expire(now)
             _check(sid, scope, tokens, cost, now)
+            states.append((sid, scope))
         held = []
         for sid, scope in states:
             event = _Event(now, tokens)
@@ -253,23 +259,22 @@ def _never(over: bool, limit: str = "limit") -> str:
 
 def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
     lim = s.limits
-    who = sid.split(":", 1)[0]
     if lim.max_concurrent is not None and s.concurrent + 1 > lim.max_concurrent:
         raise RateLimited(
-            f"Too many concurrent requests for this {who} (limit {lim.max_concurrent}).",
+            f"Too many concurrent requests for this {_who(sid)} (limit {lim.max_concurrent}).",
             retry_after=IN_FLIGHT_WAIT_S,
             code="concurrency_limit_exceeded",
         )
     if lim.rpm is not None and len(s.requests) + 1 > lim.rpm:
         raise RateLimited(
-            f"Rate limit reached for this {who}: {lim.rpm} requests per minute.",
+            f"Rate limit reached for this {_who(sid)}: {lim.rpm} requests per minute.",
             retry_after=s.requests[0] + WINDOW_S - now,
             code="requests_per_minute_exceeded",
         )
     if lim.tpm is not None and s.window_tokens() + tokens > lim.tpm:
         never = _never(tokens > lim.tpm)
         raise RateLimited(
-            f"Rate limit reached for this {who}: {lim.tpm} tokens per minute "
+            f"Rate limit reached for this {_who(sid)}: {lim.tpm} tokens per minute "
             f"(this request may use up to {tokens}{never}).",
             retry_after=_tpm_wait(s, tokens, lim.tpm, now),
             code="tokens_per_minute_exceeded",
@@ -284,7 +289,7 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
             wait = (tomorrow - wall).total_seconds()
         never = _never(tokens > lim.tokens_per_day)
         raise RateLimited(
-            f"Daily token limit reached for this {who}: {lim.tokens_per_day} tokens per day "
+            f"Daily token limit reached for this {_who(sid)}: {lim.tokens_per_day} tokens per day "
             f"(used {s.day_tokens}, in flight {s.reserved_tokens}; this request may use up "
             f"to {tokens}{never}).",
             retry_after=wait,
@@ -297,12 +302,17 @@ def _check(sid: str, s: _Scope, tokens: int, cost: float, now: float) -> None:
             wait = (_next_month(wall) - wall).total_seconds()
         never = _never(cost > lim.budget + 1e-12, "budget")
         raise RateLimited(
-            f"Monthly budget reached for this {who}: {lim.budget:g} "
+            f"Monthly budget reached for this {_who(sid)}: {lim.budget:g} "
             f"(spent {s.month_cost:.6g}, in flight {s.reserved_cost:.6g}; this request may "
             f"cost up to {cost:.6g}{never}).",
             retry_after=wait,
             code="budget_exceeded",
         )
+
+
+def _who(sid: str) -> str:
+    """The kind of scope ``sid`` names (``tenant``, ``key``), for a refusal's message."""
+    return sid.split(":", 1)[0]
 
 
 def _tpm_wait(s: _Scope, tokens: int, tpm: int, now: float) -> float:

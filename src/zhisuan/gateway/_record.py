@@ -54,8 +54,31 @@ def fields(ex: Exchange, tenant: str, currency: str, rates: Rates) -> dict[str, 
 
 
 def head(known: dict[str, Any]) -> str:
-    """``known`` encoded as the start of a journal line (a JSON object, not closed)."""
-    return _ENCODER.encode(known)[:-1]
+    """``known`` (from :func:`fields`) encoded as the start of a journal line (a JSON object,
+    not closed). All but the request id is the same for a caller's requests to a replica,
+    and is encoded once (:data:`_HEADS`)."""
+    rest = (
+        known["tenant"],
+        known["key_prefix"],
+        known["model"],
+        known["replica"],
+        known["endpoint"],
+        known["stream"],
+        known["currency"],
+        *known["rates"],
+    )
+    encoded = _HEADS.get(rest)
+    if encoded is None:
+        if len(_HEADS) >= _HEADS_KEPT:
+            _HEADS.clear()
+        others = {name: value for name, value in known.items() if name != "request_id"}
+        encoded = _HEADS[rest] = _ENCODER.encode(others)[1:-1]
+    return f'{{"request_id":{_string(known["request_id"])},{encoded}'
+
+
+_HEADS: dict[tuple[Any, ...], str] = {}
+"""The encoded fields of :func:`head` but the request id, by their values."""
+_HEADS_KEPT = 4096
 
 
 def line(start: str, ex: Exchange, ends: Ends) -> bytes:
