@@ -9,6 +9,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from tests.store._budget_writes import WRITES
 
 from zhisuan.errors import InvalidParameter
 from zhisuan.store import Store
@@ -17,25 +18,6 @@ MORE_PLACES = (
     "budget {} has more decimal places than a budget keeps (6, in steps of 0.000001): it "
     "would be rounded to {}"
 )
-
-
-def _new_tenant(store: Store, budget: Decimal) -> None:
-    store.create_tenant("beta", budget=budget)
-
-
-def _set_tenant(store: Store, budget: Decimal) -> None:
-    store.update_tenant("acme", budget=budget)
-
-
-def _new_key(store: Store, budget: Decimal) -> None:
-    store.create_key(tenant="acme", budget=budget)
-
-
-def _set_key(store: Store, budget: Decimal) -> None:
-    store.update_key(store.list_keys("acme")[0].prefix, budget=budget)
-
-
-WRITES = [_new_tenant, _set_tenant, _new_key, _set_key]
 
 
 def _unchanged(store: Store) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from tests.store._budget_writes import WRITES
 
 from zhisuan.errors import InvalidParameter
 from zhisuan.store import Store
@@ -18,23 +19,7 @@ TOO_SMALL = (
 )
 
 
-def _set_tenant(store: Store, budget: float) -> None:
-    store.update_tenant("acme", budget=budget)
-
-
-def _new_tenant(store: Store, budget: float) -> None:
-    store.create_tenant("beta", budget=budget)
-
-
-def _new_key(store: Store, budget: float) -> None:
-    store.create_key(tenant="acme", budget=budget)
-
-
-def _set_key(store: Store, budget: float) -> None:
-    store.update_key(store.list_keys("acme")[0].prefix, budget=budget)
-
-
-@pytest.mark.parametrize("write", [_new_tenant, _set_tenant, _new_key, _set_key])
+@pytest.mark.parametrize("write", WRITES)
 @pytest.mark.parametrize("budget", [4e-7, 4.99e-7, 1e-300, 5e-324])
 def test_a_budget_kept_as_zero_is_refused(
     store: Store, write: Callable[[Store, float], None], budget: float
@@ -60,7 +45,7 @@ def test_a_budget_kept_as_zero_is_refused(
         (123.4567891, "123.4567891", "123.456789", "123.456789 or 123.45679"),
     ],
 )
-@pytest.mark.parametrize("write", [_new_tenant, _set_tenant, _new_key, _set_key])
+@pytest.mark.parametrize("write", WRITES)
 def test_a_budget_with_more_places_than_kept_is_refused(
     store: Store,
     write: Callable[[Store, float], None],

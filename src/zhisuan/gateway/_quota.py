@@ -117,8 +117,10 @@ class QuotaLedger:
         states = []
         for sid, limits in scopes:
             scope = known.get(sid)
-            if scope is None or scope.day != day[0]:
-                scope = self._scope(sid, limits, now, day)
+            if scope is None:
+                scope = self._open(sid, limits, now, day)
+            elif scope.day != day[0]:
+                _roll(scope, day)
             scope.limits = limits
             scope.expire(now)
             _check(sid, scope, tokens, cost, now)
@@ -230,17 +232,14 @@ class QuotaLedger:
             self._day = (_day(wall), _month(wall))
         return self._day
 
-    def _scope(self, sid: str, limits: Limits, now: float, day: tuple[str, str]) -> _Scope:
-        scope = self._scopes.get(sid)
-        if scope is None:
-            scope = _Scope(limits)
-            wall = datetime.fromtimestamp(now, UTC)
-            scope.day_tokens, scope.month_cost = self._baseline(sid, wall)
-            scope.day, scope.month = day
-            self._scopes[sid] = scope
-        scope.limits = limits
-        if scope.day != day[0]:
-            _roll(scope, day)
+    def _open(self, sid: str, limits: Limits, now: float, day: tuple[str, str]) -> _Scope:
+        """A scope seen for the first time: today's tokens and this month's cost from the
+        usage records."""
+        scope = _Scope(limits)
+        wall = datetime.fromtimestamp(now, UTC)
+        scope.day_tokens, scope.month_cost = self._baseline(sid, wall)
+        scope.day, scope.month = day
+        self._scopes[sid] = scope
         return scope
 
 
