@@ -73,6 +73,7 @@ def test_a_head_is_its_own_requests_in_every_field() -> None:
         *({"rates": [*TOKEN_PRICED[:i], 9.0, *TOKEN_PRICED[i + 1 :]]} for i in range(4)),
         {"rates": list(HOURLY)},
     ]
+    assert {name for change in changes for name in change} == set(base)  # every field
     assert json.loads(head(base) + "}") == base
     for change in changes:
         known = {**base, **change}

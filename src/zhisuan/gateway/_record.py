@@ -58,13 +58,7 @@ def head(known: dict[str, Any]) -> str:
     not closed). All but the request id is the same for a caller's requests to a replica,
     and is encoded once (:data:`_HEADS`)."""
     rest = (
-        known["tenant"],
-        known["key_prefix"],
-        known["model"],
-        known["replica"],
-        known["endpoint"],
-        known["stream"],
-        known["currency"],
+        *[value for name, value in known.items() if name != "request_id" and name != "rates"],
         *known["rates"],
     )
     encoded = _HEADS.get(rest)

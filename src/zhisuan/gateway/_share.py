@@ -82,7 +82,7 @@ class ShareMeter:
 
     def _advance(self) -> None:
         now = self._clock()
-        energy = 0.0 if self._reader is None else self._read()
+        energy = self._read()
         if self._n > 0:
             self._device_s += (now - self._last_t) / self._n
             self._energy_j += (energy - self._last_e) / self._n
