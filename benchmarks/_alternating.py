@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +50,12 @@ Window = tuple[list[Sample], list[Sample]]
 Start = tuple[list[Window], float | None]
 """One run of :func:`mixed` from an idle engine: its windows, and how many requests joined
 the engine's batch per prefill pass (None: the engine does not say)."""
+Mixed = Callable[
+    [list[tuple[str, str | None]], bool, int, float, float, float, list[int] | None],
+    list[Window],
+]
+"""A load generator running :func:`mixed`'s method: :func:`in_python`, or the native one
+(``_native.mixed``)."""
 
 
 async def one(client: Client) -> float | None:
@@ -125,6 +132,19 @@ async def mixed(
     return out
 
 
+def in_python(
+    paths: list[tuple[str, str | None]],
+    stream: bool,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    window: float,
+    done: list[int] | None = None,
+) -> list[Window]:
+    """:func:`mixed` on this process's event loop (``_load.Client``)."""
+    return uvloop.run(mixed(paths, stream, concurrency, seconds, warmup, window, done))
+
+
 def starts(
     paths: list[tuple[str, str | None]],
     stream: bool,
@@ -133,6 +153,7 @@ def starts(
     n: int,
     warmup: float,
     window: float,
+    load: Mixed = in_python,
 ) -> list[Start]:
     """:func:`mixed` ``n`` times, ``seconds / n`` each, every time from an idle engine.
 
@@ -148,7 +169,7 @@ def starts(
     for _ in range(n):
         before = _prefills(paths[0][0])
         done: list[int] = []
-        windows = uvloop.run(mixed(paths, stream, concurrency, seconds / n, warmup, window, done))
+        windows = load(paths, stream, concurrency, seconds / n, warmup, window, done)
         after = _prefills(paths[0][0])
         joined = None
         if before is not None and after is not None and after > before:
@@ -257,16 +278,16 @@ def paired_ratio(direct: list[float], gateway: list[float]) -> tuple[float, floa
     return d / (d + mean), d / (d + mean + half), d / (d + mean - half)
 
 
-def null_check(direct: str, args: argparse.Namespace) -> None:
+def null_check(direct: str, args: argparse.Namespace, load: Mixed) -> None:
     """:func:`mixed` between two identical paths: what the method finds with no gateway."""
     for stream in (False, True):
         paths: list[tuple[str, str | None]] = [(direct, None), (direct, None)]
-        windows = uvloop.run(mixed(paths, stream, 64, args.mixed, args.warmup, args.window))
+        windows = load(paths, stream, 64, args.mixed, args.warmup, args.window, None)
         _report(f"{'stream' if stream else 'non-stream'}, direct against direct", windows)
 
 
 def control(
-    direct: str, gateway: str, key: str, cores: list[int], args: argparse.Namespace
+    direct: str, gateway: str, key: str, cores: list[int], args: argparse.Namespace, load: Mixed
 ) -> None:
     """A minimal relay (``_relay.py``) for a control, non-stream: at 1, the worker
     directly, the relay and the gateway in turn (:func:`alternate`), so the relay's
@@ -305,7 +326,7 @@ def control(
             ("gateway against relay", [(via, None), (gateway, key)]),
         ]
         for label, paths in runs:
-            windows = uvloop.run(mixed(paths, False, 64, args.mixed, args.warmup, args.window))
+            windows = load(paths, False, 64, args.mixed, args.warmup, args.window, None)
             _report(f"non-stream, {label}", windows)
     finally:
         relay.kill()

@@ -26,7 +26,15 @@ any`` leaves it to the scheduler, and ``--client-cores engine`` puts it on the e
 cores, where at 64 it slows both paths alike instead of taking turns with the gateway. On a
 host this small it shares a core either way: at 64, the gateway's work on a burst of
 answers (the engine ends a batch's fixed-length requests together) and the client's work
-on the same burst take turns on one core.
+on the same burst take turns on one core. So at 64 the load generator is a native one
+(``--client native``, the default: ``_loadgen.c``, built with the host's C compiler on
+first use, ``_native.py``), which runs the same method at 0.02-0.03 ms of CPU per request
+against the Python client's 0.04-0.08 ms there; side by side on one server, the added p50
+at 64 was 0.8 / 0.9 ms with it and 1.9 / 2.9 ms with the Python client (non-stream /
+streaming), and 0.03 ms between two direct paths. ``--client python`` runs the Python
+client at 64 too, as in the runs before (``docs/gateway-overhead.md``); so does a host
+without a C compiler. At 1, where a client waits for each answer and its CPU adds the
+same to both paths, the Python client runs either way.
 
 At concurrency 1 each request goes to each path in turn, and the throughput ratio (mean
 latency over mean latency) comes with a 95% confidence interval from the paired
@@ -84,6 +92,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import statistics
 import tempfile
@@ -93,15 +102,18 @@ from pathlib import Path
 import psutil
 import uvloop
 
+import _native
 from _alternating import (
     BODY,
     ERRORS,
+    Mixed,
     Start,
     added_across,
     added_in,
     alternate,
     clients,
     control,
+    in_python,
     mean_ci,
     null_check,
     one,
@@ -191,6 +203,13 @@ def main() -> None:
         help="where the load generator runs: on the gateway's cores, or anywhere",
     )
     parser.add_argument(
+        "--client",
+        choices=["native", "python"],
+        default="native",
+        help="the load generator at 64: native (_loadgen.c, built with the host's C "
+        "compiler; python where there is none) or python (_load.Client)",
+    )
+    parser.add_argument(
         "--client-policy",
         choices=["other", "batch"],
         default="other",
@@ -216,6 +235,10 @@ def main() -> None:
     flags = ["--max-batch", str(args.max_batch)]
     if args.engine_threads:
         flags += ["--threads", str(args.engine_threads)]
+    exe = _native.build() if args.client == "native" else None
+    if args.client == "native" and exe is None:
+        print("no C compiler found (CC, or cc): the load generator at 64 is the Python one")
+    load: Mixed = in_python if exe is None else functools.partial(_native.mixed, exe)
     with tempfile.TemporaryDirectory() as tmp:
         srv, key, direct = start_metered(Path(tmp) / "home", *flags)
         try:
@@ -229,15 +252,15 @@ def main() -> None:
             if args.client_policy == "batch":
                 os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
             print(
-                f"load generator on cores {sorted(os.sched_getaffinity(0))}, "
-                f"policy {args.client_policy}",
+                f"load generator {'python' if exe is None else 'native'} at 64, on cores "
+                f"{sorted(os.sched_getaffinity(0))}, policy {args.client_policy}",
                 flush=True,
             )
             if args.null:
-                null_check(direct, args)
+                null_check(direct, args, load)
                 return
             if args.control:
-                control(direct, srv.url, key, gateway_cores if pinned else [], args)
+                control(direct, srv.url, key, gateway_cores if pinned else [], args, load)
                 return
             rows = []
             for stream in (False, True):
@@ -257,8 +280,14 @@ def main() -> None:
                         pair = [("direct", direct, None), ("gateway", srv.url, key)]
                         for r in range(args.rounds):
                             for path, base, k in pair if r % 2 == 0 else pair[::-1]:
-                                done = uvloop.run(
-                                    steady(base, k, stream, conc, args.seconds, args.warmup)
+                                done = (
+                                    uvloop.run(
+                                        steady(base, k, stream, conc, args.seconds, args.warmup)
+                                    )
+                                    if exe is None
+                                    else _native.steady(
+                                        exe, base, k, stream, conc, args.seconds, args.warmup
+                                    )
                                 )
                                 lat[path] += done
                                 rounds[path].append(done)
@@ -277,6 +306,7 @@ def main() -> None:
                             args.starts,
                             args.warmup,
                             args.window,
+                            load,
                         )
                         windows = [w for run, _ in runs for w in run]
                         _show(
