@@ -56,6 +56,9 @@ Mixed = Callable[
 ]
 """A load generator running :func:`mixed`'s method: :func:`in_python`, or the native one
 (``_native.mixed``)."""
+Alternate = Callable[[list[tuple[str, str | None]], bool, int], dict[str, list[float]]]
+"""A load generator running :func:`alternate`'s method: :func:`in_turn`, or the native one
+(``_native.alternate``)."""
 
 
 async def one(client: Client) -> float | None:
@@ -269,6 +272,11 @@ async def alternate(
     return lat
 
 
+def in_turn(paths: list[tuple[str, str | None]], stream: bool, n: int) -> dict[str, list[float]]:
+    """:func:`alternate` on this process's event loop (``_load.Client``)."""
+    return uvloop.run(alternate(paths, stream, n))
+
+
 def paired_ratio(direct: list[float], gateway: list[float]) -> tuple[float, float, float]:
     """Throughput through the gateway over direct at concurrency 1 (mean latency over mean
     latency), and its 95% confidence interval from the paired differences."""
@@ -287,7 +295,13 @@ def null_check(direct: str, args: argparse.Namespace, load: Mixed) -> None:
 
 
 def control(
-    direct: str, gateway: str, key: str, cores: list[int], args: argparse.Namespace, load: Mixed
+    direct: str,
+    gateway: str,
+    key: str,
+    cores: list[int],
+    args: argparse.Namespace,
+    load: Mixed,
+    pairs: Alternate,
 ) -> None:
     """A minimal relay (``_relay.py``) for a control, non-stream: at 1, the worker
     directly, the relay and the gateway in turn (:func:`alternate`), so the relay's
@@ -311,7 +325,7 @@ def control(
                     break
             time.sleep(0.1)
         via = f"http://127.0.0.1:{port}"
-        got = uvloop.run(alternate([(direct, None), (via, None), (gateway, key)], False, args.n1))
+        got = pairs([(direct, None), (via, None), (gateway, key)], False, args.n1)
         for label, path in (("relay", via), ("gateway", gateway)):
             ratio, low, high = paired_ratio(got[direct], got[path])
             added = [b - a for a, b in zip(got[direct], got[path], strict=True)]

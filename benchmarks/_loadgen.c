@@ -2,16 +2,19 @@
 
    CLIENTS clients, each with one keep-alive HTTP/1.1 connection per path, each sending
    its requests to the paths in turn (client i starts on path i % PATHS), until WARMUP +
-   SECONDS have passed (after one unmeasured request to each path). It writes a
-   prepared request and times the answer from the write to its last byte, and reads the
-   worker's own time on it from the answer's "server-timing: worker;dur=MS" header or,
-   on a stream, from the same in the body (the [DONE] event's comment line).
+   SECONDS have passed or it has sent REQUESTS (0: no limit), after one unmeasured request
+   to each path. It writes a prepared request and times the answer from the write to its
+   last byte, and reads the worker's own time on it from the answer's "server-timing:
+   worker;dur=MS" header or, on a stream, from the same in the body (the [DONE] event's
+   comment line).
 
-   Run: _loadgen SECONDS WARMUP CLIENTS HOST PORT REQUEST_FILE [HOST PORT REQUEST_FILE]...
+   Run: _loadgen SECONDS WARMUP CLIENTS REQUESTS HOST PORT REQUEST_FILE [HOST PORT
+   REQUEST_FILE]...
    Prints a line "error PATH WHAT" per failed request and, after the run, a line per
-   request answered: "PATH START LATENCY WORKER" (seconds; START from the end of WARMUP,
-   negative before it; WORKER -1 when the answer did not say), then "answered N" (the
-   unmeasured requests included, the failed ones not). Exits 2 on bad
+   request, in the order they ended: "PATH START LATENCY WORKER OK" (seconds; START from
+   the end of WARMUP, negative before it; WORKER -1 when the answer did not say; OK 0 for
+   a failed request), then "answered N" (the requests answered, the unmeasured ones
+   included, the failed ones not). Exits 2 on bad
    arguments, 1 when a path cannot be reached at all. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -50,11 +53,12 @@ typedef struct {
 
 struct client {
     conn_t conns[MAX_PATHS];
-    int at; /* the path of the request in flight */
+    int at;     /* the path of the request in flight */
+    long count; /* its requests ended, failed ones included */
 };
 
 typedef struct {
-    int path;
+    int path, ok;
     double start, latency, worker;
 } sample_t;
 
@@ -203,37 +207,55 @@ static int parse(const conn_t *c, int *status, double *worker, size_t *payload) 
     return 1;
 }
 
-static void record(int path, double start, double latency, double worker) {
+static void record(int path, int ok, double start, double latency, double worker) {
     if (n_samples == cap_samples) {
         cap_samples = cap_samples ? 2 * cap_samples : 65536;
         samples = realloc(samples, cap_samples * sizeof *samples);
         if (!samples) fail("realloc");
     }
-    samples[n_samples++] = (sample_t){path, start, latency, worker};
+    samples[n_samples++] = (sample_t){path, ok, start, latency, worker};
 }
 
 static void error(int path, const char *what) { printf("error %d %s\n", path, what); }
 
+/* The client's next request, on the next path: 1 when one is in flight, 0 when the client
+   is done (the run's time is up, or it sent its REQUESTS). A request that cannot be sent
+   is a failed one on its path, and the client goes on to the next. */
+static int next_request(client_t *cl, double begin, double end, long requests) {
+    for (;;) {
+        if (now() >= end || (requests > 0 && cl->count >= requests)) return 0;
+        cl->at = (cl->at + 1) % n_paths;
+        conn_t *c = &cl->conns[cl->at];
+        if (send_request(c) == 0) return 1;
+        error(c->path, "cannot send");
+        close_conn(c);
+        cl->count++;
+        record(c->path, 0, now() - begin, 0, -1);
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc < 7 || (argc - 4) % 3 != 0 || (argc - 4) / 3 > MAX_PATHS) {
-        fprintf(stderr, "usage: %s SECONDS WARMUP CLIENTS (HOST PORT REQUEST_FILE)...\n", argv[0]);
+    if (argc < 8 || (argc - 5) % 3 != 0 || (argc - 5) / 3 > MAX_PATHS) {
+        fprintf(stderr, "usage: %s SECONDS WARMUP CLIENTS REQUESTS (HOST PORT REQUEST_FILE)...\n",
+                argv[0]);
         return 2;
     }
     double seconds = atof(argv[1]), warmup = atof(argv[2]);
     int n_clients = atoi(argv[3]);
-    n_paths = (argc - 4) / 3;
-    if (seconds <= 0 || warmup < 0 || n_clients < 1) {
-        fprintf(stderr, "SECONDS and CLIENTS must be positive, WARMUP not negative\n");
+    long requests = atol(argv[4]);
+    n_paths = (argc - 5) / 3;
+    if (seconds <= 0 || warmup < 0 || n_clients < 1 || requests < 0) {
+        fprintf(stderr, "SECONDS and CLIENTS must be positive, WARMUP and REQUESTS not negative\n");
         return 2;
     }
     for (int p = 0; p < n_paths; p++) {
         paths[p].addr.sin_family = AF_INET;
-        paths[p].addr.sin_port = htons((uint16_t)atoi(argv[5 + 3 * p]));
-        if (inet_pton(AF_INET, argv[4 + 3 * p], &paths[p].addr.sin_addr) != 1) {
-            fprintf(stderr, "not an IPv4 address: %s\n", argv[4 + 3 * p]);
+        paths[p].addr.sin_port = htons((uint16_t)atoi(argv[6 + 3 * p]));
+        if (inet_pton(AF_INET, argv[5 + 3 * p], &paths[p].addr.sin_addr) != 1) {
+            fprintf(stderr, "not an IPv4 address: %s\n", argv[5 + 3 * p]);
             return 2;
         }
-        paths[p].request = read_file(argv[6 + 3 * p], &paths[p].request_len);
+        paths[p].request = read_file(argv[7 + 3 * p], &paths[p].request_len);
     }
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) fail("epoll_create1");
@@ -246,7 +268,7 @@ int main(int argc, char **argv) {
             c->buf = malloc(c->cap);
             if (!c->buf) fail("malloc");
             if (open_conn(c) < 0) {
-                fprintf(stderr, "cannot connect to %s:%s\n", argv[4 + 3 * p], argv[5 + 3 * p]);
+                fprintf(stderr, "cannot connect to %s:%s\n", argv[5 + 3 * p], argv[6 + 3 * p]);
                 return 1;
             }
         }
@@ -273,7 +295,7 @@ int main(int argc, char **argv) {
             }
             c->len += (size_t)n;
             if (parse(c, &status, &worker, &payload) != 0) {
-                answered++;
+                answered += status == 200;
                 c->len = 0;
                 in_flight = 0;
             }
@@ -281,13 +303,8 @@ int main(int argc, char **argv) {
     }
     double begin = now() + warmup, end = begin + seconds;
     for (int i = 0; i < n_clients; i++) {
-        clients[i].at = i % n_paths;
-        while (send_request(&clients[i].conns[clients[i].at]) < 0) {
-            error(clients[i].at, "cannot send");
-            close_conn(&clients[i].conns[clients[i].at]);
-            clients[i].at = (clients[i].at + 1) % n_paths;
-        }
-        in_flight++;
+        clients[i].at = (i + n_paths - 1) % n_paths; /* so its first request is on path i % n */
+        in_flight += next_request(&clients[i], begin, end, requests);
     }
     struct epoll_event events[256];
     double last_event = now();
@@ -304,7 +321,7 @@ int main(int argc, char **argv) {
         for (int e = 0; e < n; e++) {
             conn_t *c = events[e].data.ptr;
             client_t *cl = c->client;
-            int status = 0, done = 0;
+            int status = 0, done = 0, ok = 0;
             double worker = -1;
             size_t payload = 0;
             if (c->len == c->cap) {
@@ -312,7 +329,7 @@ int main(int argc, char **argv) {
                 c->buf = realloc(c->buf, c->cap);
                 if (!c->buf) fail("realloc");
             }
-            ssize_t got = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+            ssize_t got = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
             if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
             if (got <= 0) {
                 error(c->path, got == 0 ? "connection closed" : strerror(errno));
@@ -331,30 +348,23 @@ int main(int argc, char **argv) {
                     printf("error %d HTTP %d\n", c->path, status);
                 else if (payload == 0)
                     error(c->path, "empty answer");
-                else {
-                    answered++;
-                    record(c->path, c->sent - begin, finished - c->sent, worker);
-                }
+                else
+                    ok = 1;
+                answered += ok;
+                record(c->path, ok, c->sent - begin, finished - c->sent, worker);
             } else {
                 close_conn(c);
+                record(c->path, 0, c->sent - begin, now() - c->sent, -1);
             }
             in_flight--;
-            if (now() >= end) continue;
-            for (int tries = 0; tries < n_paths; tries++) {
-                cl->at = (cl->at + 1) % n_paths;
-                if (send_request(&cl->conns[cl->at]) == 0) {
-                    in_flight++;
-                    break;
-                }
-                error(cl->at, "cannot send");
-                close_conn(&cl->conns[cl->at]);
-            }
+            cl->count++;
+            in_flight += next_request(cl, begin, end, requests);
         }
     }
     for (size_t i = 0; i < n_samples; i++) {
         const sample_t *s = &samples[i];
-        printf("%d %.9f %.9f %.6f\n", s->path, s->start, s->latency,
-               s->worker < 0 ? -1.0 : s->worker * 1e-3);
+        printf("%d %.9f %.9f %.6f %d\n", s->path, s->start, s->latency,
+               s->worker < 0 ? -1.0 : s->worker * 1e-3, s->ok);
     }
     printf("answered %ld\n", answered);
     return 0;

@@ -13,28 +13,26 @@ serve`` keeps a core for the gateway and pins CPU replicas to the others
 (``zhisuan.cluster.cores``); run with ``ZHISUAN_CPU_PINNING=off`` to compare.
 ``--engine-threads`` overrides the engine's thread count.
 
-The load generator is ``_load.Client`` on uvloop: a prepared request written on a
-keep-alive connection, the answer parsed by ``httptools`` and timed in the parser's
-callback. It takes about 0.055 ms of CPU per request; aiohttp took 0.2 ms, and at 64 the
-direct path then ran 10-15% slower than with this client (the client, not the worker,
-set its pace). An httpx client took about 10 ms per request. The load generator runs on
-the gateway's cores (``--client-cores gateway``, the default when the gateway is
-pinned), as clients on other machines would leave the engine's cores to the engine: left
-anywhere, the scheduler puts it next to the engine in some rounds and not in others, and
-the rounds at 64 then differ by the client's share of the engine's core. ``--client-cores
-any`` leaves it to the scheduler, and ``--client-cores engine`` puts it on the engine's
-cores, where at 64 it slows both paths alike instead of taking turns with the gateway. On a
-host this small it shares a core either way: at 64, the gateway's work on a burst of
-answers (the engine ends a batch's fixed-length requests together) and the client's work
-on the same burst take turns on one core. So at 64 the load generator is a native one
-(``--client native``, the default: ``_loadgen.c``, built with the host's C compiler on
-first use, ``_native.py``), which runs the same method at 0.02-0.03 ms of CPU per request
-against the Python client's 0.04-0.08 ms there; side by side on one server, the added p50
-at 64 was 0.8 / 0.9 ms with it and 1.9 / 2.9 ms with the Python client (non-stream /
-streaming), and 0.03 ms between two direct paths. ``--client python`` runs the Python
-client at 64 too, as in the runs before (``docs/gateway-overhead.md``); so does a host
-without a C compiler. At 1, where a client waits for each answer and its CPU adds the
-same to both paths, the Python client runs either way.
+The load generator is the benchmark's own: ``_loadgen.c``, built with the host's C
+compiler on first use (``_native.py``; ``--client native``, the default), or
+``_load.Client`` in Python on uvloop (``--client python``, and where there is no C
+compiler). Each writes a prepared request on a keep-alive connection and times the answer
+to its last byte. The Python one takes about 0.055 ms of CPU per request (0.04-0.08 ms at
+64), the native one 0.02-0.03 ms; aiohttp took 0.2 ms, and at 64 the direct path then ran
+10-15% slower than with the Python client (the client, not the worker, set its pace). An
+httpx client took about 10 ms per request. The load generator runs on the gateway's cores
+(``--client-cores gateway``, the default when the gateway is pinned), as clients on other
+machines would leave the engine's cores to the engine: left anywhere, the scheduler puts
+it next to the engine in some rounds and not in others, and the rounds at 64 then differ
+by the client's share of the engine's core. ``--client-cores any`` leaves it to the
+scheduler, and ``--client-cores engine`` puts it on the engine's cores, where at 64 it
+slows both paths alike instead of taking turns with the gateway. On a host this small it
+shares a core either way: at 64, the gateway's work on a burst of answers (the engine ends
+a batch's fixed-length requests together) and the client's work on the same burst take
+turns on one core, and the client's CPU is time the gateway's answers wait for, which
+clients on other machines would not take. Side by side on one server, the added p50 at 64
+was 0.8 / 0.9 ms with the native client and 1.9 / 2.9 ms with the Python one (non-stream /
+streaming), and 0.03 ms between two direct paths (``docs/gateway-overhead.md``).
 
 At concurrency 1 each request goes to each path in turn, and the throughput ratio (mean
 latency over mean latency) comes with a 95% confidence interval from the paired
@@ -106,14 +104,15 @@ import _native
 from _alternating import (
     BODY,
     ERRORS,
+    Alternate,
     Mixed,
     Start,
     added_across,
     added_in,
-    alternate,
     clients,
     control,
     in_python,
+    in_turn,
     mean_ci,
     null_check,
     one,
@@ -206,8 +205,8 @@ def main() -> None:
         "--client",
         choices=["native", "python"],
         default="native",
-        help="the load generator at 64: native (_loadgen.c, built with the host's C "
-        "compiler; python where there is none) or python (_load.Client)",
+        help="the load generator: native (_loadgen.c, built with the host's C compiler; "
+        "python where there is none) or python (_load.Client)",
     )
     parser.add_argument(
         "--client-policy",
@@ -237,8 +236,9 @@ def main() -> None:
         flags += ["--threads", str(args.engine_threads)]
     exe = _native.build() if args.client == "native" else None
     if args.client == "native" and exe is None:
-        print("no C compiler found (CC, or cc): the load generator at 64 is the Python one")
+        print("so the load generator is the Python one")
     load: Mixed = in_python if exe is None else functools.partial(_native.mixed, exe)
+    pairs: Alternate = in_turn if exe is None else functools.partial(_native.alternate, exe)
     with tempfile.TemporaryDirectory() as tmp:
         srv, key, direct = start_metered(Path(tmp) / "home", *flags)
         try:
@@ -252,7 +252,7 @@ def main() -> None:
             if args.client_policy == "batch":
                 os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
             print(
-                f"load generator {'python' if exe is None else 'native'} at 64, on cores "
+                f"load generator {'python' if exe is None else 'native'}, on cores "
                 f"{sorted(os.sched_getaffinity(0))}, policy {args.client_policy}",
                 flush=True,
             )
@@ -260,7 +260,7 @@ def main() -> None:
                 null_check(direct, args, load)
                 return
             if args.control:
-                control(direct, srv.url, key, gateway_cores if pinned else [], args, load)
+                control(direct, srv.url, key, gateway_cores if pinned else [], args, load, pairs)
                 return
             rows = []
             for stream in (False, True):
@@ -271,9 +271,7 @@ def main() -> None:
                     runs: list[Start] = []
                     before = sum(gateway_proc.cpu_times()[:2])
                     if conc == 1:
-                        got = uvloop.run(
-                            alternate([(direct, None), (srv.url, key)], stream, args.n1)
-                        )
+                        got = pairs([(direct, None), (srv.url, key)], stream, args.n1)
                         lat = {"direct": got[direct], "gateway": got[srv.url]}
                         wall = {path: sum(xs) for path, xs in lat.items()}
                     else:
@@ -341,8 +339,8 @@ def main() -> None:
             plain = added
         else:
             ratio = (len(g) / wall["gateway"]) / (len(d) / wall["direct"])
-            pairs = list(zip(rounds["direct"], rounds["gateway"], strict=True))
-            _, low, high = mean_ci([len(y) / len(x) for x, y in pairs])
+            both = zip(rounds["direct"], rounds["gateway"], strict=True)
+            _, low, high = mean_ci([len(y) / len(x) for x, y in both])
             added = added_across(runs)
             plain = added_across(runs, own=False)
         print(

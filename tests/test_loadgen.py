@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C co
 
 class _Answers(BaseHTTPRequestHandler):
     """``/json``: a body with a length and the worker's time in ``server-timing``;
-    ``/stream``: chunks, the worker's time in the last event's comment line; ``/fail``:
-    HTTP 500."""
+    ``/fail``: HTTP 500; any other path: chunks, the worker's time in the last event's
+    comment line."""
 
     protocol_version = "HTTP/1.1"
 
@@ -86,11 +86,11 @@ def test_it_times_both_kinds_of_answer_and_reads_the_workers_time(exe: Path, bas
     # each client sends to the paths in turn
     assert abs(len(by_path[0]) - len(by_path[1])) <= 4
     assert done == [len(answers) + 2]  # and one unmeasured request per path first
-    assert min(start for _, start, _, _ in answers) < 0 < max(s for _, s, _, _ in answers)
-    for (_, _, latency, own), worker in [(a, 2.5e-3) for a in by_path[0]] + [
+    assert min(a[1] for a in answers) < 0 < max(a[1] for a in answers)
+    for (_, _, latency, own, ok), worker in [(a, 2.5e-3) for a in by_path[0]] + [
         (a, 1.25e-3) for a in by_path[1]
     ]:
-        assert 0 < latency < 1
+        assert ok and 0 < latency < 1
         assert own == pytest.approx(latency - worker, abs=1e-8)
 
 
@@ -107,11 +107,45 @@ def test_failed_answers_are_counted_not_timed(exe: Path, base: str) -> None:
     ERRORS.clear()
     paths: list[tuple[str, str | None]] = [(f"{base}/json", None), (f"{base}/fail", None)]
     answers = _native.run(exe, paths, False, 2, 0.3, 0.0)
-    assert answers and {path for path, *_ in answers} == {0}
-    assert list(ERRORS) == [f"{base}/fail HTTP 500"]
-    assert ERRORS[f"{base}/fail HTTP 500"] >= len(answers) - 2
+    assert {(path, ok) for path, *_, ok in answers} == {(0, True), (1, False)}
+    failed = sum(not ok for *_, ok in answers)
+    assert {f"{base}/fail HTTP 500": failed} == ERRORS
+    assert abs(failed - (len(answers) - failed)) <= 2
+    assert _native.mixed(exe, paths, False, 1, 0.4, 0.0, 0.2)[0][1] == []  # none timed
+
+
+def test_at_concurrency_1_it_sends_rounds_in_turn(exe: Path, base: str) -> None:
+    paths: list[tuple[str, str | None]] = [
+        (f"{base}/json", None),
+        (f"{base}/stream", None),
+        (f"{base}/also", "k"),
+    ]
+    got = _native.alternate(exe, paths, False, 7)
+    assert [len(got[b]) for b, _ in paths] == [7, 7, 7]
+    ERRORS.clear()
+    failing = _native.alternate(exe, [(f"{base}/json", None), (f"{base}/fail", None)], False, 4)
+    assert failing == {f"{base}/json": [], f"{base}/fail": []}
+    assert {f"{base}/fail HTTP 500": 4 + 5} == ERRORS  # the unmeasured rounds' too
 
 
 def test_an_unreachable_path_is_a_clear_error(exe: Path, base: str) -> None:
     with pytest.raises(RuntimeError, match=r"cannot connect to 127\.0\.0\.1:9$"):
         _native.run(exe, [("http://127.0.0.1:9", None)], False, 1, 0.1, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("compiler", "said"),
+    [("no-such-compiler", "no C compiler"), ("false", "false could not build _loadgen.c")],
+)
+def test_without_a_working_compiler_it_says_why(
+    compiler: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CC", compiler)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert _native.build() is None
+    assert said in capsys.readouterr().out
+    assert not list(tmp_path.rglob("loadgen-*"))  # nothing half-built left behind
