@@ -286,7 +286,7 @@ int main(int argc, char **argv) {
             }
             conn_t *c = ev.data.ptr;
             ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-            int status;
+            int status = 0;
             double worker;
             size_t payload;
             if (n <= 0) {
