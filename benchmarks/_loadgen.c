@@ -49,6 +49,10 @@ typedef struct {
     char *buf;
     size_t len, cap;
     double sent;
+    /* the answer read so far: set once its head is in (body > 0), then a chunk at a time */
+    size_t body, next_chunk, payload, timing, timing_len; /* offsets into buf */
+    long length;
+    int status, chunked;
 } conn_t;
 
 struct client {
@@ -112,14 +116,14 @@ static int open_conn(conn_t *c) {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) fail("epoll_ctl");
     c->fd = fd;
-    c->len = 0;
+    c->len = c->body = 0;
     return 0;
 }
 
 static void close_conn(conn_t *c) {
     if (c->fd >= 0) close(c->fd); /* closing takes it out of the epoll set */
     c->fd = -1;
-    c->len = 0;
+    c->len = c->body = 0;
 }
 
 /* Writes the path's request; -1 if the connection cannot take it. */
@@ -146,38 +150,48 @@ static const char *find_last(const char *hay, size_t len, const char *needle, si
     return last;
 }
 
-/* 1: the buffer holds a whole answer (status, the worker's ms or -1, body bytes);
-   0: not yet; -1: not an answer this reads (no length, or not HTTP/1.x). */
-static int parse(const conn_t *c, int *status, double *worker, size_t *payload) {
-    const char *buf = c->buf, *end = c->buf + c->len;
+/* Reads the head of the answer in the buffer, once it is all in: 1 when it was, 0 when
+   not yet, -1 when it is not an answer this reads (not HTTP/1.x). */
+static int parse_head(conn_t *c) {
+    const char *buf = c->buf;
     const char *head_end = memmem(buf, c->len, "\r\n\r\n", 4);
     if (!head_end) return 0;
     if (c->len < 12 || memcmp(buf, "HTTP/1.", 7) != 0) return -1;
-    *status = atoi(buf + 9);
-    long length = -1;
-    int chunked = 0;
-    const char *timing = NULL;
-    size_t timing_len = 0;
+    c->status = atoi(buf + 9);
+    c->length = -1;
+    c->chunked = 0;
+    c->timing = c->timing_len = c->payload = 0;
     const char *line = memchr(buf, '\n', (size_t)(head_end - buf)) + 1;
     while (line < head_end + 2) {
         const char *eol = memmem(line, (size_t)(head_end + 2 - line), "\r\n", 2);
         size_t n = (size_t)(eol - line);
         if (n > 15 && strncasecmp(line, "content-length:", 15) == 0)
-            length = strtol(line + 15, NULL, 10);
+            c->length = strtol(line + 15, NULL, 10);
         else if (n > 18 && strncasecmp(line, "transfer-encoding:", 18) == 0 &&
                  memmem(line, n, "chunked", 7))
-            chunked = 1;
+            c->chunked = 1;
         else if (n > 14 && strncasecmp(line, "server-timing:", 14) == 0) {
-            timing = line + 14;
-            timing_len = n - 14;
+            c->timing = (size_t)(line + 14 - buf);
+            c->timing_len = n - 14;
         }
         line = eol + 2;
     }
-    const char *body = head_end + 4;
-    *payload = 0;
-    if (chunked) {
-        const char *at = body;
+    c->body = c->next_chunk = (size_t)(head_end + 4 - buf);
+    return 1;
+}
+
+/* 1: the buffer holds a whole answer (status, the worker's ms or -1, body bytes);
+   0: not yet; -1: not an answer this reads (no length, or not HTTP/1.x). What was read
+   of it stays on the connection, so each call reads only what came since. */
+static int parse(conn_t *c, int *status, double *worker, size_t *payload) {
+    if (c->body == 0) {
+        int head = parse_head(c);
+        if (head <= 0) return head;
+    }
+    const char *buf = c->buf, *end = c->buf + c->len;
+    if (c->chunked) {
         for (;;) {
+            const char *at = buf + c->next_chunk;
             const char *eol = memmem(at, (size_t)(end - at), "\r\n", 2);
             if (!eol) return 0;
             size_t n = strtoul(at, NULL, 16);
@@ -189,20 +203,23 @@ static int parse(const conn_t *c, int *status, double *worker, size_t *payload) 
             if ((size_t)(end - data) < n + 2) return 0;
             const char *dur = find_last(data, n, DUR, sizeof DUR - 1);
             if (dur) {
-                timing = dur;
-                timing_len = (size_t)(data + n - dur);
+                c->timing = (size_t)(dur - buf);
+                c->timing_len = (size_t)(data + n - dur);
             }
-            *payload += n;
-            at = data + n + 2;
+            c->payload += n;
+            c->next_chunk = (size_t)(data + n + 2 - buf);
         }
-    } else if (length >= 0) {
-        if (end - body < length) return 0;
-        *payload = (size_t)length;
+    } else if (c->length >= 0) {
+        if (c->len - c->body < (size_t)c->length) return 0;
+        c->payload = (size_t)c->length;
     } else {
         return -1;
     }
+    *status = c->status;
+    *payload = c->payload;
     *worker = -1;
-    const char *dur = timing ? memmem(timing, timing_len, DUR, sizeof DUR - 1) : NULL;
+    const char *timing = c->timing_len ? buf + c->timing : NULL;
+    const char *dur = timing ? memmem(timing, c->timing_len, DUR, sizeof DUR - 1) : NULL;
     if (dur) *worker = strtod(dur + sizeof DUR - 1, NULL);
     return 1;
 }
@@ -296,7 +313,7 @@ int main(int argc, char **argv) {
             c->len += (size_t)n;
             if (parse(c, &status, &worker, &payload) != 0) {
                 answered += status == 200;
-                c->len = 0;
+                c->len = c->body = 0;
                 in_flight = 0;
             }
         }
@@ -343,7 +360,7 @@ int main(int argc, char **argv) {
             if (done == 0) continue;
             if (done == 1) {
                 double finished = now();
-                c->len = 0;
+                c->len = c->body = 0;
                 if (status != 200)
                     printf("error %d HTTP %d\n", c->path, status);
                 else if (payload == 0)

@@ -13,19 +13,19 @@ serve`` keeps a core for the gateway and pins CPU replicas to the others
 (``zhisuan.cluster.cores``); run with ``ZHISUAN_CPU_PINNING=off`` to compare.
 ``--engine-threads`` overrides the engine's thread count.
 
-The load generator is the benchmark's own: ``_loadgen.c``, built with the host's C
-compiler on first use (``_native.py``; ``--client native``, the default), or
-``_load.Client`` in Python on uvloop (``--client python``, and where there is no C
-compiler). Each writes a prepared request on a keep-alive connection and times the answer
-to its last byte. The Python one takes about 0.055 ms of CPU per request (0.04-0.08 ms at
-64), the native one 0.02-0.03 ms; aiohttp took 0.2 ms, and at 64 the direct path then ran
-10-15% slower than with the Python client (the client, not the worker, set its pace). An
-httpx client took about 10 ms per request. The load generator runs on the gateway's cores
-(``--client-cores gateway``, the default when the gateway is pinned), as clients on other
-machines would leave the engine's cores to the engine: left anywhere, the scheduler puts
-it next to the engine in some rounds and not in others, and the rounds at 64 then differ
-by the client's share of the engine's core. ``--client-cores any`` leaves it to the
-scheduler, and ``--client-cores engine`` puts it on the engine's cores, where at 64 it
+The load generator is the benchmark's own: ``_loadgen.c``, built with the host's C compiler
+on first use (``_native.py``; ``--client native``, the default), or ``_load.Client`` in
+Python on uvloop (``--client python``, and where there is no C compiler). Each writes a
+prepared request on a keep-alive connection and times the answer to its last byte. The
+Python one takes about 0.04-0.05 ms of CPU per request at 64 (0.08-0.10 ms a stream), the
+native one 0.02-0.03 ms (0.06-0.07 ms a stream); aiohttp took 0.2 ms, and at 64 the direct
+path then ran 10-15% slower than with the Python client (the client, not the worker, set
+its pace). An httpx client took about 10 ms per request. The load generator runs on the
+gateway's cores (``--client-cores gateway``, the default when the gateway is pinned), as
+clients on other machines would leave the engine's cores to the engine: left anywhere, the
+scheduler puts it next to the engine in some rounds and not in others, and the rounds at 64
+then differ by the client's share of the engine's core. ``--client-cores any`` leaves it to
+the scheduler, and ``--client-cores engine`` puts it on the engine's cores, where at 64 it
 slows both paths alike instead of taking turns with the gateway. On a host this small it
 shares a core either way: at 64, the gateway's work on a burst of answers (the engine ends
 a batch's fixed-length requests together) and the client's work on the same burst take
